@@ -1,0 +1,1 @@
+"""One module per console script: parse arguments, call the library, print, exit."""

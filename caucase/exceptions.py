@@ -1,0 +1,55 @@
+"""The error hierarchy: the WSGI layer maps it to statuses, the CLI to exit codes."""
+
+from __future__ import annotations
+
+
+class CaucaseError(Exception):
+    """Base of every error caucase raises on purpose."""
+
+
+class CertificateAuthorityException(CaucaseError):
+    """A request the certificate authority refuses (HTTP 400 unless a subclass says)."""
+
+
+class NoStorage(CertificateAuthorityException):
+    """The pending-CSR quota is reached (HTTP 507)."""
+
+
+class NotFound(CertificateAuthorityException):
+    """Unknown id, or the row is not in the state the operation needs (HTTP 404)."""
+
+
+class Found(CertificateAuthorityException):
+    """The serial is already revoked (HTTP 409)."""
+
+
+class CertificateVerificationError(CertificateAuthorityException):
+    """A certificate does not chain to a known CA, is outside validity or revoked (HTTP 400)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("Certificate verification error: " + reason)
+        self.reason = reason
+
+
+class NotACertificateSigningRequest(CertificateAuthorityException):
+    """The body is not exactly one PEM CSR with a valid self-signature (HTTP 400)."""
+
+
+class NotJSON(CertificateAuthorityException):
+    """An envelope payload is not JSON (HTTP 400 "Invalid json payload")."""
+
+
+class BadEnvelope(CertificateAuthorityException):
+    """A signed envelope is malformed: missing field, unknown digest, bad signature (HTTP 400)."""
+
+
+class BadSerial(CertificateAuthorityException):
+    """A serial to revoke is not a non-negative integer (HTTP 400)."""
+
+
+class KeyAlreadyUsed(CertificateAuthorityException):
+    """The CAU already holds a row for this public key (HTTP 400; the reference gave 500)."""
+
+
+class BackupError(CaucaseError):
+    """A backup file is malformed, truncated, tampered with, or not for this key."""

@@ -1,0 +1,66 @@
+"""Fixtures shared by every test module: an injectable clock and the reference peer."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_VERSION = "0.9.17"
+
+
+class FakeClock:
+    """A clock that only moves when told to: lets tests cross years without sleeping."""
+
+    def __init__(self, start: datetime.datetime | None = None) -> None:
+        self._now = start or datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.timezone.utc)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime.datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, **kw: float) -> datetime.datetime:
+        with self._lock:
+            self._now += datetime.timedelta(**kw)
+            return self._now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def _reference_venv() -> Path:
+    return Path(os.environ.get("CAUCASE_REFERENCE_VENV", ROOT / ".reference-venv"))
+
+
+_reference_lock = threading.Lock()
+
+
+@pytest.fixture(scope="session")
+def reference_bin() -> Path:
+    """Directory holding the reference caucase 0.9.17 commands, in their own venv.
+
+    Installed from PyPI on first use; never into the project's environment, since the
+    package names collide."""
+    venv = _reference_venv()
+    bin_dir = venv / "bin"
+    with _reference_lock:
+        if not (bin_dir / "caucased").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run(
+                [str(bin_dir / "pip"), "install", "-q", f"caucase=={REFERENCE_VERSION}"],
+                check=True,
+            )
+    version = subprocess.run(
+        [str(bin_dir / "caucase"), "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert version == REFERENCE_VERSION
+    return bin_dir
