@@ -1,0 +1,174 @@
+"""Shared pieces of the benchmark scripts: servers to compare, load generation, ceilings.
+
+Benchmarks print figures; they never pass or fail. Run them from the repository root with the
+project's virtual environment, e.g. `.venv/bin/python benchmarks/issuance.py`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import (  # noqa: E402
+    OUR_BIN,
+    RunningServer,
+    make_key_and_csr,
+    start_caucased,
+)
+
+REFERENCE_BIN = ROOT / ".reference-venv" / "bin"
+
+
+def implementations() -> dict[str, list[str]]:
+    """caucased commands to compare: ours, and the reference when it is installed."""
+    found = {"ours": [str(OUR_BIN / "caucased")]}
+    if (REFERENCE_BIN / "caucased").exists():
+        found["reference"] = [str(REFERENCE_BIN / "caucased")]
+    else:
+        print(f"(reference caucased not found in {REFERENCE_BIN}: run the test suite once)")
+    return found
+
+
+@contextmanager
+def running(command: Sequence[str], extra_args: Sequence[str] = ()) -> Iterator[RunningServer]:
+    with tempfile.TemporaryDirectory() as workdir:
+        server = start_caucased(command, Path(workdir), extra_args)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def make_csrs(count: int) -> list[bytes]:
+    started = time.perf_counter()
+    csrs = [make_key_and_csr(f"bench-{index}")[1] for index in range(count)]
+    print(f"generated {count} CSRs in {time.perf_counter() - started:.1f} s")
+    return csrs
+
+
+class Connection:
+    """One keep-alive capable HTTP connection, reopened when the server closes it."""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext | None = None) -> None:
+        self._host, self._port, self._context = host, port, context
+        self._connection: http.client.HTTPConnection | None = None
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, http.client.HTTPResponse, bytes]:
+        for attempt in (0, 1):
+            if self._connection is None:
+                if self._context is None:
+                    self._connection = http.client.HTTPConnection(self._host, self._port, timeout=60)
+                else:
+                    self._connection = http.client.HTTPSConnection(
+                        self._host, self._port, context=self._context, timeout=60
+                    )
+            try:
+                self._connection.request(method, path, body=body, headers=headers or {})
+                response = self._connection.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionError, BrokenPipeError):
+                self.close()
+                if attempt:
+                    raise
+                continue
+            if response.will_close:
+                self.close()
+            return response.status, response, data
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def client_tls_context(cert_file: Path | None = None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if cert_file is not None:
+        context.load_cert_chain(str(cert_file))
+    return context
+
+
+def run_parallel(jobs: Sequence[object], worker: Callable[[int, object], None], concurrency: int) -> float:
+    """Run worker(thread_index, job) over jobs with `concurrency` threads; elapsed seconds."""
+    lock = threading.Lock()
+    queue = list(reversed(jobs))
+
+    def loop(index: int) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                job = queue.pop()
+            worker(index, job)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(loop, index) for index in range(concurrency)]:
+            future.result()
+    return time.perf_counter() - started
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def _trivial_app(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+@contextmanager
+def trivial_server(tls: ssl.SSLContext | None = None) -> Iterator[int]:
+    """A minimal threaded wsgiref server: the ceiling any wsgiref-based caucased can reach."""
+    server = make_server("127.0.0.1", 0, _trivial_app, _ThreadingWSGIServer, _QuietHandler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def requests_per_second(port: int, count: int, concurrency: int, context: ssl.SSLContext | None) -> float:
+    """Rate of trivial GETs, each on a new connection (a new TLS handshake with `context`)."""
+
+    def worker(_index: int, _job: object) -> None:
+        connection = Connection("127.0.0.1", port, context)
+        status, _, _ = connection.request("GET", "/")
+        connection.close()
+        assert status == 200
+
+    return count / run_parallel(range(count), worker, concurrency)
+
+
+def summary(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.median(values):.1f} (min {min(values):.1f}, max {max(values):.1f})"
