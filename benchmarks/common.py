@@ -68,12 +68,18 @@ class Connection:
         self._connection: http.client.HTTPConnection | None = None
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, http.client.HTTPResponse, bytes]:
         for attempt in (0, 1):
             if self._connection is None:
                 if self._context is None:
-                    self._connection = http.client.HTTPConnection(self._host, self._port, timeout=60)
+                    self._connection = http.client.HTTPConnection(
+                        self._host, self._port, timeout=60
+                    )
                 else:
                     self._connection = http.client.HTTPSConnection(
                         self._host, self._port, context=self._context, timeout=60
@@ -107,7 +113,9 @@ def client_tls_context(cert_file: Path | None = None) -> ssl.SSLContext:
     return context
 
 
-def run_parallel(jobs: Sequence[object], worker: Callable[[int, object], None], concurrency: int) -> float:
+def run_parallel(
+    jobs: Sequence[object], worker: Callable[[int, object], None], concurrency: int
+) -> float:
     """Run worker(thread_index, job) over jobs with `concurrency` threads; elapsed seconds."""
     lock = threading.Lock()
     queue = list(reversed(jobs))
@@ -128,7 +136,7 @@ def run_parallel(jobs: Sequence[object], worker: Callable[[int, object], None], 
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -156,7 +164,9 @@ def trivial_server(tls: ssl.SSLContext | None = None) -> Iterator[int]:
         server.server_close()
 
 
-def requests_per_second(port: int, count: int, concurrency: int, context: ssl.SSLContext | None) -> float:
+def requests_per_second(
+    port: int, count: int, concurrency: int, context: ssl.SSLContext | None
+) -> float:
     """Rate of trivial GETs, each on a new connection (a new TLS handshake with `context`)."""
 
     def worker(_index: int, _job: object) -> None:

@@ -37,7 +37,10 @@ def issue_all(http_port: int, csrs: list[bytes], concurrency: int) -> float:
     def worker(index: int, csr: object) -> None:
         connection = connections[index]
         status, response, _ = connection.request(
-            "PUT", "/cas/csr", csr, {"Content-Type": "application/pkcs10"}  # type: ignore[arg-type]
+            "PUT",
+            "/cas/csr",
+            csr,
+            {"Content-Type": "application/pkcs10"},  # type: ignore[arg-type]
         )
         assert status == 201, status
         status, _, body = connection.request("GET", "/cas/crt/" + response.headers["Location"])
@@ -122,7 +125,9 @@ def main() -> None:
     print(f"HTTP ceiling: {http_rate:.0f} trivial requests/s -> {http_rate / 2:.0f} issuances/s")
     for name, median in medians.items():
         print(f"  {name} reach {100 * median / (http_rate / 2):.0f}% of that ceiling")
-    print(f"HTTPS ceiling (new RSA-2048 mutual handshake per request): {https_rate:.0f} requests/s")
+    print(
+        f"HTTPS ceiling (new RSA-2048 mutual handshake per request): {https_rate:.0f} requests/s"
+    )
 
 
 if __name__ == "__main__":
