@@ -1,23 +1,184 @@
 """CertificateAuthority: the policy of one CA instance (ca-profile 2-4).
 
-Talks to storage and x509util only. INTERFACE STUB: bodies to be written.
+Talks to storage and x509util only. Parsed CA keys and certificates, the CA chain
+document, the CRLs and the revoked serials live in memory and are rebuilt only when
+what they derive from changes, so that per-request work stays cheap.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+import dataclasses
+import datetime
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
-from caucase.clock import Clock, utcnow
+from caucase import x509util
+from caucase.clock import Clock, from_timestamp, to_timestamp, utcnow
+from caucase.exceptions import (
+    BadSerial,
+    CertificateAuthorityException,
+    CertificateVerificationError,
+    Found,
+    NotFound,
+)
 from caucase.storage import Storage
 from caucase.x509util import SigningMode
+
+logger = logging.getLogger(__name__)
+
+# Renew the CA once the newest one has at most this many certificate lives left (3.1).
+CA_RENEWAL_MARGIN = 2
+MINIMUM_CA_LIFE_PERIOD = 3
+CHAIN_DIGEST = "sha256"
+
+
+@dataclasses.dataclass(frozen=True)
+class _CAKeyPair:
+    """One held CA: parsed once at load time, never re-parsed per request."""
+
+    key: rsa.RSAPrivateKey
+    crt: x509.Certificate
+    pem: bytes
+    authority_key_id: int
+
+    @property
+    def not_before(self) -> datetime.datetime:
+        return self.crt.not_valid_before_utc
+
+    @property
+    def not_after(self) -> datetime.datetime:
+        return self.crt.not_valid_after_utc
+
+
+def _public_der(public_key: Any) -> bytes:
+    return bytes(
+        public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def _load_ca_key_pair(key_pem: bytes, crt_pem: bytes, now: datetime.datetime) -> _CAKeyPair:
+    """Parse and check one stored CA row; ValueError says why it cannot be used."""
+    key = x509util.load_private_key(key_pem)
+    crt = x509util.load_certificate(crt_pem)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("CA key is not RSA")
+    if _public_der(key.public_key()) != _public_der(crt.public_key()):
+        raise ValueError("CA certificate does not match its key")
+    if not x509util.is_valid_ca(crt, now):
+        raise ValueError("not a valid self-signed CA certificate")
+    return _CAKeyPair(key, crt, x509util.dump_certificate(crt), x509util.authority_key_id_int(crt))
+
+
+def _build_chain(pair_list: Sequence[_CAKeyPair]) -> list[dict[str, Any]]:
+    """ca.crt.json: each CA vouches for its successor (ca-profile 3.4)."""
+    chain = []
+    for previous, current in zip(pair_list, pair_list[1:]):
+        payload = json.dumps({"old_pem": previous.pem.decode(), "new_pem": current.pem.decode()})
+        chain.append(x509util.sign_envelope(previous.key, payload, CHAIN_DIGEST))
+    return chain
+
+
+class _CRLCache:
+    """CRL regeneration with the reference's numbering and thisUpdate reuse (ca-profile 2.2-2.3).
+
+    Callers hold the CA lock: this class is not thread-safe on its own."""
+
+    def __init__(
+        self, storage: Storage, crl_life: datetime.timedelta, renew_time: datetime.timedelta
+    ) -> None:
+        self._storage = storage
+        self._crl_life = crl_life
+        self._renew_time = renew_time
+        self._by_authority: dict[int, tuple[bytes, datetime.datetime]] = {}
+        self._revoked_serials: frozenset[int] | None = None
+        self._result: dict[int, bytes] | None = None
+        self._bundle: bytes | None = None
+
+    def clear(self) -> None:
+        """Forget everything: after a revocation or a CA list change."""
+        self._by_authority.clear()
+        self._revoked_serials = None
+        self._result = None
+        self._bundle = None
+
+    def get_bundle(self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime) -> bytes:
+        """The CRLs joined by a blank line, rebuilt only with the CRLs themselves."""
+        result, _ = self.get(pair_list, now)
+        if self._bundle is None:
+            self._bundle = b"\n".join(result.values())
+        return self._bundle
+
+    def get(
+        self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime
+    ) -> tuple[dict[int, bytes], frozenset[int]]:
+        """CRL per CA (oldest first) and revoked serials; no storage access while fresh."""
+        if (
+            self._result is not None
+            and self._revoked_serials is not None
+            and all(self._is_fresh(pair.authority_key_id, now) for pair in pair_list)
+        ):
+            return self._result, self._revoked_serials
+        return self._regenerate(pair_list, now)
+
+    def _is_fresh(self, authority_key_id: int, now: datetime.datetime) -> bool:
+        cached = self._by_authority.get(authority_key_id)
+        return cached is not None and cached[1] >= now
+
+    def _regenerate(
+        self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime
+    ) -> tuple[dict[int, bytes], frozenset[int]]:
+        number, last_update = self._storage.get_crl_state()
+        renewed = last_update is None
+        revoked = self._storage.get_revoked(to_timestamp(now))
+        revoked_dated = [(serial, from_timestamp(date)) for serial, date in revoked]
+        result = {}
+        for pair in pair_list:
+            cached = self._by_authority.get(pair.authority_key_id)
+            if cached is not None and cached[1] >= now:
+                result[pair.authority_key_id] = cached[0]
+                continue
+            if cached is not None and not renewed:
+                # One expiry forces one fresh number, shared by the CAs that follow.
+                last_update = None
+                renewed = True
+            if last_update is None or from_timestamp(last_update) + self._renew_time < now:
+                last_update = to_timestamp(now - x509util.BACKDATE)
+                number = self._storage.start_crl_generation(last_update)
+            this_update = from_timestamp(last_update)
+            crl = x509util.make_crl(
+                pair.key,
+                pair.crt,
+                revoked_dated,
+                number,
+                this_update,
+                this_update + self._crl_life,
+            )
+            pem = x509util.dump_crl(crl)
+            self._by_authority[pair.authority_key_id] = (pem, this_update + self._renew_time)
+            result[pair.authority_key_id] = pem
+        for authority_key_id in set(self._by_authority) - set(result):
+            del self._by_authority[authority_key_id]
+        self._result = result
+        self._bundle = None
+        self._revoked_serials = frozenset(serial for serial, _ in revoked)
+        return result, self._revoked_serials
 
 
 class CertificateAuthority:
     """One CA instance: its CA certificates, the CSRs and certificates it holds, its CRLs.
 
-    Thread-safe: one object serves every request thread."""
+    Thread-safe: one object serves every request thread. Leaf certificates are signed
+    outside the lock; CA generation and CRL signing happen under it."""
 
     def __init__(
         self,
@@ -34,65 +195,263 @@ class CertificateAuthority:
         ca_extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
     ) -> None:
         """crt_life is in days. ca_key_size None disables CA generation (restore)."""
-        raise NotImplementedError
+        if ca_life_period < MINIMUM_CA_LIFE_PERIOD:
+            raise ValueError(f"ca_life_period must be at least {MINIMUM_CA_LIFE_PERIOD}")
+        self._storage = storage
+        self._ca_subject = ca_subject
+        self._ca_key_size = ca_key_size
+        self._crt_life = datetime.timedelta(days=crt_life)
+        self._ca_life = self._crt_life * ca_life_period
+        self._crl_life = self._crt_life * crl_renew_period
+        self._clock = clock
+        self._crl_base_url = crl_base_url
+        self._ca_extensions = tuple(ca_extensions)
+        if lock_auto_sign_csr_amount:
+            storage.lock_auto_sign_amount(auto_sign_csr_amount)
+        locked_amount = storage.get_locked_auto_sign_amount()
+        self._auto_sign_csr_amount = (
+            auto_sign_csr_amount if locked_amount is None else locked_amount
+        )
+        self._lock = threading.RLock()
+        self._renewal_lock = threading.Lock()
+        self._crl_cache = _CRLCache(storage, self._crl_life, self._crl_life / 2)
+        self._pair_list: list[_CAKeyPair] = []
+        self._chain: list[dict[str, Any]] = []
+        self._load_ca_list(clock())
+        self._check_ca_renewal()
+
+    # CA list and rollover
+    def _load_ca_list(self, now: datetime.datetime) -> None:
+        """Read the CA rows again; a row that cannot be used is skipped, never fatal."""
+        pair_list = []
+        for key_pem, crt_pem in self._storage.get_ca_key_pairs(to_timestamp(now)):
+            try:
+                pair_list.append(_load_ca_key_pair(key_pem, crt_pem, now))
+            except (ValueError, TypeError) as error:
+                logger.warning("Skipping unusable CA certificate row: %s", error)
+        pair_list.sort(key=lambda pair: pair.not_after)
+        with self._lock:
+            self._set_pair_list(pair_list)
+
+    def _set_pair_list(self, pair_list: list[_CAKeyPair]) -> None:
+        self._pair_list = pair_list
+        self._chain = _build_chain(pair_list)
+        self._crl_cache.clear()
+
+    def _needs_new_ca(self, now: datetime.datetime) -> bool:
+        if self._ca_key_size is None:
+            return False
+        if not self._pair_list:
+            return True
+        remaining = self._pair_list[-1].not_after - now
+        return remaining / self._crt_life <= CA_RENEWAL_MARGIN
+
+    def _check_ca_renewal(self) -> datetime.datetime:
+        """Generate the next CA when due (ca-profile 3.1); return the "now" used."""
+        now = self._clock()
+        if self._needs_new_ca(now) and self._renewal_lock.acquire(blocking=False):
+            try:
+                if self._needs_new_ca(now):
+                    self._generate_ca(now)
+            finally:
+                self._renewal_lock.release()
+        return now
+
+    def _generate_ca(self, now: datetime.datetime) -> None:
+        assert self._ca_key_size is not None
+        key = x509util.generate_private_key(self._ca_key_size)
+        if self._pair_list:
+            crt = x509util.renew_ca_certificate(self._pair_list[-1].crt, key, now, self._ca_life)
+        else:
+            crt = x509util.make_ca_certificate(
+                key, self._ca_subject, now, self._ca_life, self._ca_extensions
+            )
+        self._storage.append_ca_key_pair(
+            to_timestamp(crt.not_valid_after_utc),
+            x509util.dump_private_key(key),
+            x509util.dump_certificate(crt),
+        )
+        self._load_ca_list(now)
+
+    def _current_pair_list(self) -> tuple[list[_CAKeyPair], datetime.datetime]:
+        """Renewal check, then the held CAs that are not expired yet, oldest first."""
+        now = self._check_ca_renewal()
+        with self._lock:
+            if self._pair_list and self._pair_list[0].not_after < now:
+                self._set_pair_list([pair for pair in self._pair_list if pair.not_after >= now])
+            return self._pair_list, now
+
+    def _active_pair(self) -> tuple[_CAKeyPair, datetime.datetime]:
+        """The signing CA: newest one older than one certificate life, else the newest (3.2)."""
+        pair_list, now = self._current_pair_list()
+        if not pair_list:
+            raise CertificateAuthorityException("No CA certificate available")
+        for pair in reversed(pair_list):
+            if pair.not_before + self._crt_life < now:
+                return pair, now
+        return pair_list[-1], now
 
     # CSRs
     def append_csr(self, csr_pem: bytes, override_limits: bool = False) -> int:
         """Store a CSR, auto-signing it when the counter allows; return its id."""
-        raise NotImplementedError
+        csr = x509util.load_certificate_request(csr_pem)
+        csr_id, received = self._storage.append_csr(
+            csr_pem,
+            x509util.key_id(csr.public_key()),
+            to_timestamp(self._clock()),
+            override_limits,
+        )
+        if received is not None and received <= self._auto_sign_csr_amount:
+            self._issue(csr_id, csr, csr, SigningMode.YES)
+        return csr_id
 
     def get_csr(self, csr_id: int) -> bytes:
-        raise NotImplementedError
+        return self._storage.get_csr(csr_id)
 
     def get_csr_list(self) -> list[tuple[int, bytes]]:
-        raise NotImplementedError
+        """(id, CSR PEM) of every pending CSR."""
+        return self._storage.get_pending_csr_list()
 
     def delete_pending_csr(self, csr_id: int) -> None:
-        raise NotImplementedError
+        self._storage.delete_pending_csr(csr_id)
 
     def create_certificate(
         self, csr_id: int, template_csr: bytes | None = None, mode: SigningMode = SigningMode.NO
     ) -> bytes:
-        """Sign a pending CSR (optionally with a template CSR's subject/extensions); return its PEM."""
-        raise NotImplementedError
+        """Sign a pending CSR, subject and extensions from `template_csr` if given; return PEM."""
+        csr = x509util.load_certificate_request(self._storage.get_csr(csr_id))
+        template = csr
+        if template_csr is not None:
+            template = x509util.load_certificate_request(template_csr)
+        return self._issue(csr_id, csr, template, mode)
 
     def get_certificate(self, csr_id: int) -> bytes:
-        raise NotImplementedError
+        return self._storage.get_certificate(csr_id, to_timestamp(self._clock()))
+
+    def _issue(
+        self,
+        csr_id: int,
+        csr: x509.CertificateSigningRequest,
+        template: x509util.Template,
+        mode: SigningMode,
+    ) -> bytes:
+        """Sign with the active CA (outside the lock) and attach the result to the row."""
+        pair, now = self._active_pair()
+        # The CSR signature verified, so its key is a signing key, never X25519/X448.
+        public_key = cast(CertificateIssuerPublicKeyTypes, csr.public_key())
+        crt = x509util.issue_certificate(
+            pair.key,
+            pair.crt,
+            public_key,
+            template,
+            mode,
+            now,
+            self._crt_life,
+            self._crl_base_url,
+        )
+        crt_pem = x509util.dump_certificate(crt)
+        self._storage.store_certificate(csr_id, crt_pem, to_timestamp(now))
+        return crt_pem
 
     # Renewal and revocation
     def renew(self, crt_pem: bytes, renew_csr_pem: bytes) -> bytes:
         """Key-holder renewal: `crt_pem` must verify; new certificate PEM for the CSR's key."""
-        raise NotImplementedError
+        old_crt = self._load_certificate(crt_pem)
+        self.verify_certificate(old_crt)
+        csr = x509util.load_certificate_request(renew_csr_pem)
+        csr_id, _ = self._storage.append_csr(
+            renew_csr_pem,
+            x509util.key_id(csr.public_key()),
+            to_timestamp(self._clock()),
+            override_limits=True,
+        )
+        # A CSR already signed is found by deduplication: storing again says NotFound.
+        return self._issue(csr_id, csr, old_crt, SigningMode.PASSTHROUGH)
 
     def revoke_certificate(self, crt_pem: bytes) -> None:
         """Revoke a certificate that verifies (issued here, valid, not yet revoked)."""
-        raise NotImplementedError
+        crt = self._load_certificate(crt_pem)
+        self.verify_certificate(crt)
+        now = self._clock()
+        try:
+            self._revoke(crt.serial_number, now, crt.not_valid_after_utc + self._crl_life)
+        except Found:
+            raise CertificateVerificationError("certificate revoked") from None
 
     def revoke_serial(self, serial: int) -> None:
         """Revoke by serial; BadSerial unless a non-negative int, Found if already revoked."""
-        raise NotImplementedError
+        if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+            raise BadSerial(f"Invalid serial: {serial!r}")
+        pair_list, now = self._current_pair_list()
+        latest = max((pair.not_after for pair in pair_list), default=now)
+        self._revoke(serial, now, latest + self._crl_life)
+
+    def _revoke(self, serial: int, now: datetime.datetime, expiration: datetime.datetime) -> None:
+        with self._lock:
+            try:
+                self._storage.revoke(serial, to_timestamp(now), to_timestamp(expiration))
+            finally:
+                self._crl_cache.clear()
+
+    @staticmethod
+    def _load_certificate(crt_pem: bytes) -> x509.Certificate:
+        try:
+            return x509util.load_certificate(crt_pem)
+        except (ValueError, TypeError):
+            raise CertificateVerificationError("not a valid PEM certificate") from None
 
     def verify_certificate(self, crt: x509.Certificate) -> None:
         """CertificateVerificationError unless issued by a held CA, valid now, not revoked."""
-        raise NotImplementedError
+        x509util.verify_certificate(crt, *self._verification_context())
+
+    def _verification_context(
+        self,
+    ) -> tuple[list[x509.Certificate], frozenset[int], datetime.datetime]:
+        """CA certificates, revoked serials and "now": no storage access while CRLs are fresh."""
+        pair_list, now = self._current_pair_list()
+        with self._lock:
+            _, revoked_serials = self._crl_cache.get(pair_list, now)
+        return [pair.crt for pair in pair_list], revoked_serials, now
 
     # CA material
     def get_ca_certificate(self) -> bytes:
         """PEM of the oldest still-valid CA certificate (the trust anchor for new clients)."""
-        raise NotImplementedError
+        pair_list, _ = self._current_pair_list()
+        if not pair_list:
+            raise NotFound("No CA certificate available")
+        return pair_list[0].pem
 
     def get_ca_certificate_list(self) -> list[x509.Certificate]:
         """Every held CA certificate, oldest first."""
-        raise NotImplementedError
+        pair_list, _ = self._current_pair_list()
+        return [pair.crt for pair in pair_list]
 
     def get_ca_certificate_chain(self) -> list[dict[str, Any]]:
         """ca.crt.json items: one signed envelope per consecutive CA pair."""
-        raise NotImplementedError
+        self._current_pair_list()
+        with self._lock:
+            return list(self._chain)
 
     def get_crl_dict(self) -> dict[int, bytes]:
         """CRL PEM per CA certificate, keyed by its AKI integer, oldest CA first."""
-        raise NotImplementedError
+        pair_list, now = self._current_pair_list()
+        with self._lock:
+            crl_dict, _ = self._crl_cache.get(pair_list, now)
+        return dict(crl_dict)
+
+    def get_crl_bundle(self) -> bytes:
+        """Every CRL PEM joined by a blank line, as GET {ca}/crl serves it (http-api 6.3)."""
+        pair_list, now = self._current_pair_list()
+        with self._lock:
+            return self._crl_cache.get_bundle(pair_list, now)
 
     def iter_valid_certificates(self) -> Iterator[x509.Certificate]:
         """Stored certificates that verify now (backup recipients on the CAU)."""
-        raise NotImplementedError
+        ca_list, revoked_serials, now = self._verification_context()
+        for crt_pem in self._storage.iter_certificates():
+            try:
+                crt = x509util.load_certificate(crt_pem)
+                x509util.verify_certificate(crt, ca_list, revoked_serials, now)
+            except (ValueError, CertificateVerificationError):
+                continue
+            yield crt
