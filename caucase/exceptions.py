@@ -53,3 +53,37 @@ class KeyAlreadyUsed(CertificateAuthorityException):
 
 class BackupError(CaucaseError):
     """A backup file is malformed, truncated, tampered with, or not for this key."""
+
+
+class PemFileError(CaucaseError):
+    """A PEM file or store is missing, unreadable, or does not hold what is expected."""
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CaucaseHTTPError(CaucaseError):
+    """The server answered with an error status (>= 400; also an unexpected 3xx)."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        super().__init__(status, headers, body)
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.body.decode('utf-8', 'replace').strip()}"
+
+
+class CaucaseNetworkError(CaucaseError):
+    """The server could not be reached or its answer was not HTTP (any socket-level cause)."""
+
+    def __init__(self, url: str, cause: BaseException) -> None:
+        super().__init__(f"{url}: {type(cause).__name__}: {cause}")
+        self.url = url
+        self.cause = cause
+
+
+class CaucaseTLSError(CaucaseNetworkError):
+    """The TLS handshake or session failed (never retried: retrying would not help)."""
