@@ -1,36 +1,266 @@
 """The encrypted backup format (ca-profile 6): streaming writer and reader.
 
-INTERFACE STUB: bodies to be written.
+Layout: magic, little-endian header length, JSON header naming the symmetric scheme and
+one RSA-OAEP-wrapped secret per recipient, then one AES-256-CBC/PKCS#7 stream of
+`chunk || running HMAC-SHA256` blocks over the NUL-terminated SQL statements.
 """
 
 from __future__ import annotations
 
-from typing import BinaryIO, Iterable, Iterator
+import hashlib
+import hmac
+import json
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+
+from caucase.exceptions import BackupError
 
 MAGIC = b"caucase\0"
 CHUNK_SIZE = 10 * 1024 * 1024
+TEST_CHUNK_SIZE = 32
+CIPHER_NAMES = {
+    CHUNK_SIZE: "aes256_cbc_pkcs7_hmac_10M_sha256",
+    TEST_CHUNK_SIZE: "TESTS_INTERNAL_USE_ONLY",
+}
+KEY_CIPHER_NAME = "rsa_oaep_sha1_mgf1_sha1"
+MAC_SIZE = 32
+SECRET_SIZE = 64
+READ_SIZE = 1024 * 1024
+MAX_HEADER_SIZE = 16 * 1024 * 1024
+_HEADER_LENGTH = struct.Struct("<I")
+
+
+def _oaep() -> OAEP:
+    return OAEP(mgf=MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+
+
+def _key_id(public_key: rsa.RSAPublicKey) -> str:
+    """SHA-1 of the PKCS#1 RSAPublicKey DER, i.e. the subject key identifier."""
+    return x509.SubjectKeyIdentifier.from_public_key(public_key).digest.hex()
+
+
+class _EncryptingWriter:
+    """Pads once at the very end and encrypts everything as one CBC stream."""
+
+    def __init__(self, output: BinaryIO, encryption_key: bytes, iv: bytes) -> None:
+        self._output = output
+        self._encryptor: CipherContext = Cipher(
+            algorithms.AES(encryption_key), modes.CBC(iv)
+        ).encryptor()
+        self._padder = padding.PKCS7(algorithms.AES.block_size).padder()
+
+    def write(self, data: bytes) -> None:
+        self._output.write(self._encryptor.update(self._padder.update(data)))
+
+    def close(self) -> None:
+        self._output.write(self._encryptor.update(self._padder.finalize()))
+        self._output.write(self._encryptor.finalize())
 
 
 def write_backup(
     output: BinaryIO,
     statements: Iterable[str],
     recipients: Iterable[x509.Certificate],
+    chunk_size: int = CHUNK_SIZE,
 ) -> int:
     """Encrypt `statements` for every RSA recipient; return how many recipients were used.
 
-    Non-RSA recipients are skipped. Raises BackupError when no recipient is usable (nothing
-    useful written). Memory use does not grow with the dump size."""
-    raise NotImplementedError
+    Non-RSA recipients are skipped (the reference crashed on them, errata 2). Raises
+    BackupError when no recipient is usable, before writing anything. Memory use does not
+    grow with the dump size. `chunk_size` TEST_CHUNK_SIZE selects the test variant."""
+    if chunk_size not in CIPHER_NAMES:
+        raise ValueError(f"Unsupported chunk size {chunk_size}")
+    secret = os.urandom(SECRET_SIZE)
+    iv = os.urandom(16)
+    key_list = [
+        {
+            "id": _key_id(public_key),
+            "cipher": {"name": KEY_CIPHER_NAME},
+            "key": public_key.encrypt(secret, _oaep()).hex(),
+        }
+        for public_key in (certificate.public_key() for certificate in recipients)
+        if isinstance(public_key, rsa.RSAPublicKey)
+    ]
+    if not key_list:
+        raise BackupError("No RSA recipient certificate: backup not written")
+    header = json.dumps(
+        {"cipher": {"name": CIPHER_NAMES[chunk_size], "parameter": iv.hex()}, "key_list": key_list}
+    ).encode("ascii")
+    output.write(MAGIC + _HEADER_LENGTH.pack(len(header)) + header)
+    writer = _EncryptingWriter(output, secret[SECRET_SIZE // 2 :], iv)
+    _write_signed_stream(writer, statements, secret[: SECRET_SIZE // 2], chunk_size)
+    writer.close()
+    return len(key_list)
+
+
+def _write_signed_stream(
+    writer: _EncryptingWriter, statements: Iterable[str], mac_key: bytes, chunk_size: int
+) -> None:
+    """chunk1 || MAC(D[:C]) || chunk2 || MAC(D[:2C]) || ... || last || MAC(D) (ca-profile 6.4)."""
+    mac = hmac.new(mac_key, digestmod=hashlib.sha256)
+    pending = bytearray()
+    for statement in statements:
+        pending += statement.encode("utf-8") + b"\0"
+        if len(pending) < chunk_size:
+            continue
+        view = memoryview(pending)
+        offset = 0
+        while len(pending) - offset >= chunk_size:
+            chunk = view[offset : offset + chunk_size]
+            writer.write(chunk.tobytes())
+            mac.update(chunk)
+            writer.write(mac.digest())
+            offset += chunk_size
+        view.release()
+        del pending[:offset]
+    if pending:
+        writer.write(bytes(pending))
+        mac.update(pending)
+        writer.write(mac.digest())
+
+
+def _read_exactly(source: BinaryIO, size: int, what: str) -> bytes:
+    data = source.read(size)
+    if len(data) != size:
+        raise BackupError(f"Short read, backup truncated ? ({what})")
+    return data
+
+
+def _read_header(source: BinaryIO) -> dict[str, Any]:
+    """Check the magic and parse the JSON header; BackupError on anything malformed."""
+    if source.read(len(MAGIC)) != MAGIC:
+        raise BackupError("Invalid backup magic string")
+    (header_length,) = _HEADER_LENGTH.unpack(_read_exactly(source, 4, "header length"))
+    if header_length > MAX_HEADER_SIZE:
+        raise BackupError("Invalid backup header: too long")
+    try:
+        header = json.loads(_read_exactly(source, header_length, "header"))
+        if not isinstance(header, dict):
+            raise TypeError("not an object")
+        if not isinstance(header["cipher"]["name"], str):
+            raise TypeError("cipher name is not a string")
+        for entry in header["key_list"]:
+            if not (isinstance(entry["id"], str) and isinstance(entry["key"], str)):
+                raise TypeError("key_list entry fields are not strings")
+            if not isinstance(entry["cipher"]["name"], str):
+                raise TypeError("key cipher name is not a string")
+    except (ValueError, TypeError, KeyError) as error:
+        raise BackupError(f"Invalid backup header: {error}") from None
+    return header
 
 
 def read_key_ids(source: BinaryIO) -> list[str]:
     """Key ids of the header's key_list, in order; BackupError on a bad magic or header."""
-    raise NotImplementedError
+    return [entry["id"] for entry in _read_header(source)["key_list"]]
 
 
 def read_backup(source: BinaryIO, private_key: rsa.RSAPrivateKey) -> Iterator[str]:
-    """Yield verified SQL statements; BackupError on wrong key, tampering or truncation."""
-    raise NotImplementedError
+    """Yield verified SQL statements; BackupError on wrong key, tampering or truncation.
+
+    The header and the key are checked at once; statements are decrypted lazily, each
+    yielded only after the MAC of the chunk holding its end has verified."""
+    header = _read_header(source)
+    cipher_name = header["cipher"]["name"]
+    chunk_sizes = {name: size for size, name in CIPHER_NAMES.items()}
+    if cipher_name not in chunk_sizes:
+        raise BackupError(f"Unrecognised symmetric cipher {cipher_name!r}")
+    try:
+        iv = bytes.fromhex(header["cipher"]["parameter"])
+    except (KeyError, TypeError, ValueError):
+        iv = b""
+    if len(iv) != algorithms.AES.block_size // 8:
+        raise BackupError("Invalid backup header: bad IV")
+    secret = _unwrap_secret(header["key_list"], private_key)
+    decryptor = Cipher(algorithms.AES(secret[SECRET_SIZE // 2 :]), modes.CBC(iv)).decryptor()
+    return _read_statements(
+        _verified_chunks(source, decryptor, secret[: SECRET_SIZE // 2], chunk_sizes[cipher_name])
+    )
+
+
+def _unwrap_secret(key_list: list[dict[str, Any]], private_key: rsa.RSAPrivateKey) -> bytes:
+    own_key_id = _key_id(private_key.public_key())
+    candidates = [entry for entry in key_list if entry["id"] == own_key_id]
+    if not candidates:
+        raise BackupError("Given private key is not a good candidate for restoring this backup")
+    if len(candidates) > 1:
+        raise BackupError(f"Several backup key entries have the id {own_key_id}")
+    (entry,) = candidates
+    if entry["cipher"]["name"] != KEY_CIPHER_NAME:
+        raise BackupError(f"Unrecognised key cipher {entry['cipher']['name']!r}")
+    try:
+        secret = private_key.decrypt(bytes.fromhex(entry["key"]), _oaep())
+    except ValueError:
+        raise BackupError("Could not decrypt the backup key with the given private key") from None
+    if len(secret) != SECRET_SIZE:
+        raise BackupError("Invalid backup key length")
+    return secret
+
+
+def _decrypted_pieces(source: BinaryIO, decryptor: CipherContext) -> Iterator[bytes]:
+    """Plaintext of the whole stream, unpadded, in pieces of bounded size."""
+    unpadder = padding.PKCS7(algorithms.AES.block_size).unpadder()
+    while piece := source.read(READ_SIZE):
+        yield unpadder.update(decryptor.update(piece))
+    try:
+        yield unpadder.update(decryptor.finalize())
+        yield unpadder.finalize()
+    except ValueError:
+        raise BackupError("Short read, backup truncated ? (bad padding)") from None
+
+
+def _verified_chunks(
+    source: BinaryIO, decryptor: CipherContext, mac_key: bytes, chunk_size: int
+) -> Iterator[bytes]:
+    """Payload bytes, one chunk at a time, each after its running MAC verified."""
+    mac = hmac.new(mac_key, digestmod=hashlib.sha256)
+    block_size = chunk_size + MAC_SIZE
+    pending = bytearray()
+
+    def verify(block: bytes | bytearray | memoryview) -> bytes:
+        data = bytes(block[:-MAC_SIZE])
+        mac.update(data)
+        if not hmac.compare_digest(mac.digest(), bytes(block[-MAC_SIZE:])):
+            raise BackupError("Backup integrity check failed: HMAC mismatch")
+        return data
+
+    for piece in _decrypted_pieces(source, decryptor):
+        pending += piece
+        if len(pending) < block_size:
+            continue
+        view = memoryview(pending)
+        offset = 0
+        while len(pending) - offset >= block_size:
+            yield verify(view[offset : offset + block_size])
+            offset += block_size
+        view.release()
+        del pending[:offset]
+    if pending:
+        if len(pending) <= MAC_SIZE:
+            raise BackupError("Short read, backup truncated ? (incomplete chunk)")
+        yield verify(pending)
+
+
+def _read_statements(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Split verified payload on NUL; leftover bytes at the end mean truncation."""
+    parts: list[bytes] = []
+    for chunk in chunks:
+        parts.append(chunk)
+        if b"\0" not in chunk:
+            continue  # joined once the statement ends: no quadratic copying
+        *complete, rest = b"".join(parts).split(b"\0")
+        parts = [rest]
+        for statement in complete:
+            try:
+                yield statement.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BackupError("Invalid backup content: statement is not UTF-8") from None
+    if any(parts):
+        raise BackupError("Short read, backup truncated ?")

@@ -1,12 +1,92 @@
 """SQLite storage, schema-compatible with the reference database (ca-profile 5).
 
 Knows rows, not policy. Every time is passed in as integer Unix seconds.
-INTERFACE STUB: bodies to be written.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+import contextlib
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Union
+
+from cryptography import x509
+
+from caucase import exceptions
+
+logger = logging.getLogger(__name__)
+
+DAY = 86400
+BUSY_TIMEOUT = 30.0
+RECEIVED_CSR = "received_csr"
+CRL_NUMBER = "crl_number"
+CRL_LAST_UPDATE = "crl_last_update"
+AUTO_SIGN_CSR_AMOUNT = "auto_sign_csr_amount"
+_DECIMAL = re.compile(r"[0-9]+")
+_SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
+
+# Column lists in the reference order; the DDL text layout is part of the dump (errata 9).
+_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ca", ("expiration_date INTEGER", "key TEXT", "crt TEXT")),
+    (
+        "crt",
+        (
+            "id INTEGER PRIMARY KEY",
+            "key_id TEXT {unique}",
+            "expiration_date INTEGER",
+            "csr TEXT",
+            "crt TEXT",
+        ),
+    ),
+    ("revoked", ("serial TEXT PRIMARY KEY", "revocation_date INTEGER", "expiration_date INTEGER")),
+    ("counter", ("name TEXT PRIMARY KEY", "value INTEGER")),
+    ("config_once", ("name TEXT PRIMARY KEY", "value TEXT")),
+    ("config", ("name TEXT PRIMARY KEY", "value TEXT")),
+)
+
+Cell = Union[str, bytes, int, None]
+
+
+def schema_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
+    """The CREATE TABLE statements of one prefix, laid out like the reference's."""
+    unique = "UNIQUE" if enforce_unique_key_id else ""
+    statements = []
+    for suffix, columns in _TABLES:
+        body = ",\n".join(" " * 10 + column.format(unique=unique) for column in columns)
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {table_prefix}{suffix} (\n{body}\n{' ' * 8})"
+        )
+    return statements
+
+
+def _as_bytes(value: Cell) -> bytes:
+    """PEM columns are BLOBs in reference databases, but tolerate TEXT."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(f"expected a PEM column, got {value!r}")
+
+
+def _as_text(value: Cell) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _create_private_file(path: str) -> None:
+    """Create the file 0600 if missing, so that it never exists with wider permissions."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDONLY, 0o600))
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """Autocommit connection: transactions are opened explicitly (BEGIN IMMEDIATE)."""
+    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+    connection.execute("PRAGMA synchronous=FULL")
+    return connection
 
 
 class Storage:
@@ -22,103 +102,400 @@ class Storage:
         enforce_unique_key_id: bool = False,
     ) -> None:
         """Keep times are in days. Creates the file 0600 and the tables if missing."""
-        raise NotImplementedError
+        self._db_path = db_path
+        self._prefix = table_prefix
+        self._max_csr_amount = max_csr_amount
+        self._crt_keep_time = crt_keep_time * DAY
+        self._crt_read_keep_time = crt_read_keep_time * DAY
+        self._local = threading.local()
+        self._reported_bad_serials: set[str] = set()
+        _create_private_file(db_path)
+        connection = self._connection()
+        # WAL side files inherit the database file's mode (SQLite's own rule), hence 0600.
+        connection.execute("PRAGMA journal_mode=WAL")
+        with self._transaction() as tx:
+            for statement in schema_statements(table_prefix, enforce_unique_key_id):
+                tx.execute(statement)
+            self._migrate_legacy_crl_table(tx)
+
+    def _table(self, suffix: str) -> str:
+        return self._prefix + suffix
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            _create_private_file(self._db_path)
+            connection = self._local.connection = _connect(self._db_path)
+        return connection
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; an inner use joins the outer one instead of failing.
+
+        BEGIN IMMEDIATE takes the write lock up front, so concurrent writers wait on the
+        busy timeout instead of failing to upgrade a read lock."""
+        connection = self._connection()
+        if connection.in_transaction:
+            yield connection
+            return
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
+    def _select_one(
+        self, query: str, parameters: Iterable[object] = ()
+    ) -> tuple[Cell, ...] | None:
+        row: tuple[Cell, ...] | None = (
+            self._connection().execute(query, tuple(parameters)).fetchone()
+        )
+        return row
 
     def close(self) -> None:
         """Close this thread's connection."""
-        raise NotImplementedError
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    def _migrate_legacy_crl_table(self, tx: sqlite3.Connection) -> None:
+        """Older versions stored CRLs; keep only the newest thisUpdate (ca-profile 5.4)."""
+        legacy = self._table("crl")
+        if (
+            tx.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (legacy,)
+            ).fetchone()
+            is None
+        ):
+            return
+        row = tx.execute(
+            f"SELECT crl FROM {legacy} ORDER BY expiration_date DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return  # an empty legacy table is left in place (errata 12)
+        try:
+            crl = x509.load_pem_x509_crl(_as_bytes(row[0]))
+        except (TypeError, ValueError):
+            logger.warning("Legacy table %s holds no readable CRL, left in place", legacy)
+            return
+        last_update = int(crl.last_update_utc.timestamp())
+        self._set_config(tx, CRL_LAST_UPDATE, str(last_update))
+        tx.execute(f"DROP TABLE {legacy}")
 
     # CA key pairs
     def get_ca_key_pairs(self, now: int) -> list[tuple[bytes, bytes]]:
         """(key PEM, certificate PEM) ordered by expiration, after deleting expired rows."""
-        raise NotImplementedError
+        table = self._table("ca")
+        with self._transaction() as tx:
+            tx.execute(f"DELETE FROM {table} WHERE expiration_date < ?", (now,))
+            rows = tx.execute(
+                f"SELECT key, crt FROM {table} ORDER BY expiration_date ASC"
+            ).fetchall()
+        return [(_as_bytes(key), _as_bytes(crt)) for key, crt in rows]
 
     def append_ca_key_pair(self, expiration_date: int, key_pem: bytes, crt_pem: bytes) -> None:
-        raise NotImplementedError
+        with self._transaction() as tx:
+            tx.execute(
+                f"INSERT INTO {self._table('ca')} (expiration_date, key, crt) VALUES (?, ?, ?)",
+                (expiration_date, bytes(key_pem), bytes(crt_pem)),
+            )
 
     # CSRs and certificates
     def append_csr(
         self, csr_pem: bytes, key_id: str, now: int, override_limits: bool = False
     ) -> tuple[int, int | None]:
-        """Store a CSR; return (id, received_csr counter value if this insert was counted, else None).
+        """Store a CSR; return (id, received_csr value if this insert was counted, else None).
 
         A byte-identical stored CSR returns its id and None. Raises NoStorage past the pending
         quota (unless override_limits), KeyAlreadyUsed on a unique key id clash. Purges expired
         signed rows in the same transaction."""
-        raise NotImplementedError
+        table = self._table("crt")
+        csr_blob = bytes(csr_pem)
+        with self._transaction() as tx:
+            # CAST: a TEXT value never equals a BLOB one, and older rows may be TEXT.
+            existing = tx.execute(
+                f"SELECT id FROM {table} WHERE CAST(csr AS BLOB) = ?", (csr_blob,)
+            ).fetchone()
+            if existing is not None:
+                return int(existing[0]), None
+            counter_value: int | None = None
+            if not override_limits:
+                (pending,) = tx.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE crt IS NULL"
+                ).fetchone()
+                if pending >= self._max_csr_amount:
+                    raise exceptions.NoStorage("Too many pending CSRs")
+                counter_value = self._increment_counter(tx, RECEIVED_CSR)
+            tx.execute(f"DELETE FROM {table} WHERE expiration_date < ?", (now,))
+            csr_id = self._insert_csr_row(tx, csr_blob, key_id)
+        return csr_id, counter_value
+
+    def _insert_csr_row(self, tx: sqlite3.Connection, csr_blob: bytes, key_id: str) -> int:
+        """Insert under a fresh random 63-bit id; a constraint error can only be the key id."""
+        table = self._table("crt")
+        while True:
+            csr_id = secrets.randbits(63)
+            if tx.execute(f"SELECT 1 FROM {table} WHERE id = ?", (csr_id,)).fetchone() is None:
+                break
+        try:
+            tx.execute(
+                f"INSERT INTO {table} (id, key_id, csr) VALUES (?, ?, ?)",
+                (csr_id, key_id.encode("ascii"), csr_blob),
+            )
+        except sqlite3.IntegrityError as error:
+            raise exceptions.KeyAlreadyUsed(
+                "A certificate or request already exists for this public key"
+            ) from error
+        return csr_id
 
     def get_csr(self, csr_id: int) -> bytes:
         """NotFound if unknown."""
-        raise NotImplementedError
+        row = self._select_one(f"SELECT csr FROM {self._table('crt')} WHERE id = ?", (csr_id,))
+        if row is None:
+            raise exceptions.NotFound(f"No CSR with id {csr_id}")
+        return _as_bytes(row[0])
 
     def get_pending_csr_list(self) -> list[tuple[int, bytes]]:
         """(id, CSR PEM) of every unsigned row, ascending id."""
-        raise NotImplementedError
+        rows = (
+            self._connection()
+            .execute(f"SELECT id, csr FROM {self._table('crt')} WHERE crt IS NULL ORDER BY id")
+            .fetchall()
+        )
+        return [(int(csr_id), _as_bytes(csr)) for csr_id, csr in rows]
 
     def delete_pending_csr(self, csr_id: int) -> None:
         """NotFound unless the row exists and is pending."""
-        raise NotImplementedError
+        with self._transaction() as tx:
+            cursor = tx.execute(
+                f"DELETE FROM {self._table('crt')} WHERE id = ? AND crt IS NULL", (csr_id,)
+            )
+            if cursor.rowcount != 1:
+                raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
 
     def store_certificate(self, csr_id: int, crt_pem: bytes, now: int) -> None:
         """Attach a certificate to a pending row; NotFound unless pending."""
-        raise NotImplementedError
+        with self._transaction() as tx:
+            cursor = tx.execute(
+                f"UPDATE {self._table('crt')} SET crt = ?, expiration_date = ? "
+                "WHERE id = ? AND crt IS NULL",
+                (bytes(crt_pem), int(now + self._crt_keep_time), csr_id),
+            )
+            if cursor.rowcount != 1:
+                raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
 
     def get_certificate(self, csr_id: int, now: int) -> bytes:
         """NotFound unless signed; shortens the row's keep time to the read keep time."""
-        raise NotImplementedError
+        table = self._table("crt")
+        row = self._select_one(
+            f"SELECT crt, expiration_date FROM {table} WHERE id = ? AND crt IS NOT NULL",
+            (csr_id,),
+        )
+        if row is None:
+            raise exceptions.NotFound(f"No certificate with id {csr_id}")
+        crt, expiration_date = row
+        read_expiration = int(now + self._crt_read_keep_time)
+        if not isinstance(expiration_date, int) or read_expiration < expiration_date:
+            # One conditional statement: no read-then-write race, and no write once lowered.
+            with self._transaction() as tx:
+                tx.execute(
+                    f"UPDATE {table} SET expiration_date = ? WHERE id = ? "
+                    "AND (expiration_date IS NULL OR expiration_date > ?)",
+                    (read_expiration, csr_id, read_expiration),
+                )
+        return _as_bytes(crt)
 
     def get_certificate_by_key_id(self, key_id: str) -> bytes:
-        """Certificate of the signed row holding this key id; NotFound otherwise."""
-        raise NotImplementedError
+        """Certificate of the signed row holding this key id; NotFound otherwise.
+
+        Where key ids are not unique, the row kept the longest wins."""
+        row = self._select_one(
+            f"SELECT crt FROM {self._table('crt')} "
+            "WHERE (key_id = ? OR key_id = ?) AND crt IS NOT NULL "
+            "ORDER BY expiration_date DESC LIMIT 1",
+            (key_id.encode("ascii"), key_id),
+        )
+        if row is None:
+            raise exceptions.NotFound(f"No certificate for key id {key_id}")
+        return _as_bytes(row[0])
 
     def iter_certificates(self) -> Iterator[bytes]:
         """Every stored certificate PEM, ascending row id."""
-        raise NotImplementedError
+        rows = (
+            self._connection()
+            .execute(f"SELECT crt FROM {self._table('crt')} WHERE crt IS NOT NULL ORDER BY id")
+            .fetchall()
+        )
+        return iter([_as_bytes(crt) for (crt,) in rows])
 
     # Revocations and CRL bookkeeping
     def revoke(self, serial: int, revocation_date: int, expiration_date: int) -> None:
         """Insert a revocation and bump crl_number in one transaction; Found if already there."""
-        raise NotImplementedError
+        with self._transaction() as tx:
+            if not self._insert_revocation(tx, serial, revocation_date, expiration_date):
+                raise exceptions.Found(f"Serial {serial} is already revoked")
+            self._increment_counter(tx, CRL_NUMBER)
 
     def revoke_many(
         self, serial_list: list[int], revocation_date: int, expiration_date: int
     ) -> tuple[int, int]:
-        """Import revocations in one transaction; return (newly revoked, already revoked)."""
-        raise NotImplementedError
+        """Import revocations in one transaction; return (newly revoked, already revoked).
+
+        crl_number is bumped once per new row, as if each had been revoked on its own."""
+        newly_revoked = 0
+        with self._transaction() as tx:
+            for serial in serial_list:
+                if self._insert_revocation(tx, serial, revocation_date, expiration_date):
+                    newly_revoked += 1
+                    self._increment_counter(tx, CRL_NUMBER)
+        return newly_revoked, len(serial_list) - newly_revoked
+
+    def _insert_revocation(
+        self, tx: sqlite3.Connection, serial: int, revocation_date: int, expiration_date: int
+    ) -> bool:
+        cursor = tx.execute(
+            f"INSERT OR IGNORE INTO {self._table('revoked')} "
+            "(serial, revocation_date, expiration_date) VALUES (?, ?, ?)",
+            (str(serial), revocation_date, expiration_date),
+        )
+        return cursor.rowcount == 1
 
     def get_revoked(self, now: int) -> list[tuple[int, int]]:
         """(serial, revocation date) in insertion order, after deleting expired rows.
 
         Rows whose serial is not a non-negative decimal integer (written by the reference
         from bad input) are skipped, never fatal."""
-        raise NotImplementedError
+        table = self._table("revoked")
+        with self._transaction() as tx:
+            tx.execute(f"DELETE FROM {table} WHERE expiration_date < ?", (now,))
+            rows = tx.execute(
+                f"SELECT serial, revocation_date FROM {table} ORDER BY rowid"
+            ).fetchall()
+        revoked = []
+        for serial, revocation_date in rows:
+            text = _as_text(serial)
+            if _DECIMAL.fullmatch(text) is None:
+                self._report_bad_serial(text)
+                continue
+            revoked.append((int(text), int(revocation_date)))
+        return revoked
+
+    def _report_bad_serial(self, serial: str) -> None:
+        if serial not in self._reported_bad_serials:
+            self._reported_bad_serials.add(serial)
+            logger.warning(
+                "Ignoring revocation of %r in %srevoked: not a non-negative integer",
+                serial,
+                self._prefix,
+            )
 
     def get_crl_state(self) -> tuple[int, int | None]:
         """(crl_number, crl_last_update or None)."""
-        raise NotImplementedError
+        number = self._select_one(
+            f"SELECT value FROM {self._table('counter')} WHERE name = ?", (CRL_NUMBER,)
+        )
+        last_update = self._select_one(
+            f"SELECT value FROM {self._table('config')} WHERE name = ?", (CRL_LAST_UPDATE,)
+        )
+        return (
+            0 if number is None else int(_as_text(number[0])),
+            None if last_update is None else int(_as_text(last_update[0])),
+        )
 
     def start_crl_generation(self, last_update: int) -> int:
         """Increment crl_number and store crl_last_update in one transaction; return the number."""
-        raise NotImplementedError
+        with self._transaction() as tx:
+            number = self._increment_counter(tx, CRL_NUMBER)
+            self._set_config(tx, CRL_LAST_UPDATE, str(last_update))
+        return number
 
     def set_crl_state(self, number: int, last_update: int) -> None:
-        raise NotImplementedError
+        with self._transaction() as tx:
+            tx.execute(
+                f"INSERT INTO {self._table('counter')} (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (CRL_NUMBER, number),
+            )
+            self._set_config(tx, CRL_LAST_UPDATE, str(last_update))
+
+    def _increment_counter(self, tx: sqlite3.Connection, name: str) -> int:
+        table = self._table("counter")
+        tx.execute(
+            f"INSERT INTO {table} (name, value) VALUES (?, 1) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + 1",
+            (name,),
+        )
+        (value,) = tx.execute(f"SELECT value FROM {table} WHERE name = ?", (name,)).fetchone()
+        return int(value)
+
+    def _set_config(self, tx: sqlite3.Connection, name: str, value: str) -> None:
+        tx.execute(
+            f"INSERT INTO {self._table('config')} (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
 
     # Auto-approval
     def get_locked_auto_sign_amount(self) -> int | None:
-        raise NotImplementedError
+        row = self._select_one(
+            f"SELECT value FROM {self._table('config_once')} WHERE name = ?",
+            (AUTO_SIGN_CSR_AMOUNT,),
+        )
+        return None if row is None else int(_as_text(row[0]))
 
     def lock_auto_sign_amount(self, amount: int) -> None:
         """First write wins forever."""
-        raise NotImplementedError
+        with self._transaction() as tx:
+            tx.execute(
+                f"INSERT OR IGNORE INTO {self._table('config_once')} (name, value) VALUES (?, ?)",
+                (AUTO_SIGN_CSR_AMOUNT, str(amount)),
+            )
 
     # Whole-file operations
     def dump(self) -> Iterator[str]:
-        """SQL statements rebuilding the whole database file (every prefix), from one snapshot."""
-        raise NotImplementedError
+        """SQL statements rebuilding the whole database file (every prefix), from one snapshot.
+
+        A dedicated connection holds one read transaction for the whole dump, so that
+        concurrent writers neither block it nor show through half-way."""
+        connection = _connect(self._db_path)
+        try:
+            connection.execute("BEGIN")
+            # The snapshot starts with the first read, not with BEGIN.
+            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            yield from connection.iterdump()
+            connection.rollback()
+        finally:
+            connection.close()
 
 
-def restore_database(db_path: str, statements: Iterator[str]) -> None:
+def _remove_database_files(db_path: str) -> None:
+    for path in (db_path, *(db_path + suffix for suffix in _SIDE_FILE_SUFFIXES)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def restore_database(db_path: str, statements: Iterable[str]) -> None:
     """Create `db_path` (0600, must not exist) from dump statements, all or nothing:
     on any error the file is removed and the error re-raised."""
-    raise NotImplementedError
+    try:
+        os.close(os.open(db_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        raise FileExistsError(f"{db_path!r} exists, not restoring.") from None
+    connection = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        for statement in statements:
+            connection.execute(statement)
+        if connection.in_transaction:
+            raise exceptions.CaucaseError("Restore failed: the dump ends inside a transaction")
+    except sqlite3.Error as error:
+        connection.close()
+        _remove_database_files(db_path)
+        raise exceptions.CaucaseError(f"Restore failed: {error}") from error
+    except BaseException:
+        connection.close()
+        _remove_database_files(db_path)
+        raise
+    connection.close()
