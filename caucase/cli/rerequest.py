@@ -1,0 +1,78 @@
+"""caucase-rerequest: a fresh key and a CSR copying the subject and extensions of a template.
+
+Lets a service whose template CSR was prepared elsewhere (by an operator, or by a deployment
+tool) request a certificate without ever moving a private key around (cli.md 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from caucase import __version__, pemfile, x509util
+from caucase.exceptions import CaucaseError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caucase-rerequest",
+        description="Generate a new private key and a CSR signed by it, copying the subject "
+        "and every extension of an existing, correctly signed CSR.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument(
+        "--template",
+        required=True,
+        help="Existing PEM CSR whose subject and extensions are copied.",
+    )
+    parser.add_argument("--csr", required=True, help="Where to write the new PEM CSR.")
+    parser.add_argument(
+        "--key", required=True, help="Where to write the new PEM private key (0600 when new)."
+    )
+    parser.add_argument(
+        "--key-len",
+        type=int,
+        default=2048,
+        metavar="BITLENGTH",
+        help="Size of the new RSA key, in bits. default: %(default)s",
+    )
+    return parser
+
+
+def copy_request(
+    template: x509.CertificateSigningRequest, key: rsa.RSAPrivateKey
+) -> x509.CertificateSigningRequest:
+    """A CSR for `key` with the template's subject and extensions (criticality kept).
+
+    Other CSR attributes (challengePassword...) are deliberately not copied."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(template.subject)
+    for extension in template.extensions:
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    return builder.sign(key, hashes.SHA256())
+
+
+def rerequest(template_path: str, csr_path: str, key_path: str, key_len: int) -> None:
+    """Write the new key (atomically, 0600 when new) before the CSR that names it."""
+    template = x509.load_pem_x509_csr(pemfile.read_one_csr(template_path))
+    key = x509util.generate_private_key(key_len)
+    csr = copy_request(template, key)
+    pemfile.write_file(key_path, x509util.dump_private_key(key), private=True)
+    pemfile.write_file(csr_path, x509util.dump_certificate_request(csr))
+
+
+def main(argv: Sequence[str] | None = None, stderr: TextIO | None = None) -> int:
+    """Exit 0 on success; 1 with one line on stderr when the template or a file is unusable."""
+    err = stderr or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        rerequest(args.template, args.csr, args.key, args.key_len)
+    except (OSError, ValueError, CaucaseError) as error:
+        print(f"caucase-rerequest: {error}", file=err)
+        return 1
+    return 0
