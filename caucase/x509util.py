@@ -1,20 +1,32 @@
 """Pure functions over `cryptography` objects for the caucase certificate profile.
 
-No I/O and no clock: every time is a parameter. INTERFACE STUB: bodies to be written.
+No I/O and no clock: every time is a parameter, so callers (and tests) decide what "now" is.
+The profile itself (extension order, filters, policies) follows ca-profile sections 1 and 2.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import enum
-from typing import Any, Iterable, Mapping, Sequence, Union
+import ipaddress
+import os
+from collections.abc import Container, Iterable, Mapping, Sequence
+from typing import Any, Callable, Union
 
+import pem as pemlib
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPublicKeyTypes,
+    CertificatePublicKeyTypes,
     PrivateKeyTypes,
 )
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+
+from caucase import exceptions
 
 DIGEST_LIST = ("sha256", "sha384", "sha512")
 BACKDATE = datetime.timedelta(seconds=10)
@@ -27,6 +39,14 @@ AUTO_SIGNED_TEXT = "Auto-signed caucase certificate"
 CAPrivateKey = rsa.RSAPrivateKey
 Template = Union[x509.CertificateSigningRequest, x509.Certificate]
 
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+# Errors cryptography raises while checking a signature it cannot or will not verify.
+_VERIFY_ERRORS = (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError)
+
 
 class SigningMode(enum.Enum):
     """How CertificatePolicies are treated when issuing (ca-profile 1.7)."""
@@ -36,66 +56,212 @@ class SigningMode(enum.Enum):
     PASSTHROUGH = "passthrough"
 
 
+def _single_pem_block(data: bytes, kind: type[pemlib.AbstractPEMObject], what: str) -> bytes:
+    """The only PEM block of `data`, which must be of `kind` with nothing but whitespace around."""
+    blocks = pemlib.parse(data)
+    if len(blocks) != 1 or not isinstance(blocks[0], kind):
+        raise ValueError(f"Expected exactly one PEM {what}, found {len(blocks)} PEM block(s)")
+    block = blocks[0].as_bytes()
+    before, _, after = data.partition(block)
+    if before.strip() or after.strip():
+        raise ValueError(f"Unexpected text around the PEM {what}")
+    return block
+
+
 def load_certificate(pem: bytes) -> x509.Certificate:
     """Exactly one PEM certificate; ValueError otherwise."""
-    raise NotImplementedError
+    block = _single_pem_block(pem, pemlib.Certificate, "certificate")
+    return x509.load_pem_x509_certificate(block)
 
 
 def load_certificate_request(pem: bytes) -> x509.CertificateSigningRequest:
-    """Exactly one PEM CSR whose self-signature verifies; NotACertificateSigningRequest otherwise."""
-    raise NotImplementedError
+    """Exactly one PEM CSR whose self-signature verifies; NotACertificateSigningRequest otherwise.
+
+    The extensions are parsed here too, so that a CSR cryptography cannot read is refused at
+    submission rather than failing later when it is signed."""
+    try:
+        block = _single_pem_block(pem, pemlib.CertificateRequest, "certificate request")
+        csr = x509.load_pem_x509_csr(block)
+        signature_valid = csr.is_signature_valid
+        csr.extensions  # noqa: B018 -- parsing is the check
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as error:
+        raise exceptions.NotACertificateSigningRequest(
+            f"Not a valid certificate signing request: {error}"
+        ) from None
+    if not signature_valid:
+        raise exceptions.NotACertificateSigningRequest(
+            "Not a valid certificate signing request: bad self-signature"
+        )
+    return csr
 
 
 def load_crl(pem: bytes) -> x509.CertificateRevocationList:
     """Exactly one PEM CRL; ValueError otherwise."""
-    raise NotImplementedError
+    block = _single_pem_block(pem, pemlib.CertificateRevocationList, "CRL")
+    return x509.load_pem_x509_crl(block)
 
 
 def load_private_key(pem: bytes, password: bytes | None = None) -> PrivateKeyTypes:
-    """One PEM private key; ValueError otherwise."""
-    raise NotImplementedError
+    """One PEM private key; ValueError otherwise.
+
+    Other PEM blocks (the certificate stored beside the key in one file) are ignored."""
+    blocks = [block for block in pemlib.parse(pem) if isinstance(block, pemlib.PrivateKey)]
+    if len(blocks) != 1:
+        raise ValueError(f"Expected exactly one PEM private key, found {len(blocks)}")
+    try:
+        return serialization.load_pem_private_key(blocks[0].as_bytes(), password)
+    except (TypeError, UnsupportedAlgorithm) as error:
+        raise ValueError(f"Cannot load the private key: {error}") from None
 
 
 def dump_certificate(crt: x509.Certificate) -> bytes:
-    raise NotImplementedError
+    """PEM encoding."""
+    return crt.public_bytes(serialization.Encoding.PEM)
 
 
 def dump_certificate_request(csr: x509.CertificateSigningRequest) -> bytes:
-    raise NotImplementedError
+    """PEM encoding."""
+    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def dump_crl(crl: x509.CertificateRevocationList) -> bytes:
-    raise NotImplementedError
+    """PEM encoding."""
+    return crl.public_bytes(serialization.Encoding.PEM)
 
 
 def dump_private_key(key: PrivateKeyTypes, password: bytes | None = None) -> bytes:
-    """Traditional OpenSSL PEM ("BEGIN RSA PRIVATE KEY"), encrypted with the best available cipher when a password is given."""
-    raise NotImplementedError
+    """Traditional OpenSSL PEM ("BEGIN RSA PRIVATE KEY"), encrypted with the best available
+    cipher when a password is given."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption()
+        if password is None
+        else serialization.BestAvailableEncryption(password)
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, encryption
+    )
 
 
 def generate_private_key(key_len: int) -> rsa.RSAPrivateKey:
     """RSA, public exponent 65537."""
-    raise NotImplementedError
+    return rsa.generate_private_key(public_exponent=65537, key_size=key_len)
 
 
 def key_id(public_key: Any) -> str:
     """Lowercase hex SHA-1 of the key (RFC 5280 method 1, same as the SKI caucase writes)."""
-    raise NotImplementedError
+    return x509.SubjectKeyIdentifier.from_public_key(public_key).digest.hex()
 
 
-def authority_key_id_int(document: Union[x509.Certificate, x509.CertificateRevocationList]) -> int:
+def _authority_key_identifier(
+    document: x509.Certificate | x509.CertificateRevocationList,
+) -> x509.AuthorityKeyIdentifier:
+    try:
+        return document.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        raise ValueError("No AuthorityKeyIdentifier extension") from None
+
+
+def authority_key_id_int(document: x509.Certificate | x509.CertificateRevocationList) -> int:
     """AuthorityKeyIdentifier keyIdentifier as a big-endian integer; ValueError if absent."""
-    raise NotImplementedError
+    identifier = _authority_key_identifier(document).key_identifier
+    if identifier is None:
+        raise ValueError("AuthorityKeyIdentifier has no keyIdentifier")
+    return int.from_bytes(identifier, "big")
 
 
 def random_serial() -> int:
     """20 random bytes, big-endian, shifted right one bit: positive, at most 159 bits."""
-    raise NotImplementedError
+    return int.from_bytes(os.urandom(20), "big") >> 1
+
+
+def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address `host` spells (brackets allowed around IPv6), or None for a DNS name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
 
 
 def name_constraints_for_host(host: str) -> x509.Extension[x509.NameConstraints]:
-    """Critical NameConstraints for the HTTPS CA (ca-profile 1.4)."""
-    raise NotImplementedError
+    """Critical NameConstraints for the HTTPS CA (ca-profile 1.4).
+
+    For an IP the empty dNSName exclusion forbids every DNS name (RFC 5280 4.2.1.10)."""
+    address = _host_address(host)
+    if address is None:
+        constraints = x509.NameConstraints(
+            permitted_subtrees=[x509.DNSName(host.lower())], excluded_subtrees=None
+        )
+    else:
+        network = ipaddress.ip_network((address, address.max_prefixlen))
+        constraints = x509.NameConstraints(
+            permitted_subtrees=[x509.IPAddress(network)], excluded_subtrees=[x509.DNSName("")]
+        )
+    return x509.Extension(ExtensionOID.NAME_CONSTRAINTS, True, constraints)
+
+
+def _as_utc(moment: datetime.datetime) -> datetime.datetime:
+    """Naive datetimes are taken as UTC, so they compare with cryptography's aware ones."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.timezone.utc)
+    return moment
+
+
+def _certificate_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    now: datetime.datetime,
+    life: datetime.timedelta,
+) -> x509.CertificateBuilder:
+    """Back-dated validity, random serial; the encoder floors sub-seconds (ca-profile 1.1)."""
+    not_before = _as_utc(now) - BACKDATE
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(random_serial())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + life)
+    )
+
+
+def _key_usage(**enabled: bool) -> x509.KeyUsage:
+    """A KeyUsage with only the named bits set."""
+    bits = (
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    )
+    return x509.KeyUsage(**{bit: enabled.get(bit, False) for bit in bits})
+
+
+def _self_identifiers(public_key: CertificatePublicKeyTypes) -> list[x509.Extension[Any]]:
+    """SKI, then AKI holding only the same key identifier: the head of every CA certificate."""
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    aki = x509.AuthorityKeyIdentifier(
+        key_identifier=ski.digest, authority_cert_issuer=None, authority_cert_serial_number=None
+    )
+    return [
+        x509.Extension(ExtensionOID.SUBJECT_KEY_IDENTIFIER, False, ski),
+        x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, aki),
+    ]
+
+
+def _sign_with(
+    builder: x509.CertificateBuilder,
+    extensions: Iterable[x509.Extension[Any]],
+    key: rsa.RSAPrivateKey,
+) -> x509.Certificate:
+    for extension in extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    return builder.sign(key, hashes.SHA256())
 
 
 def make_ca_certificate(
@@ -106,7 +272,18 @@ def make_ca_certificate(
     extra_extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
 ) -> x509.Certificate:
     """First-generation self-signed CA certificate (ca-profile 1.3)."""
-    raise NotImplementedError
+    public_key = key.public_key()
+    key_usage = _key_usage(key_cert_sign=True, crl_sign=True)
+    extensions = [
+        *_self_identifiers(public_key),
+        x509.Extension(
+            ExtensionOID.BASIC_CONSTRAINTS, True, x509.BasicConstraints(ca=True, path_length=0)
+        ),
+        x509.Extension(ExtensionOID.KEY_USAGE, True, key_usage),
+        *extra_extensions,
+    ]
+    builder = _certificate_builder(subject, subject, public_key, now, life)
+    return _sign_with(builder, extensions, key)
 
 
 def renew_ca_certificate(
@@ -115,22 +292,154 @@ def renew_ca_certificate(
     now: datetime.datetime,
     life: datetime.timedelta,
 ) -> x509.Certificate:
-    """Next-generation CA certificate copying subject and extensions of `previous` (ca-profile 1.5)."""
-    raise NotImplementedError
+    """Next-generation CA certificate copying subject and extensions of `previous`
+    (ca-profile 1.5): only the key identifiers change."""
+    public_key = key.public_key()
+    identifiers = (ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+    inherited = [ext for ext in previous.extensions if ext.oid not in identifiers]
+    builder = _certificate_builder(previous.subject, previous.subject, public_key, now, life)
+    return _sign_with(builder, [*_self_identifiers(public_key), *inherited], key)
+
+
+def _filter_key_usage(usage: x509.KeyUsage) -> x509.KeyUsage:
+    """A leaf never signs certificates or CRLs; encipher/decipherOnly only mean something
+    with keyAgreement (RFC 5280 4.2.1.3), and cryptography refuses them otherwise."""
+    agreement = usage.key_agreement
+    return x509.KeyUsage(
+        digital_signature=usage.digital_signature,
+        content_commitment=usage.content_commitment,
+        key_encipherment=usage.key_encipherment,
+        data_encipherment=usage.data_encipherment,
+        key_agreement=agreement,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=agreement and usage.encipher_only,
+        decipher_only=agreement and usage.decipher_only,
+    )
+
+
+def _filter_extended_key_usage(usage: x509.ExtendedKeyUsage) -> x509.ExtendedKeyUsage | None:
+    """OCSP signing would let a leaf answer for its CA. None when nothing remains: the
+    reference emits an empty SEQUENCE there, which makes an unparsable certificate."""
+    kept = [purpose for purpose in usage if purpose != ExtendedKeyUsageOID.OCSP_SIGNING]
+    return x509.ExtendedKeyUsage(kept) if kept else None
+
+
+def _copy_verbatim(value: x509.ExtensionType) -> x509.ExtensionType:
+    return value
+
+
+# Extensions a leaf takes from its template, in certificate order, each through its filter.
+_TEMPLATE_EXTENSIONS: tuple[tuple[x509.ObjectIdentifier, Callable[[Any], Any]], ...] = (
+    (ExtensionOID.KEY_USAGE, _filter_key_usage),
+    (ExtensionOID.EXTENDED_KEY_USAGE, _filter_extended_key_usage),
+    (ExtensionOID.SUBJECT_ALTERNATIVE_NAME, _copy_verbatim),
+)
+
+
+def _auto_signed_policy() -> x509.PolicyInformation:
+    return x509.PolicyInformation(
+        x509.ObjectIdentifier(AUTO_SIGNED_OID), [x509.UserNotice(None, AUTO_SIGNED_TEXT)]
+    )
+
+
+def _modernised(policy: x509.PolicyInformation) -> x509.PolicyInformation:
+    """Move a policy from the legacy arc to the caucase arc (plain string prefix, as the
+    reference does), keeping its qualifiers."""
+    dotted = policy.policy_identifier.dotted_string
+    if not dotted.startswith(LEGACY_OID_TOP):
+        return policy
+    renamed = x509.ObjectIdentifier(CAUCASE_OID_TOP + dotted[len(LEGACY_OID_TOP) :])
+    return x509.PolicyInformation(renamed, policy.policy_qualifiers)
+
+
+def _certificate_policies(
+    template: x509.Extension[x509.CertificatePolicies] | None, mode: SigningMode
+) -> x509.Extension[x509.CertificatePolicies] | None:
+    """ca-profile 1.7: only the CA may put caucase policies in, and it does so only when
+    auto-signing; renewals keep what the previous certificate had."""
+    oid = ExtensionOID.CERTIFICATE_POLICIES
+    if template is None:
+        if mode is SigningMode.YES:
+            return x509.Extension(oid, False, x509.CertificatePolicies([_auto_signed_policy()]))
+        return None
+    policies = [_modernised(policy) for policy in template.value]
+    if mode is not SigningMode.PASSTHROUGH:
+        policies = [
+            policy
+            for policy in policies
+            if not policy.policy_identifier.dotted_string.startswith(CAUCASE_OID_TOP)
+        ]
+    if mode is SigningMode.YES:
+        policies.append(_auto_signed_policy())
+    return x509.Extension(oid, template.critical, x509.CertificatePolicies(policies))
+
+
+def _template_extensions(template: Template) -> x509.Extensions:
+    try:
+        return template.extensions
+    except (ValueError, x509.DuplicateExtension) as error:
+        raise exceptions.CertificateAuthorityException(
+            f"Template extensions cannot be parsed: {error}"
+        ) from None
+
+
+def _leaf_extensions(
+    ca_crt: x509.Certificate,
+    public_key: CertificatePublicKeyTypes,
+    template: Template,
+    mode: SigningMode,
+    crl_base_url: str | None,
+) -> list[x509.Extension[Any]]:
+    """ca-profile 1.6: what the CA decides, then what the template may ask for."""
+    authority = _authority_key_identifier(ca_crt)
+    extensions: list[x509.Extension[Any]] = [
+        x509.Extension(
+            ExtensionOID.BASIC_CONSTRAINTS, True, x509.BasicConstraints(ca=False, path_length=None)
+        ),
+        x509.Extension(
+            ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+            False,
+            x509.SubjectKeyIdentifier.from_public_key(public_key),
+        ),
+        x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, authority),
+    ]
+    if crl_base_url is not None:
+        url = f"{crl_base_url}/{authority_key_id_int(ca_crt)}"
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)
+        extensions.append(
+            x509.Extension(
+                ExtensionOID.CRL_DISTRIBUTION_POINTS, False, x509.CRLDistributionPoints([point])
+            )
+        )
+    requested = {extension.oid: extension for extension in _template_extensions(template)}
+    for oid, keep in _TEMPLATE_EXTENSIONS:
+        if oid in requested:
+            value = keep(requested[oid].value)
+            if value is not None:
+                extensions.append(x509.Extension(oid, requested[oid].critical, value))
+    policies = _certificate_policies(requested.get(ExtensionOID.CERTIFICATE_POLICIES), mode)
+    if policies is not None:
+        extensions.append(policies)
+    return extensions
 
 
 def issue_certificate(
     ca_key: rsa.RSAPrivateKey,
     ca_crt: x509.Certificate,
-    public_key: CertificateIssuerPublicKeyTypes,
+    public_key: CertificatePublicKeyTypes,
     template: Template,
     mode: SigningMode,
     now: datetime.datetime,
     life: datetime.timedelta,
     crl_base_url: str | None,
 ) -> x509.Certificate:
-    """Leaf certificate for `public_key` with subject/extensions from `template` (ca-profile 1.6-1.8)."""
-    raise NotImplementedError
+    """Leaf certificate for `public_key` with subject/extensions from `template`
+    (ca-profile 1.6-1.8). The subject object is reused as is, so RDNs and string types
+    survive."""
+    extensions = _leaf_extensions(ca_crt, public_key, template, mode, crl_base_url)
+    builder = _certificate_builder(template.subject, ca_crt.subject, public_key, now, life)
+    return _sign_with(builder, extensions, ca_key)
 
 
 def make_crl(
@@ -141,46 +450,147 @@ def make_crl(
     this_update: datetime.datetime,
     next_update: datetime.datetime,
 ) -> x509.CertificateRevocationList:
-    """v2 CRL with CRLNumber and the CA's AKI (ca-profile 2.1)."""
-    raise NotImplementedError
+    """v2 CRL with CRLNumber and the CA's AKI (ca-profile 2.1).
+
+    Entries go through the RevokedCertificateBuilder constructor, which (unlike its
+    serial_number setter) accepts 0 and serials of 160 bits or more, as the reference does;
+    a negative serial raises ValueError."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_crt.subject)
+        .last_update(_as_utc(this_update))
+        .next_update(_as_utc(next_update))
+    )
+    for serial, revocation_date in revoked:
+        entry = x509.RevokedCertificateBuilder(
+            serial_number=serial, revocation_date=_as_utc(revocation_date)
+        ).build()
+        builder = builder.add_revoked_certificate(entry)
+    builder = builder.add_extension(x509.CRLNumber(number), critical=False)
+    builder = builder.add_extension(_authority_key_identifier(ca_crt), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 def make_server_csr(key: rsa.RSAPrivateKey, host: str) -> x509.CertificateSigningRequest:
-    """caucased's own HTTPS CSR: empty subject, KU digitalSignature, SAN ip or dns (ca-profile 1.10)."""
-    raise NotImplementedError
+    """caucased's own HTTPS CSR: empty subject, KU digitalSignature, SAN ip or dns
+    (ca-profile 1.10); the DNS name is lowercased (errata 11)."""
+    address = _host_address(host)
+    name: x509.GeneralName = (
+        x509.DNSName(host.lower()) if address is None else x509.IPAddress(address)
+    )
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(x509.SubjectAlternativeName([name]), critical=True)
+        .sign(key, hashes.SHA256())
+    )
 
 
 def make_renewal_csr(key: rsa.RSAPrivateKey, subject: x509.Name) -> x509.CertificateSigningRequest:
     """CSR for a renewal: the old subject, no extensions, SHA-256."""
-    raise NotImplementedError
+    return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
 
 
 def is_auto_signed(crt: x509.Certificate) -> bool:
     """Whether the certificate carries the auto-signed policy (or its legacy OID)."""
-    raise NotImplementedError
+    try:
+        policies = crt.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+        return False
+    marks = (AUTO_SIGNED_OID, LEGACY_AUTO_SIGNED_OID)
+    return any(policy.policy_identifier.dotted_string in marks for policy in policies)
+
+
+def _is_issued_by(crt: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        crt.verify_directly_issued_by(issuer)
+    except _VERIFY_ERRORS:
+        return False
+    return True
 
 
 def is_valid_ca(crt: x509.Certificate, now: datetime.datetime) -> bool:
     """Self-signed (signature verifies with its own key) and within its validity at `now`."""
-    raise NotImplementedError
+    moment = _as_utc(now)
+    return crt.not_valid_before_utc <= moment <= crt.not_valid_after_utc and _is_issued_by(
+        crt, crt
+    )
 
 
 def verify_certificate(
     crt: x509.Certificate,
     ca_list: Sequence[x509.Certificate],
-    revoked_serials: Any,
+    revoked_serials: Container[int],
     now: datetime.datetime,
 ) -> None:
     """Raise CertificateVerificationError unless `crt` is issued by one of `ca_list`,
-    within validity at `now`, and its serial is not in `revoked_serials` (a container of int)."""
-    raise NotImplementedError
+    within validity at `now`, and its serial is not in `revoked_serials` (a container of int).
+
+    Checks run in OpenSSL's order (issuer, then revocation, then time) and fail with its
+    messages, so a revoked and expired certificate reports "certificate revoked" as the
+    reference does; no X509Store is built, which keeps this cheap per request."""
+    issuers = sorted(
+        (ca for ca in ca_list if ca.subject == crt.issuer),
+        key=lambda ca: ca.not_valid_before_utc,
+        reverse=True,
+    )
+    if not any(_is_issued_by(crt, issuer) for issuer in issuers):
+        raise exceptions.CertificateVerificationError("unable to get local issuer certificate")
+    if crt.serial_number in revoked_serials:
+        raise exceptions.CertificateVerificationError("certificate revoked")
+    moment = _as_utc(now)
+    if moment < crt.not_valid_before_utc:
+        raise exceptions.CertificateVerificationError("certificate is not yet valid")
+    if moment > crt.not_valid_after_utc:
+        raise exceptions.CertificateVerificationError("certificate has expired")
+
+
+def _pss(algorithm: hashes.HashAlgorithm, salt_length: Any) -> padding.PSS:
+    return padding.PSS(mgf=padding.MGF1(algorithm), salt_length=salt_length)
+
+
+def _envelope_message(payload: str, digest: str) -> bytes:
+    return payload.encode("utf-8") + digest.encode("ascii") + b" "
 
 
 def sign_envelope(key: PrivateKeyTypes, payload: str, digest: str = "sha256") -> dict[str, Any]:
-    """{"payload", "digest", "signature"}: RSA-PSS, MGF1 same hash, max salt, over payload+digest+" "."""
-    raise NotImplementedError
+    """{"payload", "digest", "signature"}: RSA-PSS, MGF1 same hash, max salt, over
+    payload+digest+" " (http-api 7.1). ValueError for a non-RSA key or an unknown digest."""
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("Envelopes are signed with RSA keys only")
+    if digest not in _HASHES:
+        raise ValueError(f"Unsupported digest {digest!r}")
+    algorithm = _HASHES[digest]()
+    signature = key.sign(
+        _envelope_message(payload, digest), _pss(algorithm, padding.PSS.MAX_LENGTH), algorithm
+    )
+    return {
+        "payload": payload,
+        "digest": digest,
+        "signature": binascii.b2a_base64(signature).decode("ascii"),
+    }
 
 
 def verify_envelope(envelope: Mapping[str, Any], public_key: Any) -> None:
-    """Raise BadEnvelope unless the envelope signature verifies (any PSS salt length)."""
-    raise NotImplementedError
+    """Raise BadEnvelope unless the envelope signature verifies (any PSS salt length, since
+    other clients may not use the maximum)."""
+    if not isinstance(envelope, Mapping):
+        raise exceptions.BadEnvelope("Envelope is not an object")
+    payload, digest, signature = (envelope.get(k) for k in ("payload", "digest", "signature"))
+    if not isinstance(payload, str) or not isinstance(signature, str):
+        raise exceptions.BadEnvelope("Envelope payload and signature must be strings")
+    if not isinstance(digest, str) or digest not in _HASHES:
+        raise exceptions.BadEnvelope(f"Unsupported digest {digest!r}")
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise exceptions.BadEnvelope("Envelopes can only be verified with RSA keys")
+    try:
+        raw_signature = base64.b64decode("".join(signature.split()), validate=True)
+        message = _envelope_message(payload, digest)
+    except (binascii.Error, ValueError) as error:
+        raise exceptions.BadEnvelope(f"Malformed envelope: {error}") from None
+    algorithm = _HASHES[digest]()
+    try:
+        public_key.verify(raw_signature, message, _pss(algorithm, padding.PSS.AUTO), algorithm)
+    except InvalidSignature:
+        raise exceptions.BadEnvelope("Invalid envelope signature") from None
