@@ -1,0 +1,78 @@
+"""caucase-probe: check that a caucased serves the same CAS over HTTP and HTTPS.
+
+Meant for monitoring: silent with status 0 when healthy, one line on stderr and status 1
+otherwise (cli.md 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from caucase import __version__, pemfile
+from caucase.client import CaucaseClient, Response
+from caucase.exceptions import CaucaseError, CaucaseHTTPError
+
+CA_PATH = "/crt/ca.crt.pem"
+
+
+class _HTTPSOnlyClient(CaucaseClient):
+    """Sends even the anonymous requests over the HTTPS connection."""
+
+    def _exchange(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str], https: bool
+    ) -> Response:
+        return super()._exchange(method, path, body, headers, True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caucase-probe",
+        description="Check that a caucased answers over HTTP and HTTPS with the same CAS.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("ca_url", help="caucased base HTTP URL, e.g. http://ca.example:8000")
+    return parser
+
+
+def _is_one_certificate(body: bytes) -> bool:
+    blocks = pemfile.split_blocks(body)
+    return len(blocks) == 1 and blocks[0].kind is pemfile.BlockKind.CERTIFICATE
+
+
+def _fetch_ca(client: CaucaseClient, scheme: str) -> bytes:
+    """The CA certificate body, an HTTP error status becoming a one-line CaucaseError."""
+    try:
+        return client.get_ca_certificate()
+    except CaucaseHTTPError as error:
+        raise CaucaseError(
+            f"{scheme} GET {client.ca_url}{CA_PATH} answered HTTP {error.status}"
+        ) from None
+
+
+def probe(ca_url: str) -> None:
+    """HTTP, then HTTPS, then HTTP again, so that a CA rollover between the first two
+    requests is not taken for a mismatch. CaucaseError describes any failure."""
+    service_url = ca_url + "/cas"
+    with CaucaseClient(service_url) as http_client, _HTTPSOnlyClient(service_url) as tls_client:
+        first = _fetch_ca(http_client, "http")
+        if not _is_one_certificate(first):
+            raise CaucaseError(f"{service_url}{CA_PATH} is not a CA certificate: not a caucased?")
+        over_tls = _fetch_ca(tls_client, "https")
+        if over_tls in (first, _fetch_ca(http_client, "http")):
+            return
+    raise CaucaseError(f"{ca_url}: http and https do not serve the same caucase database")
+
+
+def main(argv: Sequence[str] | None = None, stderr: TextIO | None = None) -> int:
+    """0 when healthy; 1 with one line on stderr otherwise."""
+    err = stderr or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        probe(args.ca_url)
+    except CaucaseError as error:
+        print(f"caucase-probe: {error}", file=err)
+        return 1
+    return 0

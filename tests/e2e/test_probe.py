@@ -1,0 +1,192 @@
+"""caucase-probe against real servers: a healthy caucased, nothing, and impostors."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import importlib.util
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from tests.servers import OUR_BIN, RunningServer, free_port_pair, start_caucased
+
+PROBE = OUR_BIN / "caucase-probe"
+
+
+def _caucased_params() -> list[object]:
+    ours_missing = importlib.util.find_spec("caucase.server") is None
+    return [
+        pytest.param("reference", marks=pytest.mark.interop),
+        pytest.param(
+            "ours", marks=pytest.mark.skipif(ours_missing, reason="caucase.server not written yet")
+        ),
+    ]
+
+
+@pytest.fixture(scope="module", params=_caucased_params())
+def caucased(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    if request.param == "reference":
+        command = request.getfixturevalue("reference_bin") / "caucased"
+    else:
+        command = OUR_BIN / "caucased"
+    server = start_caucased([command], tmp_path_factory.mktemp(f"caucased-{request.param}"))
+    yield server
+    server.stop()
+
+
+def _probe(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(PROBE), url], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def _assert_one_line_failure(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("caucase-probe: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_healthy_caucased_is_silent_success(caucased: RunningServer) -> None:
+    result = _probe(caucased.http_url)
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_nothing_listening(tmp_path: Path) -> None:
+    port = free_port_pair()
+
+    result = _probe(f"http://127.0.0.1:{port}")
+
+    _assert_one_line_failure(result)
+    assert f"127.0.0.1:{port}" in result.stderr
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, bytes]:
+    """A key + certificate file (for a TLS listener) and the certificate PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    crt_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    path = tmp_path / f"{name}.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        + crt_pem
+    )
+    return path, crt_pem
+
+
+def _serving(
+    port: int, body_by_path: dict[str, bytes], tls_file: Path | None = None
+) -> http.server.ThreadingHTTPServer:
+    """A threaded HTTP(S) server answering the given paths with 200 and others with 404."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = body_by_path.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            payload = body if body is not None else b"not here"
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if tls_file is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls_file))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server
+
+
+@pytest.fixture
+def impostor(tmp_path: Path) -> Iterator[tuple[int, bytes, bytes, Path]]:
+    """Port p free for HTTP and p+1 for HTTPS, two different certificates, the TLS file."""
+    port = free_port_pair()
+    tls_file, first = _self_signed(tmp_path, "first")
+    _, second = _self_signed(tmp_path, "second")
+    yield port, first, second, tls_file
+
+
+def test_http_and_https_serving_different_cas_is_a_failure(
+    impostor: tuple[int, bytes, bytes, Path],
+) -> None:
+    port, first, second, tls_file = impostor
+    path = "/cas/crt/ca.crt.pem"
+    servers = [_serving(port, {path: first}), _serving(port + 1, {path: second}, tls_file)]
+    try:
+        result = _probe(f"http://127.0.0.1:{port}")
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+    _assert_one_line_failure(result)
+    assert "do not serve the same caucase database" in result.stderr
+
+
+def test_same_ca_on_both_listeners_passes(impostor: tuple[int, bytes, bytes, Path]) -> None:
+    port, first, _, tls_file = impostor
+    path = "/cas/crt/ca.crt.pem"
+    servers = [_serving(port, {path: first}), _serving(port + 1, {path: first}, tls_file)]
+    try:
+        result = _probe(f"http://127.0.0.1:{port}")
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_web_server_that_is_not_caucased(impostor: tuple[int, bytes, bytes, Path]) -> None:
+    port, _, _, tls_file = impostor
+    servers = [_serving(port, {}), _serving(port + 1, {}, tls_file)]
+    try:
+        result = _probe(f"http://127.0.0.1:{port}")
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+    _assert_one_line_failure(result)
+    assert "HTTP 404" in result.stderr
+
+
+def test_version_and_usage() -> None:
+    version = subprocess.run(
+        [str(PROBE), "--version"], capture_output=True, text=True, check=False
+    )
+    usage = subprocess.run([str(PROBE)], capture_output=True, text=True, check=False)
+
+    assert (version.returncode, version.stdout) == (0, "0.9.17\n")
+    assert usage.returncode == 2 and "usage:" in usage.stderr
