@@ -200,8 +200,14 @@ class CaucaseClient:
             }
         )
         body = json.dumps(x509util.sign_envelope(old_key, payload)).encode("utf-8")
-        response = self._request("PUT", "/crt/renew", body, {"Content-Type": "application/json"})
-        return new_key, response[2]
+        crt_pem = self._request("PUT", "/crt/renew", body, {"Content-Type": "application/json"})[2]
+        try:
+            new_certificate: x509.Certificate | None = x509util.load_certificate(crt_pem)
+        except ValueError:
+            new_certificate = None
+        if new_certificate is None or not pemfile.same_public_key(new_certificate, new_key):
+            raise CaucaseError("Server returned an invalid renewed certificate")
+        return new_key, crt_pem
 
     def revoke_certificate(self, crt_pem: bytes, key: PrivateKeyTypes | None = None) -> None:
         """Revoke a certificate: anonymously when its key is given (signed request),

@@ -1,0 +1,379 @@
+"""`caucase`: the one-shot client (cli.md 3).
+
+Refreshes the CA and CRL stores, then runs the requested actions in a fixed order,
+runs the `--on-renew` hook when something changed, and exits 0 (fine), 1 (error),
+2 (a CSR is still pending) or 3 (the hook failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from cryptography import x509
+
+from caucase import __version__, pemfile, x509util
+from caucase.client import (
+    CaucaseClient,
+    load_valid_ca_list,
+    update_ca_store,
+    update_crl_store,
+)
+from caucase.clock import Clock, utcnow
+from caucase.exceptions import CaucaseError, CaucaseHTTPError, PemFileError
+
+EXIT_ERROR = 1
+EXIT_PENDING = 2
+EXIT_HOOK_FAILED = 3
+LIST_COLUMNS = "%20s | %s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of cli.md 3.1, with the reference names, defaults and arities."""
+    parser = argparse.ArgumentParser(description="caucase")
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--ca-url", required=True, metavar="URL", help="caucased base URL")
+    parser.add_argument("--ca-crt", default="cas.crt.pem", metavar="CRT_PATH")
+    parser.add_argument("--user-ca-crt", default="cau.crt.pem", metavar="CRT_PATH")
+    parser.add_argument("--crl", default="cas.crl.pem", metavar="CRL_PATH")
+    parser.add_argument("--user-crl", default="cau.crl.pem", metavar="CRL_PATH")
+    parser.add_argument("--threshold", default=31, type=float, metavar="DAYS")
+    parser.add_argument("--key-len", default=2048, type=int, metavar="BITLENGTH")
+    parser.add_argument("--on-renew", metavar="EXECUTABLE_PATH")
+    parser.add_argument("--user-key", metavar="KEY_PATH")
+    parser.add_argument("--mode", default="service", choices=("service", "user"))
+    anonymous = parser.add_argument_group("Anonymous actions")
+    anonymous.add_argument("--send-csr", nargs="+", default=[], metavar="CSR_PATH")
+    anonymous.add_argument(
+        "--get-csr", nargs=2, action="append", default=[], metavar=("CSR_ID", "CSR_PATH")
+    )
+    anonymous.add_argument(
+        "--get-crt", nargs=2, action="append", default=[], metavar=("CSR_ID", "CRT_PATH")
+    )
+    anonymous.add_argument(
+        "--revoke-crt", nargs=2, action="append", default=[], metavar=("CRT_PATH", "KEY_PATH")
+    )
+    anonymous.add_argument(
+        "--renew-crt", nargs=2, action="append", default=[], metavar=("CRT_PATH", "KEY_PATH")
+    )
+    anonymous.add_argument("--update-user", action="store_true")
+    authenticated = parser.add_argument_group("Authenticated actions")
+    authenticated.add_argument("--list-csr", action="store_true")
+    authenticated.add_argument("--sign-csr", nargs="+", default=[], metavar="CSR_ID")
+    authenticated.add_argument(
+        "--sign-csr-with",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("CSR_ID", "CSR_PATH"),
+    )
+    authenticated.add_argument("--reject-csr", nargs="+", default=[], metavar="CSR_ID")
+    authenticated.add_argument("--revoke-other-crt", nargs="+", default=[], metavar="CRT_PATH")
+    authenticated.add_argument(
+        "--revoke-serial", nargs="+", type=int, default=[], metavar="SERIAL"
+    )
+    return parser
+
+
+def csr_id(value: str) -> int:
+    """A CSR id from the command line, as a clear error when it is not decimal."""
+    try:
+        return int(value)
+    except ValueError:
+        raise CaucaseError(f"invalid CSR_ID {value!r}: not an integer") from None
+
+
+def subject_preview(csr_pem: str) -> str:
+    """The `--list-csr` preview: the subject as repr of `<Name(RFC 4514)>` (cli.md 3.5)."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode("ascii"))
+        valid = csr.is_signature_valid
+    except (ValueError, TypeError, UnicodeEncodeError):
+        valid = False
+    if not valid:
+        raise CaucaseError("server listed a malformed or badly signed CSR")
+    return repr(f"<Name({csr.subject.rfc4514_string()})>")
+
+
+class CaucaseRun:
+    """One invocation: the flags that decide the exit status, and the actions."""
+
+    def __init__(self, args: argparse.Namespace, clock: Clock, out: TextIO, err: TextIO):
+        self.args = args
+        self.clock = clock
+        self.out = out
+        self.err = err
+        self.updated = False
+        self.error = False
+        self.warning = False
+        self.context = "--ca-url " + args.ca_url
+        self.cas_client = CaucaseClient(args.ca_url + "/cas")
+        self.client: CaucaseClient | None = None
+        self.ca_list: list[x509.Certificate] = []
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def complain(self, line: str) -> None:
+        """A skipped item: message on stderr, exit status 1 at the end."""
+        print(line, file=self.err, flush=True)
+        self.error = True
+
+    @property
+    def mode_client(self) -> CaucaseClient:
+        assert self.client is not None
+        return self.client
+
+    def refresh_ca_stores(self) -> None:
+        """Steps 2-5 of cli.md 3.2."""
+        args = self.args
+        self.context = "updating " + args.ca_crt
+        self.updated |= update_ca_store(self.cas_client, args.ca_crt, self.clock())
+        user_stores = args.update_user or args.mode == "user"
+        if user_stores:
+            self.context = "updating " + args.user_ca_crt
+            with CaucaseClient(args.ca_url + "/cau") as cau_client:
+                self.updated |= update_ca_store(cau_client, args.user_ca_crt, self.clock())
+        self.context = "--user-key " + str(args.user_key)
+        mode_url = args.ca_url + ("/cau" if args.mode == "user" else "/cas")
+        self.client = CaucaseClient(mode_url, args.user_key)
+        store = args.user_ca_crt if args.mode == "user" else args.ca_crt
+        self.ca_list = load_valid_ca_list(pemfile.read_ca_store(store), self.clock())
+
+    def refresh_crl_stores(self) -> None:
+        """Steps 8-9 of cli.md 3.2, with the CA stores re-read."""
+        args = self.args
+        pairs = [(self.cas_client, args.ca_crt, args.crl)]
+        if args.update_user:
+            pairs.append((CaucaseClient(args.ca_url + "/cau"), args.user_ca_crt, args.user_crl))
+        for client, ca_path, crl_path in pairs:
+            self.context = "updating " + crl_path
+            ca_list = load_valid_ca_list(pemfile.read_ca_store(ca_path), self.clock())
+            with client:
+                self.updated |= update_crl_store(client, crl_path, ca_list)
+
+    def run_actions(self) -> None:
+        """The actions, in the fixed order of cli.md 3.2 step 6."""
+        args = self.args
+        for path in args.send_csr:
+            self.send_csr(path)
+        for identifier, path in args.get_csr:
+            self.context = f"--get-csr {identifier} {path}"
+            pemfile.append_to_file(path, self.mode_client.get_csr(csr_id(identifier)))
+        for identifier, path in args.get_crt:
+            self.get_crt(identifier, path)
+        for crt_path, key_path in args.revoke_crt:
+            self.revoke_crt(crt_path, key_path)
+        for crt_path, key_path in args.renew_crt:
+            self.renew_crt(crt_path, key_path)
+        for identifier in args.sign_csr:
+            self.context = "--sign-csr " + identifier
+            self.mode_client.create_certificate(csr_id(identifier))
+        for identifier, path in args.sign_csr_with:
+            self.context = f"--sign-csr-with {identifier} {path}"
+            template = pemfile.read_one_csr(path)
+            self.mode_client.create_certificate(csr_id(identifier), template)
+        for identifier in args.reject_csr:
+            self.context = "--reject-csr " + identifier
+            self.mode_client.delete_pending_csr(csr_id(identifier))
+        for path in args.revoke_other_crt:
+            self.revoke_other_crt(path)
+        for serial in args.revoke_serial:
+            self.context = f"--revoke-serial {serial}"
+            self.mode_client.revoke_serial(serial)
+        if args.list_csr:
+            self.list_csr()
+
+    def send_csr(self, path: str) -> None:
+        self.context = "--send-csr " + path
+        identifier = self.mode_client.create_csr(pemfile.read_one_csr(path))
+        self.say(f"{identifier} {path}")
+
+    def get_crt(self, identifier: str, path: str) -> None:
+        """Fetch a certificate and append it to the file holding its key (cli.md 3.3)."""
+        self.context = f"--get-crt {identifier} {path}"
+        number = csr_id(identifier)
+        try:
+            crt_pem = self.mode_client.get_certificate(number)
+        except CaucaseHTTPError as error:
+            if error.status != 404:
+                raise
+            self.report_missing_certificate(identifier, number)
+            return
+        try:
+            certificate = x509util.load_certificate(crt_pem)
+        except ValueError:
+            raise CaucaseError("server returned a malformed certificate") from None
+        x509util.verify_certificate(certificate, self.ca_list, (), self.clock())
+        how = "automatically" if x509util.is_auto_signed(certificate) else "manually"
+        self.say(f"{identifier} was (originally) {how} approved")
+        holds_key = self.check_key_file(path, certificate)
+        if holds_key is not None:
+            pemfile.append_to_file(path, crt_pem, private=holds_key)
+
+    def report_missing_certificate(self, identifier: str, number: int) -> None:
+        try:
+            self.mode_client.get_csr(number)
+        except CaucaseHTTPError as error:
+            if error.status != 404:
+                raise
+            self.say(f"{identifier} not found - maybe CSR was rejected ?")
+            self.error = True
+            return
+        self.say(f"{identifier} CSR still pending")
+        self.warning = True
+
+    def check_key_file(self, path: str, certificate: x509.Certificate) -> bool | None:
+        """Whether the file exists and holds exactly the matching key; None when it
+        exists but is unusable, which is reported (cli.md 3.3, without the crash)."""
+        if not os.path.exists(path):
+            return False
+        try:
+            key = pemfile.read_one_key(path)
+        except PemFileError as error:
+            self.complain(f"{error}, skipping")
+            return None
+        if not pemfile.same_public_key(certificate, key):
+            self.complain(f"Key in {path} does not match retrieved certificate, skipping")
+            return None
+        return True
+
+    def load_key_pair(self, crt_path: str, key_path: str) -> pemfile.KeyPair | None:
+        try:
+            return pemfile.read_key_pair(crt_path, key_path)
+        except PemFileError as error:
+            self.complain(f"{error}, skipping")
+            return None
+
+    def revoke_crt(self, crt_path: str, key_path: str) -> None:
+        self.context = f"--revoke-crt {crt_path} {key_path}"
+        pair = self.load_key_pair(crt_path, key_path)
+        if pair is not None:
+            crt_pem = x509util.dump_certificate(pair.certificate)
+            self.mode_client.revoke_certificate(crt_pem, pair.key)
+
+    def renew_crt(self, crt_path: str, key_path: str) -> None:
+        """Renew when within the threshold; the new key replaces the old one (cli.md 3.3)."""
+        self.context = f"--renew-crt {crt_path} {key_path}"
+        pair = self.load_key_pair(crt_path, key_path)
+        if pair is None:
+            return
+        now = self.clock()
+        try:
+            x509util.verify_certificate(pair.certificate, self.ca_list, (), now)
+        except CaucaseError:
+            self.say(
+                f"{crt_path} was not signed by this CA, revoked or otherwise invalid, skipping"
+            )
+            return
+        threshold = _days(self.args.threshold)
+        if pair.certificate.not_valid_after_utc > now + threshold:
+            self.say(f"{crt_path} did not reach renew threshold, not renewing")
+            return
+        key, crt_pem = self.mode_client.renew_certificate(
+            pair.certificate, pair.key, self.args.key_len
+        )
+        key_pem = x509util.dump_private_key(key)
+        if pair.key_in_certificate_file:
+            pemfile.write_file(crt_path, key_pem + crt_pem, private=True)
+        else:
+            pemfile.write_file(pair.key_path, key_pem, private=True)
+            pemfile.write_file(crt_path, crt_pem)
+        self.updated = True
+
+    def revoke_other_crt(self, path: str) -> None:
+        self.context = "--revoke-other-crt " + path
+        try:
+            certificate = pemfile.read_one_certificate(path)
+        except PemFileError:
+            self.complain(f"Could not load a single certificate in {path}, skipping")
+            return
+        self.mode_client.revoke_certificate(x509util.dump_certificate(certificate))
+
+    def list_csr(self) -> None:
+        self.context = "--list-csr"
+        pending = self.mode_client.get_pending_csr_list()
+        lines = [LIST_COLUMNS % ("csr_id", "subject preview (fetch csr and check full content !)")]
+        for entry in pending:
+            if not isinstance(entry, dict):
+                raise CaucaseError("server returned an invalid CSR list")
+            lines.append(LIST_COLUMNS % (entry.get("id"), subject_preview(str(entry.get("csr")))))
+        mode = self.args.mode
+        self.say(
+            "\n".join([f"-- pending {mode} CSRs --", *lines, f"-- end of pending {mode} CSRs --"])
+        )
+
+    def close(self) -> None:
+        self.cas_client.close()
+        if self.client is not None:
+            self.client.close()
+
+    def run_hook(self) -> int:
+        """Exit status of the `--on-renew` hook (0 when none ran)."""
+        if not (self.updated and self.args.on_renew):
+            return 0
+        self.out.flush()
+        return subprocess.run(self.args.on_renew, shell=True, check=False).returncode
+
+    def exit_status(self) -> int:
+        if self.error:
+            return EXIT_ERROR
+        return EXIT_PENDING if self.warning else 0
+
+
+def _days(value: float) -> datetime.timedelta:
+    return datetime.timedelta(days=value)
+
+
+def _check_disjoint_ids(args: argparse.Namespace) -> bool:
+    """Whether no CSR_ID string is both signed and rejected (cli.md 3.2 step 1)."""
+    seen: set[str] = set()
+    groups = [args.sign_csr, [first for first, _ in args.sign_csr_with], args.reject_csr]
+    for group in groups:
+        current = set(group)
+        if current & seen:
+            return False
+        seen |= current
+    return True
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    clock: Clock = utcnow,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Console entry point; returns the exit status."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = build_parser().parse_args(argv)
+    if not _check_disjoint_ids(args):
+        print(
+            "A given CSR_ID cannot be in more than one of --sign-csr, --sign-csr-with "
+            "and --reject-csr",
+            file=err,
+        )
+        return EXIT_ERROR
+    run: CaucaseRun | None = None
+    try:
+        run = CaucaseRun(args, clock, out, err)
+        run.refresh_ca_stores()
+        run.run_actions()
+        run.close()
+        run.refresh_crl_stores()
+    except (CaucaseError, OSError) as error:
+        context = run.context if run is not None else "--ca-url " + args.ca_url
+        print(f"caucase: {context}: {error}", file=err, flush=True)
+        if run is not None:
+            run.close()
+            run.run_hook()
+        return EXIT_ERROR
+    if run.run_hook() != 0:
+        return EXIT_HOOK_FAILED
+    return run.exit_status()
