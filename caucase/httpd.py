@@ -1,0 +1,326 @@
+"""caucased's HTTP and HTTPS listeners: threaded wsgiref servers (http-api 1, 14, 15).
+
+One thread per connection, one request per connection (HTTP/1.0 replies). On HTTPS the
+TLS handshake runs in the connection's own thread with a timeout, so a stalled client
+never blocks the accept loop, and the SSL context can be swapped while listening.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import traceback
+from types import TracebackType
+from typing import Any, Callable, Optional, TextIO
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+from cryptography import x509
+
+from caucase import __version__
+from caucase.clock import utcnow
+
+CONNECTION_TIMEOUT = 30.0
+HANDSHAKE_TIMEOUT = 10.0
+MAX_LINE = 65536
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPES["\v"] = "\\v"
+ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]
+
+_output_lock = threading.Lock()
+
+
+def escape_log_text(text: str) -> str:
+    """Printable ASCII kept, the rest escaped as the access log format wants (http-api 15.1)."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif " " <= char <= "~":
+            out.append(char)
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def _log_time(now: datetime.datetime) -> str:
+    return now.strftime(f"%d/{_MONTHS[now.month - 1]}/%Y:%H:%M:%S +0000")
+
+
+def write_line(stream: TextIO, line: str) -> None:
+    """Whole lines from concurrent threads, flushed at once (logs are read live)."""
+    with _output_lock:
+        stream.write(line)
+        stream.flush()
+
+
+class ContinueReader:
+    """Request body stream sending `100 Continue` before the first read (http-api 14.2)."""
+
+    def __init__(self, stream: Any, wfile: Any) -> None:
+        self._stream = stream
+        self._wfile: Any = wfile
+
+    def _announce(self) -> None:
+        if self._wfile is not None:
+            self._wfile.write(b"HTTP/1.0 100 Continue\r\n\r\n")
+            self._wfile.flush()
+            self._wfile = None
+
+    def read(self, size: int = -1) -> bytes:
+        self._announce()
+        data: bytes = self._stream.read(size)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        self._announce()
+        line: bytes = self._stream.readline(size)
+        return line
+
+
+class ChunkedReader:
+    """Decoded `Transfer-Encoding: chunked` body (http-api 14.3); ValueError on bad framing."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._left = 0
+        self._done = False
+
+    def _line(self) -> bytes:
+        line: bytes = self._stream.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise ValueError("chunk header line too long")
+        return line
+
+    def _next_chunk(self) -> None:
+        size_text = self._line().split(b";", 1)[0].strip()
+        try:
+            self._left = int(size_text, 16)
+        except ValueError:
+            raise ValueError(f"invalid chunk size {size_text!r}") from None
+        if self._left < 0:
+            raise ValueError("negative chunk size")
+        if self._left == 0:
+            self._line()  # the one trailer line (usually empty)
+            self._done = True
+
+    def _end_chunk(self) -> None:
+        if self._stream.read(2) != b"\r\n":
+            raise ValueError("chunk not followed by CRLF")
+
+    def read(self, size: int = -1) -> bytes:
+        parts = []
+        while not self._done and size != 0:
+            if self._left == 0:
+                self._next_chunk()
+                continue
+            wanted = self._left if size < 0 else min(size, self._left)
+            data: bytes = self._stream.read(wanted)
+            if not data:
+                raise ValueError("body truncated inside a chunk")
+            parts.append(data)
+            self._left -= len(data)
+            size = size - len(data) if size > 0 else size
+            if self._left == 0:
+                self._end_chunk()
+        return b"".join(parts)
+
+    def readline(self, size: int = -1) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n") and (size < 0 or len(line) < size):
+            char = self.read(1)
+            if not char:
+                break
+            line += char
+        return bytes(line)
+
+
+class LoggingServerHandler(ServerHandler):
+    """wsgiref's handler with the caucased error log format (http-api 15.2)."""
+
+    def log_exception(self, exc_info: ExcInfo) -> None:  # type: ignore[override]
+        now = utcnow().isoformat()
+        environ: dict[str, Any] = getattr(self, "environ", {})
+        client = environ.get("REMOTE_ADDR", "-")
+        head = (
+            f"[{now}] [pid {os.getpid()}:tid {threading.get_ident()}] "
+            f"[client {client}] {exc_info[1]} \n"
+        )
+        write_line(sys.stderr, head + "".join(traceback.format_exception(*exc_info)))
+
+
+class CaucasedRequestHandler(WSGIRequestHandler):
+    """One request per connection, access log on stdout, client certificate in the environ."""
+
+    server_version = "caucased " + __version__
+    sys_version = "Python/" + sys.version.split()[0]
+    timeout = CONNECTION_TIMEOUT
+    server: CaucasedServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.user = "-"
+        self.client_cert_pem: str | None = None
+        if isinstance(self.connection, ssl.SSLSocket):
+            der = self.connection.getpeercert(binary_form=True)
+            if der:
+                self.client_cert_pem = ssl.DER_cert_to_PEM_cert(der)
+                self.user = str(x509.load_der_x509_certificate(der).serial_number)
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        if self.server.is_https:
+            environ["HTTPS"] = "on"
+            environ["wsgi.url_scheme"] = "https"
+            if self.client_cert_pem is not None:
+                environ["SSL_CLIENT_CERT"] = self.client_cert_pem
+        return environ
+
+    def _body_stream(self, environ: dict[str, Any]) -> Any:
+        stream: Any = self.rfile
+        if self.request_version < "HTTP/1.1":
+            return stream
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            stream = ChunkedReader(stream)
+        if environ.pop("HTTP_EXPECT", "").lower() == "100-continue":
+            stream = ContinueReader(stream, self.wfile)
+        return stream
+
+    def handle(self) -> None:
+        """wsgiref's single-request handling, with our body stream and error log."""
+        self.raw_requestline = self.rfile.readline(MAX_LINE + 1)
+        if len(self.raw_requestline) > MAX_LINE:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        environ = self.get_environ()
+        handler = LoggingServerHandler(
+            self._body_stream(environ),
+            self.wfile,  # type: ignore[arg-type]
+            sys.stderr,
+            environ,
+            multithread=True,
+        )
+        handler.request_handler = self  # type: ignore[attr-defined]
+        handler.run(self.server.get_app())  # type: ignore[arg-type]
+
+    def _prefix(self) -> str:
+        return f"{self.client_address[0]} - {self.user} [{_log_time(utcnow())}]"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        referrer = escape_log_text(self.headers.get("Referrer", "-")) if self.headers else "-"
+        agent = escape_log_text(self.headers.get("User-Agent", "-")) if self.headers else "-"
+        code = getattr(code, "value", code)
+        line = escape_log_text(getattr(self, "requestline", ""))
+        write_line(sys.stdout, f'{self._prefix()} "{line}" {code} {size} "{referrer}" "{agent}"\n')
+
+    def log_message(self, format: str, *args: Any) -> None:
+        write_line(sys.stdout, f"{self._prefix()} {escape_log_text(format % args)}\n")
+
+
+class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
+    """Plain-HTTP listener: one daemon thread per connection, no join on close."""
+
+    daemon_threads = True
+    block_on_close = False
+    is_https = False
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family
+        super().__init__(address, CaucasedRequestHandler, bind_and_activate=False)
+
+    def server_bind(self) -> None:
+        """Bind without the reverse DNS lookup of HTTPServer; IPv6 sockets are v6-only."""
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+        self.setup_environ()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A broken or stalled connection is one log line, not a traceback."""
+        error = sys.exc_info()[1]
+        stamp = utcnow().isoformat()
+        write_line(sys.stderr, f"[{stamp}] [client {client_address[0]}] {error!r}\n")
+
+    def listen(self) -> None:
+        """Bind and start listening (OSError when the address is unusable)."""
+        try:
+            self.server_bind()
+            self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
+
+
+class CaucasedTLSServer(CaucasedServer):
+    """HTTPS listener; `ssl_context` may be replaced at any time (new connections use it)."""
+
+    is_https = True
+
+    def __init__(
+        self, address: tuple[str, int], family: socket.AddressFamily, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(address, family)
+        self.ssl_context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Handshake in the connection thread, bounded in time; failures just drop it."""
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            tls = self.ssl_context.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False
+            )
+        except OSError:
+            return
+        try:
+            tls.do_handshake()
+        except (OSError, ValueError):
+            tls.close()
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            self.shutdown_request(tls)
+
+
+def start_serving(servers: list[CaucasedServer], app: Callable[..., Any]) -> None:
+    """Run each listener's accept loop in its own daemon thread."""
+    for server in servers:
+        server.set_app(app)
+        thread = threading.Thread(
+            target=server.serve_forever, name=f"listener {server.server_address}", daemon=True
+        )
+        thread.start()
+
+
+def stop_serving(servers: list[CaucasedServer]) -> None:
+    """Stop every accept loop (in parallel) and close the listening sockets."""
+    stoppers = [threading.Thread(target=server.shutdown) for server in servers]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join()
+    for server in servers:
+        server.server_close()
+
+
+__all__ = [
+    "CaucasedServer",
+    "CaucasedTLSServer",
+    "escape_log_text",
+    "start_serving",
+    "stop_serving",
+    "write_line",
+]

@@ -1,0 +1,139 @@
+"""caucased's own HTTPS identity and TLS context (http-api 1.4, 13; ca-profile 1.10).
+
+The key file holds the RSA key (traditional PEM) then the leaf certificate issued by the
+internal http CA. It is reused while it verifies and is not within the renewal threshold;
+otherwise a fresh key is made and the certificate renewed (or issued anew).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import ssl
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from caucase import x509util
+from caucase.ca import CertificateAuthority
+from caucase.clock import Clock
+from caucase.exceptions import CaucaseError, PemFileError
+from caucase.pemfile import BlockKind, split_blocks, write_file
+
+LoadedIdentity = tuple[rsa.RSAPrivateKey, x509.Certificate]
+
+
+def _is_ca(crt: x509.Certificate) -> bool:
+    """Whether BasicConstraints says CA; certificates without it do not qualify either way."""
+    constraints = crt.extensions.get_extension_for_class(x509.BasicConstraints)
+    return constraints.value.ca
+
+
+def _load_identity(path: str, http_cas: CertificateAuthority) -> LoadedIdentity | None:
+    """The key and the single leaf certificate of the file, if they are usable."""
+    try:
+        with open(path, "rb") as handle:
+            blocks = split_blocks(handle.read())
+        keys = [b for b in blocks if b.kind is BlockKind.KEY]
+        certificates = [
+            x509.load_pem_x509_certificate(b.text)
+            for b in blocks
+            if b.kind is BlockKind.CERTIFICATE
+        ]
+        leaves = [crt for crt in certificates if not _is_ca(crt)]
+        if len(keys) != 1 or len(leaves) != 1:
+            return None
+        key = x509util.load_private_key(keys[0].text)
+        leaf = leaves[0]
+        if not isinstance(key, rsa.RSAPrivateKey) or x509util.key_id(
+            key.public_key()
+        ) != x509util.key_id(leaf.public_key()):
+            return None
+        http_cas.verify_certificate(leaf)
+    except (OSError, ValueError, TypeError, x509.ExtensionNotFound, CaucaseError):
+        return None
+    return key, leaf
+
+
+class ServerIdentity:
+    """The HTTPS key pair of caucased, kept in `key_path` and renewed before expiry."""
+
+    def __init__(
+        self,
+        key_path: str,
+        http_cas: CertificateAuthority,
+        cau: CertificateAuthority,
+        host: str,
+        key_len: int,
+        threshold_days: float,
+        clock: Clock,
+    ) -> None:
+        self.key_path = key_path
+        self._http_cas = http_cas
+        self._cau = cau
+        self._host = host
+        self._key_len = key_len
+        self._threshold = datetime.timedelta(days=threshold_days)
+        self._clock = clock
+        self._certificate: x509.Certificate | None = None
+        self.trusted_user_cas: tuple[bytes, ...] = ()
+
+    @property
+    def renewal_due(self) -> datetime.datetime:
+        """When the certificate enters the renewal threshold."""
+        assert self._certificate is not None
+        return self._certificate.not_valid_after_utc - self._threshold
+
+    def prepare(self) -> None:
+        """At start: reuse the file when it verifies and is not due, else renew or issue."""
+        loaded = _load_identity(self.key_path, self._http_cas)
+        if loaded is None:
+            self._issue()
+            return
+        self._certificate = loaded[1]
+        if self.renewal_due <= self._clock():
+            self.renew()
+
+    def renew(self) -> None:
+        """Fresh key, certificate renewed by the http CA (issued anew if renewal is refused)."""
+        assert self._certificate is not None
+        key = x509util.generate_private_key(self._key_len)
+        csr = x509util.make_renewal_csr(key, self._certificate.subject)
+        try:
+            crt_pem = self._http_cas.renew(
+                x509util.dump_certificate(self._certificate),
+                x509util.dump_certificate_request(csr),
+            )
+        except CaucaseError:
+            self._issue()
+            return
+        self._store(key, crt_pem)
+
+    def _issue(self) -> None:
+        key = x509util.generate_private_key(self._key_len)
+        csr = x509util.make_server_csr(key, self._host)
+        csr_id = self._http_cas.append_csr(
+            x509util.dump_certificate_request(csr), override_limits=True
+        )
+        self._store(key, self._http_cas.create_certificate(csr_id))
+
+    def _store(self, key: rsa.RSAPrivateKey, crt_pem: bytes) -> None:
+        try:
+            write_file(self.key_path, x509util.dump_private_key(key) + crt_pem, private=True)
+        except PemFileError as error:
+            raise CaucaseError(f"cannot write the server key file: {error}") from None
+        self._certificate = x509util.load_certificate(crt_pem)
+
+    def user_ca_list(self) -> tuple[bytes, ...]:
+        """PEMs of every CAU CA certificate now held (client certificate trust)."""
+        return tuple(x509util.dump_certificate(crt) for crt in self._cau.get_ca_certificate_list())
+
+    def make_context(self) -> ssl.SSLContext:
+        """TLS >= 1.2, optional client certificates issued by any CAU CA, no CA names sent."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.verify_mode = ssl.CERT_OPTIONAL
+        self.trusted_user_cas = self.user_ca_list()
+        context.load_verify_locations(cadata=b"".join(self.trusted_user_cas).decode("ascii"))
+        context.load_cert_chain(os.fspath(self.key_path))
+        return context
