@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http
+
 
 class CaucaseError(Exception):
     """Base of every error caucase raises on purpose."""
@@ -73,7 +75,12 @@ class CaucaseHTTPError(CaucaseError):
         self.body = body
 
     def __str__(self) -> str:
-        return f"HTTP {self.status}: {self.body.decode('utf-8', 'replace').strip()}"
+        try:
+            reason = " " + http.HTTPStatus(self.status).phrase
+        except ValueError:
+            reason = ""
+        detail = self.body[:200].decode("utf-8", "replace").strip()
+        return f"HTTP {self.status}{reason}" + (f": {detail}" if detail else "")
 
 
 class CaucaseNetworkError(CaucaseError):
