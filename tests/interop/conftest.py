@@ -1,0 +1,19 @@
+"""Fixtures of the interoperability tests: which implementation's commands to run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.servers import OUR_BIN
+
+IMPLEMENTATIONS = ["ours", pytest.param("reference", marks=pytest.mark.interop)]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def tools_bin(request: pytest.FixtureRequest) -> Path:
+    """Directory of the caucase commands under test: ours, or the reference release's."""
+    if request.param == "ours":
+        return OUR_BIN
+    return Path(request.getfixturevalue("reference_bin"))
