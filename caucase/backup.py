@@ -33,7 +33,7 @@ CIPHER_NAMES = {
 KEY_CIPHER_NAME = "rsa_oaep_sha1_mgf1_sha1"
 MAC_SIZE = 32
 SECRET_SIZE = 64
-READ_SIZE = 1024 * 1024
+READ_SIZE = 64 * 1024
 MAX_HEADER_SIZE = 16 * 1024 * 1024
 _HEADER_LENGTH = struct.Struct("<I")
 
@@ -57,7 +57,7 @@ class _EncryptingWriter:
         ).encryptor()
         self._padder = padding.PKCS7(algorithms.AES.block_size).padder()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._output.write(self._encryptor.update(self._padder.update(data)))
 
     def close(self) -> None:
@@ -104,26 +104,23 @@ def write_backup(
 def _write_signed_stream(
     writer: _EncryptingWriter, statements: Iterable[str], mac_key: bytes, chunk_size: int
 ) -> None:
-    """chunk1 || MAC(D[:C]) || chunk2 || MAC(D[:2C]) || ... || last || MAC(D) (ca-profile 6.4)."""
+    """chunk1 || MAC(D[:C]) || chunk2 || MAC(D[:2C]) || ... || last || MAC(D) (ca-profile 6.4).
+
+    Statements go straight through: only the current statement is ever held."""
     mac = hmac.new(mac_key, digestmod=hashlib.sha256)
-    pending = bytearray()
+    chunk_filled = 0
     for statement in statements:
-        pending += statement.encode("utf-8") + b"\0"
-        if len(pending) < chunk_size:
-            continue
-        view = memoryview(pending)
-        offset = 0
-        while len(pending) - offset >= chunk_size:
-            chunk = view[offset : offset + chunk_size]
-            writer.write(chunk.tobytes())
-            mac.update(chunk)
-            writer.write(mac.digest())
-            offset += chunk_size
-        view.release()
-        del pending[:offset]
-    if pending:
-        writer.write(bytes(pending))
-        mac.update(pending)
+        data = memoryview(statement.encode("utf-8") + b"\0")
+        while data:
+            piece = data[: chunk_size - chunk_filled]
+            writer.write(piece)
+            mac.update(piece)
+            chunk_filled += len(piece)
+            data = data[len(piece) :]
+            if chunk_filled == chunk_size:
+                writer.write(mac.digest())
+                chunk_filled = 0
+    if chunk_filled:
         writer.write(mac.digest())
 
 
@@ -218,49 +215,53 @@ def _decrypted_pieces(source: BinaryIO, decryptor: CipherContext) -> Iterator[by
 
 def _verified_chunks(
     source: BinaryIO, decryptor: CipherContext, mac_key: bytes, chunk_size: int
-) -> Iterator[bytes]:
-    """Payload bytes, one chunk at a time, each after its running MAC verified."""
+) -> Iterator[bytearray]:
+    """Payload bytes, one chunk at a time, each after its running MAC verified.
+
+    A whole chunk must be held until its MAC is checked; it is never copied."""
     mac = hmac.new(mac_key, digestmod=hashlib.sha256)
     block_size = chunk_size + MAC_SIZE
-    pending = bytearray()
 
-    def verify(block: bytes | bytearray | memoryview) -> bytes:
-        data = bytes(block[:-MAC_SIZE])
-        mac.update(data)
-        if not hmac.compare_digest(mac.digest(), bytes(block[-MAC_SIZE:])):
+    def verify(block: bytearray) -> bytearray:
+        expected = bytes(block[-MAC_SIZE:])
+        del block[-MAC_SIZE:]
+        mac.update(block)
+        if not hmac.compare_digest(mac.digest(), expected):
             raise BackupError("Backup integrity check failed: HMAC mismatch")
-        return data
+        return block
 
+    pending = bytearray()
     for piece in _decrypted_pieces(source, decryptor):
-        pending += piece
-        if len(pending) < block_size:
-            continue
-        view = memoryview(pending)
-        offset = 0
-        while len(pending) - offset >= block_size:
-            yield verify(view[offset : offset + block_size])
-            offset += block_size
-        view.release()
-        del pending[:offset]
+        rest = memoryview(piece)
+        while rest:
+            missing = block_size - len(pending)
+            pending += rest[:missing]
+            rest = rest[missing:]
+            if len(pending) == block_size:
+                yield verify(pending)
+                pending = bytearray()
     if pending:
         if len(pending) <= MAC_SIZE:
             raise BackupError("Short read, backup truncated ? (incomplete chunk)")
         yield verify(pending)
 
 
-def _read_statements(chunks: Iterator[bytes]) -> Iterator[str]:
+def _read_statements(chunks: Iterator[bytearray]) -> Iterator[str]:
     """Split verified payload on NUL; leftover bytes at the end mean truncation."""
-    parts: list[bytes] = []
+    unfinished: list[bytes] = []  # joined once the statement ends: no quadratic copying
     for chunk in chunks:
-        parts.append(chunk)
-        if b"\0" not in chunk:
-            continue  # joined once the statement ends: no quadratic copying
-        *complete, rest = b"".join(parts).split(b"\0")
-        parts = [rest]
-        for statement in complete:
+        start = 0
+        while (end := chunk.find(b"\0", start)) >= 0:
+            unfinished.append(bytes(chunk[start:end]))
+            statement = b"".join(unfinished)
+            unfinished = []
+            start = end + 1
             try:
                 yield statement.decode("utf-8")
             except UnicodeDecodeError:
                 raise BackupError("Invalid backup content: statement is not UTF-8") from None
-    if any(parts):
+        if start < len(chunk):
+            unfinished.append(bytes(chunk[start:]))
+        del chunk  # let the verified chunk go before the next one is read
+    if unfinished:
         raise BackupError("Short read, backup truncated ?")
