@@ -154,8 +154,8 @@ def test_test_variant_uses_32_byte_chunks_and_running_mac(
 
 def fill_database(path: str, megabytes: int) -> Storage:
     storage = Storage(path, "cau", enforce_unique_key_id=True)
-    blob = b"-----BEGIN CERTIFICATE-----\n" + b"A" * 4000 + b"\n"
-    for n in range(megabytes * 256):
+    blob = b"-----BEGIN CERTIFICATE-----\n" + b"A" * 16000 + b"\n"
+    for n in range(megabytes * 64):
         csr_id, _ = storage.append_csr(b"%d" % n + blob, f"{n:040x}", NOW, override_limits=True)
         storage.store_certificate(csr_id, blob, NOW)
     storage.revoke(12345, NOW, NOW + 86400)
