@@ -13,12 +13,11 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
 from caucase import x509util
 from caucase.clock import Clock, from_timestamp, to_timestamp, utcnow
@@ -337,12 +336,10 @@ class CertificateAuthority:
     ) -> bytes:
         """Sign with the active CA (outside the lock) and attach the result to the row."""
         pair, now = self._active_pair()
-        # The CSR signature verified, so its key is a signing key, never X25519/X448.
-        public_key = cast(CertificateIssuerPublicKeyTypes, csr.public_key())
         crt = x509util.issue_certificate(
             pair.key,
             pair.crt,
-            public_key,
+            csr.public_key(),
             template,
             mode,
             now,

@@ -8,6 +8,8 @@ import base64
 import datetime
 import json
 import logging
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -579,3 +581,38 @@ def _verify_max_salt_pss(item: dict[str, Any], public_key: Any) -> None:
         padding.PSS(padding.MGF1(hashes.SHA256()), public_key.key_size // 8 - 32 - 2),
         hashes.SHA256(),
     )
+
+
+# Threads
+
+
+def test_concurrent_requests_generate_one_new_ca(
+    make_ca: MakeCA, db_path: str, clock: FakeClock, user_keys: list[rsa.RSAPrivateKey]
+) -> None:
+    ca = make_ca()
+    clock.advance(days=2 * CRT_LIFE + 1)  # every thread finds the next CA due
+    barrier = threading.Barrier(len(user_keys))
+    issued: list[x509.Certificate] = []
+    errors: list[BaseException] = []
+
+    def request(key: rsa.RSAPrivateKey) -> None:
+        try:
+            barrier.wait(timeout=30)
+            ca.get_crl_dict()
+            issued.append(_signed(ca, make_csr(key)))
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=request, args=(key,)) for key in user_keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(ca.get_ca_certificate_list()) == 2
+    with sqlite3.connect(db_path) as connection:
+        (stored_ca_rows,) = connection.execute("SELECT COUNT(*) FROM casca").fetchone()
+    assert stored_ca_rows == 2
+    assert len({crt.serial_number for crt in issued}) == len(user_keys)
+    for crt in issued:
+        ca.verify_certificate(crt)
