@@ -36,6 +36,7 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
             "mypy>=1.10",
+            "pkilint>=0.10",
         ],
     },
     entry_points={
