@@ -39,11 +39,16 @@ AUTO_SIGNED_TEXT = "Auto-signed caucase certificate"
 CAPrivateKey = rsa.RSAPrivateKey
 Template = Union[x509.CertificateSigningRequest, x509.Certificate]
 
+# An extension to write: its value (which knows its OID) and whether it is critical.
+_Extension = tuple[x509.ExtensionType, bool]
+
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
 }
+# Errors cryptography raises when it cannot read the extensions of a document.
+_EXTENSION_ERRORS = (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 # Errors cryptography raises while checking a signature it cannot or will not verify.
 _VERIFY_ERRORS = (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError)
 
@@ -84,7 +89,7 @@ def load_certificate_request(pem: bytes) -> x509.CertificateSigningRequest:
         csr = x509.load_pem_x509_csr(block)
         signature_valid = csr.is_signature_valid
         csr.extensions  # noqa: B018 -- parsing is the check
-    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as error:
+    except (*_EXTENSION_ERRORS, UnsupportedAlgorithm) as error:
         raise exceptions.NotACertificateSigningRequest(
             f"Not a valid certificate signing request: {error}"
         ) from None
@@ -242,25 +247,18 @@ def _key_usage(**enabled: bool) -> x509.KeyUsage:
     return x509.KeyUsage(**{bit: enabled.get(bit, False) for bit in bits})
 
 
-def _self_identifiers(public_key: CertificatePublicKeyTypes) -> list[x509.Extension[Any]]:
+def _self_identifiers(public_key: CertificatePublicKeyTypes) -> list[_Extension]:
     """SKI, then AKI holding only the same key identifier: the head of every CA certificate."""
     ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
-    aki = x509.AuthorityKeyIdentifier(
-        key_identifier=ski.digest, authority_cert_issuer=None, authority_cert_serial_number=None
-    )
-    return [
-        x509.Extension(ExtensionOID.SUBJECT_KEY_IDENTIFIER, False, ski),
-        x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, aki),
-    ]
+    aki = x509.AuthorityKeyIdentifier(ski.digest, None, None)
+    return [(ski, False), (aki, False)]
 
 
 def _sign_with(
-    builder: x509.CertificateBuilder,
-    extensions: Iterable[x509.Extension[Any]],
-    key: rsa.RSAPrivateKey,
+    builder: x509.CertificateBuilder, extensions: Iterable[_Extension], key: rsa.RSAPrivateKey
 ) -> x509.Certificate:
-    for extension in extensions:
-        builder = builder.add_extension(extension.value, extension.critical)
+    for value, critical in extensions:
+        builder = builder.add_extension(value, critical)
     return builder.sign(key, hashes.SHA256())
 
 
@@ -276,11 +274,9 @@ def make_ca_certificate(
     key_usage = _key_usage(key_cert_sign=True, crl_sign=True)
     extensions = [
         *_self_identifiers(public_key),
-        x509.Extension(
-            ExtensionOID.BASIC_CONSTRAINTS, True, x509.BasicConstraints(ca=True, path_length=0)
-        ),
-        x509.Extension(ExtensionOID.KEY_USAGE, True, key_usage),
-        *extra_extensions,
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (key_usage, True),
+        *((extension.value, extension.critical) for extension in extra_extensions),
     ]
     builder = _certificate_builder(subject, subject, public_key, now, life)
     return _sign_with(builder, extensions, key)
@@ -296,7 +292,7 @@ def renew_ca_certificate(
     (ca-profile 1.5): only the key identifiers change."""
     public_key = key.public_key()
     identifiers = (ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
-    inherited = [ext for ext in previous.extensions if ext.oid not in identifiers]
+    inherited = [(e.value, e.critical) for e in previous.extensions if e.oid not in identifiers]
     builder = _certificate_builder(previous.subject, previous.subject, public_key, now, life)
     return _sign_with(builder, [*_self_identifiers(public_key), *inherited], key)
 
@@ -355,13 +351,12 @@ def _modernised(policy: x509.PolicyInformation) -> x509.PolicyInformation:
 
 def _certificate_policies(
     template: x509.Extension[x509.CertificatePolicies] | None, mode: SigningMode
-) -> x509.Extension[x509.CertificatePolicies] | None:
+) -> _Extension | None:
     """ca-profile 1.7: only the CA may put caucase policies in, and it does so only when
     auto-signing; renewals keep what the previous certificate had."""
-    oid = ExtensionOID.CERTIFICATE_POLICIES
     if template is None:
         if mode is SigningMode.YES:
-            return x509.Extension(oid, False, x509.CertificatePolicies([_auto_signed_policy()]))
+            return x509.CertificatePolicies([_auto_signed_policy()]), False
         return None
     policies = [_modernised(policy) for policy in template.value]
     if mode is not SigningMode.PASSTHROUGH:
@@ -372,13 +367,13 @@ def _certificate_policies(
         ]
     if mode is SigningMode.YES:
         policies.append(_auto_signed_policy())
-    return x509.Extension(oid, template.critical, x509.CertificatePolicies(policies))
+    return x509.CertificatePolicies(policies), template.critical
 
 
 def _template_extensions(template: Template) -> x509.Extensions:
     try:
         return template.extensions
-    except (ValueError, x509.DuplicateExtension) as error:
+    except _EXTENSION_ERRORS as error:
         raise exceptions.CertificateAuthorityException(
             f"Template extensions cannot be parsed: {error}"
         ) from None
@@ -390,34 +385,22 @@ def _leaf_extensions(
     template: Template,
     mode: SigningMode,
     crl_base_url: str | None,
-) -> list[x509.Extension[Any]]:
+) -> list[_Extension]:
     """ca-profile 1.6: what the CA decides, then what the template may ask for."""
-    authority = _authority_key_identifier(ca_crt)
-    extensions: list[x509.Extension[Any]] = [
-        x509.Extension(
-            ExtensionOID.BASIC_CONSTRAINTS, True, x509.BasicConstraints(ca=False, path_length=None)
-        ),
-        x509.Extension(
-            ExtensionOID.SUBJECT_KEY_IDENTIFIER,
-            False,
-            x509.SubjectKeyIdentifier.from_public_key(public_key),
-        ),
-        x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, authority),
+    extensions: list[_Extension] = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (x509.SubjectKeyIdentifier.from_public_key(public_key), False),
+        (_authority_key_identifier(ca_crt), False),
     ]
     if crl_base_url is not None:
         url = f"{crl_base_url}/{authority_key_id_int(ca_crt)}"
         point = x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)
-        extensions.append(
-            x509.Extension(
-                ExtensionOID.CRL_DISTRIBUTION_POINTS, False, x509.CRLDistributionPoints([point])
-            )
-        )
+        extensions.append((x509.CRLDistributionPoints([point]), False))
     requested = {extension.oid: extension for extension in _template_extensions(template)}
     for oid, keep in _TEMPLATE_EXTENSIONS:
-        if oid in requested:
-            value = keep(requested[oid].value)
-            if value is not None:
-                extensions.append(x509.Extension(oid, requested[oid].critical, value))
+        value = keep(requested[oid].value) if oid in requested else None
+        if value is not None:
+            extensions.append((value, requested[oid].critical))
     policies = _certificate_policies(requested.get(ExtensionOID.CERTIFICATE_POLICIES), mode)
     if policies is not None:
         extensions.append(policies)
@@ -496,7 +479,7 @@ def is_auto_signed(crt: x509.Certificate) -> bool:
     """Whether the certificate carries the auto-signed policy (or its legacy OID)."""
     try:
         policies = crt.extensions.get_extension_for_class(x509.CertificatePolicies).value
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+    except (x509.ExtensionNotFound, *_EXTENSION_ERRORS):
         return False
     marks = (AUTO_SIGNED_OID, LEGACY_AUTO_SIGNED_OID)
     return any(policy.policy_identifier.dotted_string in marks for policy in policies)

@@ -526,6 +526,14 @@ def test_unparsable_template_extensions_are_a_clean_error(
         x509util.load_certificate_request(x509util.dump_certificate_request(template))
 
 
+def test_csr_with_an_unsupported_general_name_is_refused(leaf_key: rsa.RSAPrivateKey) -> None:
+    x400_address = bytes.fromhex("3004a3023000")  # SAN holding one empty x400Address
+    names = x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, x400_address)
+    pem = x509util.dump_certificate_request(_csr(leaf_key, [(names, False)]))
+    with pytest.raises(NotACertificateSigningRequest):
+        x509util.load_certificate_request(pem)
+
+
 def test_serials_are_positive_and_at_most_159_bits() -> None:
     serials = [x509util.random_serial() for _ in range(2000)]
     assert all(0 < serial < 2**159 for serial in serials)
