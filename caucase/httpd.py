@@ -189,6 +189,7 @@ class CaucasedRequestHandler(WSGIRequestHandler):
             return stream
         if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
             stream = ChunkedReader(stream)
+            environ["wsgi.input_terminated"] = True
         if environ.pop("HTTP_EXPECT", "").lower() == "100-continue":
             stream = ContinueReader(stream, self.wfile)
         return stream
