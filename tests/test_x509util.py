@@ -27,6 +27,7 @@ from caucase.exceptions import (
 )
 from caucase.x509util import SigningMode
 from tests.conftest import FakeClock
+from tests.servers import request, start_caucased
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -1016,3 +1017,119 @@ def test_reference_key_id_agrees(
         check=True,
     )
     assert x509util.key_id(leaf_key.public_key()) in result.stdout
+
+
+# --- side by side with the reference release --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_server(reference_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The reference caucased, auto-approving one service CSR (mode YES, with a CRL URL)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    server = start_caucased(
+        [reference_bin / "caucased"], workdir, ["--service-auto-approve-count", "1"]
+    )
+    yield server
+    server.stop()
+
+
+def _rich_template(key: rsa.RSAPrivateKey) -> x509.CertificateSigningRequest:
+    """A CSR exercising every filter: CA key usages, OCSP signing, caucase and legacy policies."""
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "svc", x509.name._ASN1Type.PrintableString),
+        ]
+    )
+    usage = _key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True)
+    purposes = [ExtendedKeyUsageOID.OCSP_SIGNING, ExtendedKeyUsageOID.CLIENT_AUTH]
+    names = [x509.DNSName("svc.example"), x509.IPAddress(ipaddress.ip_address("10.1.2.3"))]
+    policies = [
+        _policy(x509util.AUTO_SIGNED_OID),
+        _policy("1.2.3", "https://example.org/cps"),
+        _policy(x509util.LEGACY_OID_TOP + ".999"),
+        _policy(x509util.CAUCASE_OID_TOP + ".5"),
+    ]
+    extensions: list[ExtensionRequest] = [
+        (usage, True),
+        (x509.ExtendedKeyUsage(purposes), False),
+        (x509.SubjectAlternativeName(names), True),
+        (x509.CertificatePolicies(policies), True),
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+    ]
+    return _csr(key, extensions, subject)
+
+
+def _fetch(server: Any, path: str) -> bytes:
+    status, _, body = request(server, "GET", path)
+    assert status == 200, (path, status)
+    return body
+
+
+@pytest.mark.interop
+def test_leaf_matches_the_reference_extension_for_extension(
+    reference_server: Any,
+    ca_key: rsa.RSAPrivateKey,
+    ca_crt: x509.Certificate,
+    leaf_key: rsa.RSAPrivateKey,
+) -> None:
+    template = _rich_template(leaf_key)
+    status, headers, _ = request(
+        reference_server,
+        "PUT",
+        "/cas/csr",
+        x509util.dump_certificate_request(template),
+        {"Content-Type": "application/pkcs10"},
+    )
+    assert status == 201
+    theirs = x509util.load_certificate(_fetch(reference_server, "/cas/crt/" + headers["Location"]))
+    their_ca = x509util.load_certificate(_fetch(reference_server, "/cas/crt/ca.crt.pem"))
+    base = f"{reference_server.http_url}/cas/crl"
+    ours = _issue(ca_key, ca_crt, template, SigningMode.YES, base)
+
+    def comparable(crt: x509.Certificate, ca: x509.Certificate) -> list[tuple[Any, ...]]:
+        rows = []
+        for extension in crt.extensions:
+            value = extension.value.public_bytes()
+            if extension.oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+                value = ca.extensions.get_extension_for_class(type(extension.value)).value == (
+                    extension.value
+                )
+            elif extension.oid == ExtensionOID.CRL_DISTRIBUTION_POINTS:
+                (point,) = extension.value
+                value = point.full_name == [
+                    x509.UniformResourceIdentifier(f"{base}/{x509util.authority_key_id_int(ca)}")
+                ]
+            rows.append((extension.oid, extension.critical, value))
+        return rows
+
+    assert comparable(ours, ca_crt) == comparable(theirs, their_ca)
+    assert ours.subject.public_bytes() == theirs.subject.public_bytes()
+    validity = theirs.not_valid_after_utc - theirs.not_valid_before_utc
+    assert ours.not_valid_after_utc - ours.not_valid_before_utc == validity
+    assert x509util.is_auto_signed(theirs) and x509util.is_auto_signed(ours)
+
+
+@pytest.mark.interop
+def test_ca_and_crl_match_the_reference_structure(
+    reference_server: Any, ca_key: rsa.RSAPrivateKey, ca_crt: x509.Certificate
+) -> None:
+    their_ca = x509util.load_certificate(_fetch(reference_server, "/cas/crt/ca.crt.pem"))
+    their_crl = x509util.load_crl(_fetch(reference_server, "/cas/crl"))
+    our_crl = x509util.make_crl(ca_key, ca_crt, [], 1, NOW, NOW + DAY)
+
+    def shape(extensions: x509.Extensions) -> list[tuple[Any, ...]]:
+        return [
+            (e.oid, e.critical, e.value.public_bytes() if e.oid != ExtensionOID.CRL_NUMBER else 0)
+            for e in extensions
+            if e.oid
+            not in (ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+        ]
+
+    assert [e.oid for e in ca_crt.extensions] == [e.oid for e in their_ca.extensions]
+    assert shape(ca_crt.extensions) == shape(their_ca.extensions)
+    assert shape(our_crl.extensions) == shape(their_crl.extensions)
+    assert [e.oid for e in our_crl.extensions] == [e.oid for e in their_crl.extensions]
+    assert their_ca.not_valid_after_utc - their_ca.not_valid_before_utc == CA_LIFE
+    aki = their_crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki == their_ca.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
