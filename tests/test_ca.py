@@ -33,6 +33,7 @@ from caucase.exceptions import (
 from caucase.storage import Storage
 from caucase.x509util import SigningMode
 from tests.conftest import FakeClock
+from tests.servers import make_user, request, start_caucased
 
 CA_SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Caucase CAS at test")])
 CRT_LIFE = 93.0
@@ -616,3 +617,45 @@ def test_concurrent_requests_generate_one_new_ca(
     assert len({crt.serial_number for crt in issued}) == len(user_keys)
     for crt in issued:
         ca.verify_certificate(crt)
+
+
+# Interoperability with the reference's database
+
+
+@pytest.mark.interop
+def test_reference_database_round_trip(tmp_path: Path, reference_bin: Path) -> None:
+    """Our CA serves the reference's CRL byte for byte from its database, and a revocation
+    we record there is served by the reference after a restart."""
+    workdir = tmp_path / "reference"
+    server = start_caucased([reference_bin / "caucased"], workdir)
+    try:
+        user = make_user(server, tmp_path / "user.pem")
+        envelope = {"digest": None, "payload": json.dumps({"revoke_serial": 4242})}
+        status, _, _ = request(
+            server,
+            "PUT",
+            "/cas/crt/revoke",
+            json.dumps(envelope).encode(),
+            {"Content-Type": "application/json"},
+            https=True,
+            cert_file=user,
+        )
+        assert status == 204
+        _, _, reference_ca = request(server, "GET", "/cas/crt/ca.crt.pem")
+        _, _, reference_crl = request(server, "GET", "/cas/crl")
+    finally:
+        server.stop()
+    db_path = str(workdir / "caucase.sqlite")
+    ours = CertificateAuthority(Storage(db_path, "cas"), CA_SUBJECT, 2048, CRT_LIFE)
+    assert ours.get_ca_certificate() == reference_ca
+    assert ours.get_crl_bundle() == reference_crl
+    ours.revoke_serial(4343)
+    (our_crl,) = _crl_list(ours)
+    assert _crl_number(our_crl) == 3
+    server = start_caucased([reference_bin / "caucased"], workdir)
+    try:
+        _, _, reference_crl = request(server, "GET", "/cas/crl")
+    finally:
+        server.stop()
+    assert reference_crl == ours.get_crl_bundle()
+    assert [entry.serial_number for entry in x509util.load_crl(reference_crl)] == [4242, 4343]
