@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from caucase.exceptions import BackupError
+from caucase.x509util import key_id
 
 MAGIC = b"caucase\0"
 CHUNK_SIZE = 10 * 1024 * 1024
@@ -40,11 +41,6 @@ _HEADER_LENGTH = struct.Struct("<I")
 
 def _oaep() -> OAEP:
     return OAEP(mgf=MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
-
-
-def _key_id(public_key: rsa.RSAPublicKey) -> str:
-    """SHA-1 of the PKCS#1 RSAPublicKey DER, i.e. the subject key identifier."""
-    return x509.SubjectKeyIdentifier.from_public_key(public_key).digest.hex()
 
 
 class _EncryptingWriter:
@@ -82,7 +78,7 @@ def write_backup(
     iv = os.urandom(16)
     key_list = [
         {
-            "id": _key_id(public_key),
+            "id": key_id(public_key),
             "cipher": {"name": KEY_CIPHER_NAME},
             "key": public_key.encrypt(secret, _oaep()).hex(),
         }
@@ -183,7 +179,7 @@ def read_backup(source: BinaryIO, private_key: rsa.RSAPrivateKey) -> Iterator[st
 
 
 def _unwrap_secret(key_list: list[dict[str, Any]], private_key: rsa.RSAPrivateKey) -> bytes:
-    own_key_id = _key_id(private_key.public_key())
+    own_key_id = key_id(private_key.public_key())
     candidates = [entry for entry in key_list if entry["id"] == own_key_id]
     if not candidates:
         raise BackupError("Given private key is not a good candidate for restoring this backup")

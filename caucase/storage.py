@@ -15,9 +15,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Union
 
-from cryptography import x509
-
-from caucase import exceptions
+from caucase import exceptions, x509util
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +175,7 @@ class Storage:
         if row is None:
             return  # an empty legacy table is left in place (errata 12)
         try:
-            crl = x509.load_pem_x509_crl(_as_bytes(row[0]))
+            crl = x509util.load_crl(_as_bytes(row[0]))
         except (TypeError, ValueError):
             logger.warning("Legacy table %s holds no readable CRL, left in place", legacy)
             return
