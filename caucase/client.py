@@ -60,6 +60,14 @@ def _tls_context(user_key: str | None) -> ssl.SSLContext:
     return context
 
 
+def _sign(key: PrivateKeyTypes, payload: str) -> dict[str, Any]:
+    """A signed envelope, or a clear error for keys that cannot sign one (non-RSA)."""
+    try:
+        return x509util.sign_envelope(key, payload)
+    except ValueError as error:
+        raise CaucaseError(f"Cannot sign the request with this key: {error}") from None
+
+
 class CaucaseClient:
     """Requests to one authority of a caucased, one persistent connection per scheme.
 
@@ -199,7 +207,7 @@ class CaucaseClient:
                 "renew_csr_pem": x509util.dump_certificate_request(csr).decode("ascii"),
             }
         )
-        body = json.dumps(x509util.sign_envelope(old_key, payload)).encode("utf-8")
+        body = json.dumps(_sign(old_key, payload)).encode("utf-8")
         crt_pem = self._request("PUT", "/crt/renew", body, {"Content-Type": "application/json"})[2]
         try:
             new_certificate: x509.Certificate | None = x509util.load_certificate(crt_pem)
@@ -216,7 +224,7 @@ class CaucaseClient:
         if key is None:
             self._put_json("/crt/revoke", {"payload": payload, "digest": None}, https=True)
         else:
-            self._put_json("/crt/revoke", x509util.sign_envelope(key, payload))
+            self._put_json("/crt/revoke", _sign(key, payload))
 
     # Authenticated operations (HTTPS with the user certificate)
 
