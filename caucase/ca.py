@@ -238,27 +238,32 @@ class CertificateAuthority:
         self._crl_cache.clear()
 
     def _needs_new_ca(self, now: datetime.datetime) -> bool:
-        if self._ca_key_size is None:
-            return False
         if not self._pair_list:
             return True
         remaining = self._pair_list[-1].not_after - now
         return remaining / self._crt_life <= CA_RENEWAL_MARGIN
 
     def _check_ca_renewal(self) -> datetime.datetime:
-        """Generate the next CA when due (ca-profile 3.1); return the "now" used."""
+        """Generate the next CA when due (ca-profile 3.1); return the "now" used.
+
+        Without a key size (restore) nothing is ever generated, whatever the CA list holds:
+        the reference crashes there. A thread finding a generation under way skips it."""
         now = self._clock()
-        if self._needs_new_ca(now) and self._renewal_lock.acquire(blocking=False):
+        key_size = self._ca_key_size
+        if (
+            key_size is not None
+            and self._needs_new_ca(now)
+            and self._renewal_lock.acquire(blocking=False)
+        ):
             try:
                 if self._needs_new_ca(now):
-                    self._generate_ca(now)
+                    self._generate_ca(now, key_size)
             finally:
                 self._renewal_lock.release()
         return now
 
-    def _generate_ca(self, now: datetime.datetime) -> None:
-        assert self._ca_key_size is not None
-        key = x509util.generate_private_key(self._ca_key_size)
+    def _generate_ca(self, now: datetime.datetime, key_size: int) -> None:
+        key = x509util.generate_private_key(key_size)
         if self._pair_list:
             crt = x509util.renew_ca_certificate(self._pair_list[-1].crt, key, now, self._ca_life)
         else:
@@ -305,6 +310,7 @@ class CertificateAuthority:
         return csr_id
 
     def get_csr(self, csr_id: int) -> bytes:
+        """The stored CSR PEM, pending or already signed; NotFound once purged."""
         return self._storage.get_csr(csr_id)
 
     def get_csr_list(self) -> list[tuple[int, bytes]]:
@@ -312,6 +318,7 @@ class CertificateAuthority:
         return self._storage.get_pending_csr_list()
 
     def delete_pending_csr(self, csr_id: int) -> None:
+        """Reject a CSR; NotFound unless it is pending."""
         self._storage.delete_pending_csr(csr_id)
 
     def create_certificate(
@@ -325,6 +332,7 @@ class CertificateAuthority:
         return self._issue(csr_id, csr, template, mode)
 
     def get_certificate(self, csr_id: int) -> bytes:
+        """The signed certificate PEM; a download shortens how long the row is kept."""
         return self._storage.get_certificate(csr_id, to_timestamp(self._clock()))
 
     def _issue(
