@@ -139,10 +139,10 @@ class Storage:
         connection.execute("BEGIN IMMEDIATE")
         try:
             yield connection
+            connection.commit()
         except BaseException:
-            connection.rollback()
+            connection.rollback()  # also after a failed COMMIT: never leave one open
             raise
-        connection.commit()
 
     def _select_one(
         self, query: str, parameters: Iterable[object] = ()
@@ -391,16 +391,16 @@ class Storage:
             )
 
     def get_crl_state(self) -> tuple[int, int | None]:
-        """(crl_number, crl_last_update or None)."""
-        number = self._select_one(
-            f"SELECT value FROM {self._table('counter')} WHERE name = ?", (CRL_NUMBER,)
+        """(crl_number, crl_last_update or None), read together in one statement."""
+        row = self._select_one(
+            f"SELECT (SELECT value FROM {self._table('counter')} WHERE name = ?), "
+            f"(SELECT value FROM {self._table('config')} WHERE name = ?)",
+            (CRL_NUMBER, CRL_LAST_UPDATE),
         )
-        last_update = self._select_one(
-            f"SELECT value FROM {self._table('config')} WHERE name = ?", (CRL_LAST_UPDATE,)
-        )
+        number, last_update = row if row is not None else (None, None)
         return (
-            0 if number is None else int(_as_text(number[0])),
-            None if last_update is None else int(_as_text(last_update[0])),
+            0 if number is None else int(_as_text(number)),
+            None if last_update is None else int(_as_text(last_update)),
         )
 
     def start_crl_generation(self, last_update: int) -> int:
