@@ -290,3 +290,29 @@ def test_reference_restores_our_backup(
         user_crt.serial_number
     ]
     restored.close()
+
+
+def test_reference_runs_on_a_database_we_created(reference_bin: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    for prefix, unique in PREFIXES.items():
+        storage = Storage(str(db), prefix, enforce_unique_key_id=unique)
+        storage.lock_auto_sign_amount(0)
+        storage.close()
+    port = free_port()
+    with reference_caucased(reference_bin, tmp_path, port) as process:
+        wait_for(lambda: has_every_ca(db) or process.poll() is not None, "the reference CAs")
+        assert process.poll() is None, (tmp_path / "caucased.log").read_text()
+    assert query_journal_mode(db) == "wal"
+    cas = Storage(str(db), "cas")
+    assert len(cas.get_ca_key_pairs(int(time.time()))) == 1
+    assert cas.get_locked_auto_sign_amount() == 0
+    cas.close()
+
+
+def query_journal_mode(db: Path) -> str:
+    connection = sqlite3.connect(db)
+    try:
+        mode: str = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        return mode
+    finally:
+        connection.close()
