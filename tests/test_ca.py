@@ -570,7 +570,13 @@ def test_chain_links_consecutive_cas(make_ca: MakeCA, clock: FakeClock) -> None:
     assert item["payload"] == json.dumps(payload)
     x509util.verify_envelope(item, old.public_key())
     _verify_max_salt_pss(item, old.public_key())
-    assert len(ca.get_crl_dict()) == 2
+    old_crl, new_crl = _crl_list(ca)
+    assert list(ca.get_crl_dict()) == [x509util.authority_key_id_int(crt) for crt in (old, new)]
+    assert old_crl.issuer == new_crl.issuer == old.subject
+    assert old_crl.is_signature_valid(old.public_key())  # type: ignore[arg-type]
+    assert new_crl.is_signature_valid(new.public_key())  # type: ignore[arg-type]
+    assert _crl_number(old_crl) == _crl_number(new_crl)
+    assert old_crl.last_update_utc == new_crl.last_update_utc
 
 
 def _verify_max_salt_pss(item: dict[str, Any], public_key: Any) -> None:
