@@ -351,3 +351,15 @@ def append_to_file(path: StrPath, data: bytes, *, private: bool = False) -> None
     except FileNotFoundError:
         current = b""
     write_file(path, current + data, private=private)
+
+
+def write_renewed(pair: KeyPair, crt_path: StrPath, key_pem: bytes, crt_pem: bytes) -> None:
+    """Store a renewed key and certificate where the old pair came from: both in
+    CRT_PATH (key first) for a combined file, else key to its file, certificate to
+    CRT_PATH (cli.md 3.3). The key is written first: it is the one that cannot be
+    fetched again."""
+    if pair.key_in_certificate_file:
+        write_file(crt_path, key_pem + crt_pem, private=True)
+    else:
+        write_file(pair.key_path, key_pem, private=True)
+        write_file(crt_path, crt_pem)

@@ -278,12 +278,7 @@ class CaucaseRun:
         key, crt_pem = self.mode_client.renew_certificate(
             pair.certificate, pair.key, self.args.key_len
         )
-        key_pem = x509util.dump_private_key(key)
-        if pair.key_in_certificate_file:
-            pemfile.write_file(crt_path, key_pem + crt_pem, private=True)
-        else:
-            pemfile.write_file(pair.key_path, key_pem, private=True)
-            pemfile.write_file(crt_path, crt_pem)
+        pemfile.write_renewed(pair, crt_path, x509util.dump_private_key(key), crt_pem)
         self.updated = True
 
     def revoke_other_crt(self, path: str) -> None:
