@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from cryptography import x509
 
@@ -33,50 +33,79 @@ EXIT_HOOK_FAILED = 3
 LIST_COLUMNS = "%20s | %s"
 
 
+PAIR = {"nargs": 2, "action": "append", "default": []}
+SEVERAL = {"nargs": "+", "default": []}
+GENERAL_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--ca-url", {"required": True, "metavar": "URL", "help": "caucased base URL (HTTP)."}),
+    ("--ca-crt", {"default": "cas.crt.pem", "metavar": "CRT_PATH",
+                  "help": "Service CA store, file or directory (default: %(default)s)."}),
+    ("--user-ca-crt", {"default": "cau.crt.pem", "metavar": "CRT_PATH",
+                       "help": "User CA store, file or directory (default: %(default)s)."}),
+    ("--crl", {"default": "cas.crl.pem", "metavar": "CRL_PATH",
+               "help": "Service CRL store, file or directory (default: %(default)s)."}),
+    ("--user-crl", {"default": "cau.crl.pem", "metavar": "CRL_PATH",
+                    "help": "User CRL store, file or directory (default: %(default)s)."}),
+    ("--threshold", {"default": 31, "type": float, "metavar": "DAYS",
+                     "help": "--renew-crt renews certificates expiring within this many "
+                             "days (default: %(default)s)."}),
+    ("--key-len", {"default": 2048, "type": int, "metavar": "BITLENGTH",
+                   "help": "RSA key size for --renew-crt (default: %(default)s)."}),
+    ("--on-renew", {"metavar": "EXECUTABLE_PATH",
+                    "help": "Shell command run when a store or certificate changed; "
+                            "a failure makes the exit status 3."}),
+    ("--user-key", {"metavar": "KEY_PATH",
+                    "help": "File holding the user key and certificate, for "
+                            "authenticated actions."}),
+    ("--mode", {"default": "service", "choices": ("service", "user"),
+                "help": "Authority the actions apply to (default: %(default)s)."}),
+]  # fmt: skip
+ANONYMOUS_ACTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--send-csr", {**SEVERAL, "metavar": "CSR_PATH",
+                    "help": "Submit each CSR and print its id."}),
+    ("--get-csr", {**PAIR, "metavar": ("CSR_ID", "CSR_PATH"),
+                   "help": "Append pending CSR CSR_ID to CSR_PATH."}),
+    ("--get-crt", {**PAIR, "metavar": ("CSR_ID", "CRT_PATH"),
+                   "help": "Append the certificate of CSR_ID to CRT_PATH, which may hold "
+                           "only its private key. Exit status 2 while pending."}),
+    ("--revoke-crt", {**PAIR, "metavar": ("CRT_PATH", "KEY_PATH"),
+                      "help": "Revoke a certificate, proving possession of its key "
+                              "(KEY_PATH may be empty when CRT_PATH holds the key)."}),
+    ("--renew-crt", {**PAIR, "metavar": ("CRT_PATH", "KEY_PATH"),
+                     "help": "Renew a certificate close to expiry with a new key "
+                             "(KEY_PATH may be empty when CRT_PATH holds the key)."}),
+    ("--update-user", {"action": "store_true",
+                       "help": "Also keep the user CA and CRL stores up to date."}),
+]  # fmt: skip
+AUTHENTICATED_ACTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--list-csr", {"action": "store_true", "help": "List pending CSRs (done last)."}),
+    ("--sign-csr", {**SEVERAL, "metavar": "CSR_ID", "help": "Sign each pending CSR."}),
+    ("--sign-csr-with", {**PAIR, "metavar": ("CSR_ID", "CSR_PATH"),
+                         "help": "Sign CSR_ID with the subject and extensions of the CSR "
+                                 "in CSR_PATH."}),
+    ("--reject-csr", {**SEVERAL, "metavar": "CSR_ID", "help": "Reject each pending CSR."}),
+    ("--revoke-other-crt", {**SEVERAL, "metavar": "CRT_PATH",
+                            "help": "Revoke the certificate of each file, without its key."}),
+    ("--revoke-serial", {**SEVERAL, "type": int, "metavar": "SERIAL",
+                         "help": "Revoke certificates by serial number."}),
+]  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Every option of cli.md 3.1, with the reference names, defaults and arities."""
-    parser = argparse.ArgumentParser(description="caucase")
+    """Every option of cli.md 3.1, with the reference names, defaults and arities:
+    "append" options accumulate, the other multi-value ones keep the last occurrence."""
+    parser = argparse.ArgumentParser(
+        prog="caucase", description="caucase client: certificates from a caucased."
+    )
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("--ca-url", required=True, metavar="URL", help="caucased base URL")
-    parser.add_argument("--ca-crt", default="cas.crt.pem", metavar="CRT_PATH")
-    parser.add_argument("--user-ca-crt", default="cau.crt.pem", metavar="CRT_PATH")
-    parser.add_argument("--crl", default="cas.crl.pem", metavar="CRL_PATH")
-    parser.add_argument("--user-crl", default="cau.crl.pem", metavar="CRL_PATH")
-    parser.add_argument("--threshold", default=31, type=float, metavar="DAYS")
-    parser.add_argument("--key-len", default=2048, type=int, metavar="BITLENGTH")
-    parser.add_argument("--on-renew", metavar="EXECUTABLE_PATH")
-    parser.add_argument("--user-key", metavar="KEY_PATH")
-    parser.add_argument("--mode", default="service", choices=("service", "user"))
-    anonymous = parser.add_argument_group("Anonymous actions")
-    anonymous.add_argument("--send-csr", nargs="+", default=[], metavar="CSR_PATH")
-    anonymous.add_argument(
-        "--get-csr", nargs=2, action="append", default=[], metavar=("CSR_ID", "CSR_PATH")
-    )
-    anonymous.add_argument(
-        "--get-crt", nargs=2, action="append", default=[], metavar=("CSR_ID", "CRT_PATH")
-    )
-    anonymous.add_argument(
-        "--revoke-crt", nargs=2, action="append", default=[], metavar=("CRT_PATH", "KEY_PATH")
-    )
-    anonymous.add_argument(
-        "--renew-crt", nargs=2, action="append", default=[], metavar=("CRT_PATH", "KEY_PATH")
-    )
-    anonymous.add_argument("--update-user", action="store_true")
-    authenticated = parser.add_argument_group("Authenticated actions")
-    authenticated.add_argument("--list-csr", action="store_true")
-    authenticated.add_argument("--sign-csr", nargs="+", default=[], metavar="CSR_ID")
-    authenticated.add_argument(
-        "--sign-csr-with",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("CSR_ID", "CSR_PATH"),
-    )
-    authenticated.add_argument("--reject-csr", nargs="+", default=[], metavar="CSR_ID")
-    authenticated.add_argument("--revoke-other-crt", nargs="+", default=[], metavar="CRT_PATH")
-    authenticated.add_argument(
-        "--revoke-serial", nargs="+", type=int, default=[], metavar="SERIAL"
-    )
+    groups = [
+        (parser, GENERAL_OPTIONS),
+        (parser.add_argument_group("Anonymous actions"), ANONYMOUS_ACTIONS),
+        (parser.add_argument_group("Authenticated actions (need --user-key)"),
+         AUTHENTICATED_ACTIONS),
+    ]  # fmt: skip
+    for group, options in groups:
+        for name, settings in options:
+            group.add_argument(name, **settings)
     return parser
 
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from caucase.cli.caucase import build_parser
 from tests.servers import OUR_BIN, RunningServer, key_pem, start_caucased
 
 CAUCASE = OUR_BIN / "caucase"
@@ -141,6 +142,29 @@ def test_version_prints_the_reference_version() -> None:
     result = subprocess.run([str(CAUCASE), "--version"], capture_output=True, text=True)
 
     assert (result.returncode, result.stdout) == (0, "0.9.17\n")
+
+
+def test_option_prefixes_append_and_last_wins() -> None:
+    args = build_parser().parse_args(
+        ["--ca-u", "http://h", "--send-csr", "a", "--send-csr", "b", "c", "--get-crt", "1",
+         "p", "--get-crt", "2", "q", "--thr", "1e1", "--list"]
+    )  # fmt: skip
+
+    assert args.ca_url == "http://h"
+    assert args.send_csr == ["b", "c"]
+    assert args.get_crt == [["1", "p"], ["2", "q"]]
+    assert (args.threshold, args.list_csr, args.mode) == (10.0, True, "service")
+
+
+def test_usage_errors_exit_2() -> None:
+    result = subprocess.run(
+        [str(CAUCASE), "--ca-url", "http://h", "--revoke-serial", "x"],
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 2
+    assert "invalid int value: 'x'" in result.stderr
 
 
 def test_bootstrapped_user_file_holds_key_and_certificate(user_key: Path) -> None:
