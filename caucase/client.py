@@ -336,17 +336,15 @@ def verify_ca_chain(
         if parsed is None:
             continue
         envelope, old_pem, new_pem = parsed
-        old_list = load_valid_ca_list([old_pem], now)
         try:
             old = x509.load_pem_x509_certificate(old_pem)
             x509util.verify_envelope(envelope, old.public_key())
         except (ValueError, CaucaseError):
             continue
         if previous is None:
-            if old_list and old_list[0] == anchor:
-                previous = anchor
-            else:
+            if old != anchor or not x509util.is_valid_ca(old, now):
                 continue
+            previous = anchor
         if old != previous:
             raise CaucaseError("CA signature chain broken")
         new_list = load_valid_ca_list([new_pem], now)
@@ -367,7 +365,7 @@ def update_ca_store(client: CaucaseClient, path: str, now: datetime.datetime) ->
             raise CaucaseError(f"{client.ca_url} did not return a CA certificate")
         pemfile.save_ca_store(path, [blocks[0].text])
         loaded = pemfile.read_ca_store(path)
-    valid = [pem for pem, ok in zip(loaded, _validity_flags(loaded, now)) if ok]
+    valid = [pem for pem in loaded if load_valid_ca_list([pem], now)]
     if not valid and not bootstrapped:
         raise CaucaseError(f"Local trust store is unusable: {path}")
     result = valid + client.get_ca_certificate_chain(valid, now)
@@ -375,10 +373,6 @@ def update_ca_store(client: CaucaseClient, path: str, now: datetime.datetime) ->
         pemfile.save_ca_store(path, result)
         return True
     return bootstrapped
-
-
-def _validity_flags(pem_list: Sequence[bytes], now: datetime.datetime) -> list[bool]:
-    return [bool(load_valid_ca_list([pem], now)) for pem in pem_list]
 
 
 def _crl_authority(crl: x509.CertificateRevocationList) -> int | None:
