@@ -37,6 +37,7 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "pkilint>=0.10",
+            "selenium>=4.20",
         ],
     },
     entry_points={
