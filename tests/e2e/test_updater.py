@@ -1,0 +1,564 @@
+"""caucase-updater against real caucased processes (the reference one and ours).
+
+Long waits of the updater (the 60 s bootstrap poll) are crossed in-process with a clock that
+moves forward when the updater sleeps; everything else runs the real console script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import os
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from caucase import x509util
+from caucase.cli import updater
+from caucase.exceptions import CaucaseError
+from tests.servers import (
+    OUR_BIN,
+    RunningServer,
+    free_port_pair,
+    key_pem,
+    make_key_and_csr,
+    make_user,
+    request,
+    start_caucased,
+)
+
+UPDATER = OUR_BIN / "caucase-updater"
+CAUCASED_KINDS = [pytest.param("reference", marks=pytest.mark.interop), "ours"]
+
+
+@pytest.fixture(params=CAUCASED_KINDS)
+def caucased_command(request: pytest.FixtureRequest) -> Path:
+    if request.param == "reference":
+        return Path(request.getfixturevalue("reference_bin")) / "caucased"
+    return OUR_BIN / "caucased"
+
+
+@pytest.fixture
+def start_server(caucased_command: Path, tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Start caucased with extra arguments; every server started is stopped afterwards."""
+    started: list[RunningServer] = []
+
+    def start(*extra_args: str, http_port: int | None = None) -> RunningServer:
+        server = start_caucased(
+            [caucased_command], tmp_path / f"server{len(started)}", extra_args, http_port=http_port
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+class UpdaterProcess:
+    """The caucase-updater console script, its output in files, stopped by the test."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.workdir = workdir
+        self.out_path = workdir / "updater.out"
+        self.err_path = workdir / "updater.err"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.process = subprocess.Popen(
+                [str(UPDATER), *args], cwd=workdir, stdout=out, stderr=err
+            )
+
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 60) -> str:
+        """Poll stdout until `text` appeared `count` times; the output so far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            output = self.stdout()
+            if output.count(text) >= count:
+                return output
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not seen; stdout:\n{self.stdout()}\n{self.stderr()}")
+
+    def exit_status(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Send `sig`; the exit status, which must come within `timeout` seconds."""
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def run_updater(tmp_path: Path) -> Iterator[Callable[..., UpdaterProcess]]:
+    started: list[UpdaterProcess] = []
+
+    def run(*args: str) -> UpdaterProcess:
+        process = UpdaterProcess(tmp_path, *args)
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        process.kill()
+
+
+def _stores(server_url: str, mode: str = "service") -> list[str]:
+    prefix = "cas" if mode == "service" else "cau"
+    return [
+        "--ca-url",
+        server_url,
+        "--cas-ca",
+        "cas.crt.pem",
+        "--ca",
+        f"{prefix}.crt.pem",
+        "--crl",
+        f"{prefix}.crl.pem",
+        "--mode",
+        mode,
+    ]
+
+
+def _write_key_and_csr(workdir: Path, name: str = "svc") -> tuple[Path, Path]:
+    key, csr = make_key_and_csr(name)
+    key_path, csr_path = workdir / f"{name}.key", workdir / f"{name}.csr"
+    key_path.write_bytes(key_pem(key))
+    key_path.chmod(0o600)
+    csr_path.write_bytes(csr)
+    return key_path, csr_path
+
+
+def _pair(crt_path: Path, key_path: Path | None = None) -> tuple[x509.Certificate, bytes]:
+    """The certificate and the key id of the file(s), asserting they match."""
+    data = crt_path.read_bytes() + (key_path.read_bytes() if key_path else b"")
+    certificate = x509.load_pem_x509_certificate(data[data.index(b"-----BEGIN CERTIFICATE") :])
+    key = serialization.load_pem_private_key(data, None)
+    assert x509util.key_id(key.public_key()) == x509util.key_id(certificate.public_key())
+    return certificate, x509util.key_id(key.public_key()).encode()
+
+
+def test_bootstrap_auto_approved_with_hook_then_sigterm(
+    start_server: Callable[..., RunningServer],
+    run_updater: Callable[..., UpdaterProcess],
+    tmp_path: Path,
+) -> None:
+    server = start_server("--service-auto-approve-count", "1")
+    key_path, _ = _write_key_and_csr(tmp_path)
+    hook = "echo ran >> hook.log"
+
+    process = run_updater(
+        *_stores(server.http_url),
+        "--crt",
+        "svc.crt",
+        "--key",
+        "svc.key",
+        "--csr",
+        "svc.csr",
+        "--on-renew",
+        hook,
+    )
+    output = process.wait_for("Next wake-up at", count=2)
+
+    lines = output.splitlines()
+    assert lines[0] == "Bootstraping..."
+    assert lines[1].startswith("Waiting for signature of ") and lines[1].split()[-1].isdigit()
+    assert lines[2] == "Bootstrap done"
+    assert lines[3].startswith("Next wake-up at ") and lines[3].endswith(" +0000")
+    certificate, _ = _pair(tmp_path / "svc.crt", key_path)
+    assert x509util.is_auto_signed(certificate)
+    assert (tmp_path / "hook.log").read_text() == "ran\n"
+    _, _, ca_pem = request(server, "GET", "/cas/crt/ca.crt.pem")
+    assert (tmp_path / "cas.crt.pem").read_bytes() == ca_pem
+    assert b"BEGIN X509 CRL" in (tmp_path / "cas.crl.pem").read_bytes()
+    assert process.terminate(signal.SIGTERM) == 0
+    assert process.stderr() == ""
+
+
+def test_sigint_while_waiting_for_signature_exits_0(
+    start_server: Callable[..., RunningServer],
+    run_updater: Callable[..., UpdaterProcess],
+    tmp_path: Path,
+) -> None:
+    server = start_server()
+    _write_key_and_csr(tmp_path)
+
+    process = run_updater(
+        *_stores(server.http_url), "--crt", "svc.crt", "--key", "svc.key", "--csr", "svc.csr"
+    )
+    process.wait_for("Waiting for signature of")
+
+    assert process.terminate(signal.SIGINT) == 0
+    assert "Traceback" not in process.stderr()
+    assert not (tmp_path / "svc.crt").exists()
+
+
+class SkewClock:
+    """Real time plus an offset that grows when the updater sleeps: crosses the 60 s
+    bootstrap poll instantly while staying close to the server's clock."""
+
+    def __init__(self) -> None:
+        self.offset = datetime.timedelta(0)
+        self.naps: list[float] = []
+
+    def __call__(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.timezone.utc) + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.naps.append(seconds)
+        self.offset += datetime.timedelta(seconds=seconds)
+
+
+class StopTest(BaseException):
+    """Ends an in-process updater from its sleep callback."""
+
+
+def _in_process(argv: list[str], on_sleep: Callable[[float, str], None]) -> tuple[str, SkewClock]:
+    """Run an Updater until `on_sleep` raises; its stdout and clock."""
+    clock = SkewClock()
+    out = io.StringIO()
+
+    def sleep(seconds: float) -> None:
+        on_sleep(seconds, out.getvalue())
+        clock.sleep(seconds)
+
+    args: argparse.Namespace = updater._parser().parse_args(argv)
+    instance = updater.Updater(args, updater.SignalGuard(), clock=clock, sleep=sleep, out=out)
+    try:
+        with pytest.raises(StopTest):
+            instance.run()
+    finally:
+        instance.close()
+    return out.getvalue(), clock
+
+
+def _waiting_id(output: str) -> str:
+    return output.split("Waiting for signature of ")[1].split()[0]
+
+
+def test_bootstrap_waits_for_manual_signature(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    server = start_server()
+    user = make_user(server, tmp_path / "user.pem")
+    key_path, csr_path = _write_key_and_csr(tmp_path)
+    crt_path = tmp_path / "svc.crt"
+
+    def on_sleep(seconds: float, output: str) -> None:
+        if "Bootstrap done" in output:
+            raise StopTest
+        assert seconds == pytest.approx(60, abs=1)
+        status, _, _ = request(
+            server, "PUT", f"/cas/crt/{_waiting_id(output)}", b"", https=True, cert_file=user
+        )
+        assert status == 204
+
+    output, clock = _in_process(
+        [
+            *_stores(server.http_url),
+            "--cas-ca",
+            str(tmp_path / "cas.crt.pem"),
+            "--ca",
+            str(tmp_path / "cas.crt.pem"),
+            "--crl",
+            str(tmp_path / "cas.crl.pem"),
+            "--crt",
+            str(crt_path),
+            "--key",
+            str(key_path),
+            "--csr",
+            str(csr_path),
+        ],
+        on_sleep,
+    )
+
+    assert output.splitlines()[2] == "Bootstrap done"
+    assert clock.naps[0] == pytest.approx(60, abs=1)
+    certificate, _ = _pair(crt_path, key_path)
+    assert not x509util.is_auto_signed(certificate)
+
+
+def test_rejected_csr_is_fatal(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    server = start_server()
+    user = make_user(server, tmp_path / "user.pem")
+    key_path, csr_path = _write_key_and_csr(tmp_path)
+
+    def on_sleep(seconds: float, output: str) -> None:
+        status, _, _ = request(
+            server, "DELETE", f"/cas/csr/{_waiting_id(output)}", https=True, cert_file=user
+        )
+        assert status == 204
+
+    with pytest.raises(CaucaseError, match=r"CSR \d+ .* was rejected"):
+        _in_process(
+            [
+                *_stores(server.http_url),
+                "--cas-ca",
+                str(tmp_path / "cas.crt.pem"),
+                "--ca",
+                str(tmp_path / "cas.crt.pem"),
+                "--crl",
+                str(tmp_path / "cas.crl.pem"),
+                "--crt",
+                str(tmp_path / "svc.crt"),
+                "--key",
+                str(key_path),
+                "--csr",
+                str(csr_path),
+            ],
+            on_sleep,
+        )
+    assert not (tmp_path / "svc.crt").exists()
+
+
+@pytest.mark.parametrize("layout", ["separate", "combined"])
+def test_renewal_replaces_key_and_certificate_together(
+    start_server: Callable[..., RunningServer],
+    run_updater: Callable[..., UpdaterProcess],
+    tmp_path: Path,
+    layout: str,
+) -> None:
+    # 0.001 day = 86.4 s of validity (errata 4: well above 30 s); a 0.0009 day threshold
+    # puts a fresh certificate inside its renewal window at once.
+    server = start_server("--service-auto-approve-count", "1", "--service-crt-validity", "0.001")
+    key_path, _ = _write_key_and_csr(tmp_path)
+    key_args = ["--key", "svc.key"]
+    if layout == "combined":
+        (tmp_path / "svc.crt").write_bytes(key_path.read_bytes())
+        (tmp_path / "svc.crt").chmod(0o600)
+        key_path.unlink()
+        key_args = []
+
+    process = run_updater(
+        *_stores(server.http_url),
+        "--crt",
+        "svc.crt",
+        *key_args,
+        "--csr",
+        "svc.csr",
+        "--threshold",
+        "0.0009",
+        "--key-len",
+        "2048",
+    )
+    process.wait_for("Bootstrap done")
+    first, first_key = _pair(tmp_path / "svc.crt", key_path if key_args else None)
+    output = process.wait_for("Next wake-up at", count=2)
+    assert process.terminate() == 0
+
+    assert "Renewing svc.crt" in output.splitlines()
+    renewed, renewed_key = _pair(tmp_path / "svc.crt", key_path if key_args else None)
+    assert renewed.serial_number != first.serial_number
+    assert renewed_key != first_key
+    assert renewed.subject == first.subject
+    key_file = key_path if key_args else tmp_path / "svc.crt"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert not [name for name in os.listdir(tmp_path) if name.endswith((".tmp", "renewing"))]
+
+
+def test_hook_failure_exits_3_with_raw_status(
+    start_server: Callable[..., RunningServer],
+    run_updater: Callable[..., UpdaterProcess],
+) -> None:
+    server = start_server()
+
+    process = run_updater(*_stores(server.http_url), "--on-renew", "exit 3")
+
+    assert process.exit_status() == 3
+    assert process.stderr() == "Renewal hook exited with status: 768\n"
+
+
+def test_network_errors_are_retried_until_the_server_comes(
+    start_server: Callable[..., RunningServer],
+    run_updater: Callable[..., UpdaterProcess],
+    tmp_path: Path,
+) -> None:
+    port = free_port_pair()
+
+    process = run_updater(*_stores(f"http://127.0.0.1:{port}"))
+    output = process.wait_for("Got a network error, retrying at ")
+    start_server(http_port=port)
+    output = process.wait_for("Next wake-up at", count=2, timeout=60)
+    assert process.terminate() == 0
+
+    line = output.splitlines()[0]
+    assert line.startswith("Got a network error, retrying at ")
+    assert line.endswith(" +0000, ConnectionRefusedError: '[Errno 111] Connection refused'")
+    assert (tmp_path / "cas.crt.pem").exists() and (tmp_path / "cas.crl.pem").exists()
+
+
+def test_sigterm_during_network_retry_exits_0_promptly(
+    run_updater: Callable[..., UpdaterProcess],
+) -> None:
+    process = run_updater(*_stores(f"http://127.0.0.1:{free_port_pair()}"))
+    process.wait_for("Got a network error")
+
+    started = time.monotonic()
+    assert process.terminate(signal.SIGTERM, timeout=5) == 0
+    assert time.monotonic() - started < 5
+
+
+def test_user_mode_bootstraps_a_user_certificate(
+    start_server: Callable[..., RunningServer],
+    run_updater: Callable[..., UpdaterProcess],
+    tmp_path: Path,
+) -> None:
+    server = start_server()
+    _write_key_and_csr(tmp_path, "user")
+    (tmp_path / "user.crt").write_bytes((tmp_path / "user.key").read_bytes())
+    (tmp_path / "user.crt").chmod(0o600)
+
+    process = run_updater(
+        *_stores(server.http_url, "user"), "--crt", "user.crt", "--csr", "user.csr"
+    )
+    process.wait_for("Next wake-up at")
+    assert process.terminate() == 0
+
+    _, _, cau_pem = request(server, "GET", "/cau/crt/ca.crt.pem")
+    assert (tmp_path / "cau.crt.pem").read_bytes() == cau_pem
+    certificate, _ = _pair(tmp_path / "user.crt")
+    cau = x509.load_pem_x509_certificate(cau_pem)
+    assert certificate.issuer == cau.subject
+    status, _, _ = request(server, "GET", "/cas/csr", https=True, cert_file=tmp_path / "user.crt")
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("no-csr", "no --csr was given"),
+        ("two-certificates", "more than one certificate"),
+        ("foreign-csr", "does not request a certificate for the private key"),
+        ("no-key", "no private key"),
+    ],
+)
+def test_unusable_files_give_one_line_and_status_1(
+    start_server: Callable[..., RunningServer],
+    run_updater: Callable[..., UpdaterProcess],
+    tmp_path: Path,
+    setup: str,
+    message: str,
+) -> None:
+    server = start_server()
+    _write_key_and_csr(tmp_path)
+    args = ["--crt", "svc.crt", "--key", "svc.key", "--csr", "svc.csr"]
+    if setup == "no-csr":
+        args = args[:4]
+    elif setup == "two-certificates":
+        _, _, ca_pem = request(server, "GET", "/cas/crt/ca.crt.pem")
+        (tmp_path / "svc.crt").write_bytes(ca_pem + ca_pem)
+    elif setup == "foreign-csr":
+        _write_key_and_csr(tmp_path, "other")
+        args[-1] = "other.csr"
+    elif setup == "no-key":
+        args = ["--crt", "svc.crt", "--csr", "svc.csr"]
+
+    process = run_updater(*_stores(server.http_url), *args)
+
+    assert process.exit_status() == 1
+    err = process.stderr()
+    assert err.startswith("caucase-updater: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+@pytest.mark.slow
+def test_ca_rollover_is_picked_up(
+    start_server: Callable[..., RunningServer],
+    run_updater: Callable[..., UpdaterProcess],
+    tmp_path: Path,
+) -> None:
+    # 0.0004 day = 34.56 s: the CAS CA lives 138 s and is renewed once 69 s are left.
+    server = start_server("--service-crt-validity", "0.0004")
+
+    process = run_updater(*_stores(server.http_url), "--max-sleep", "0.0001")
+    output = process.wait_for("Got new CA", timeout=200)
+    assert process.terminate() == 0
+
+    assert "Got new CRL" in output
+    blocks = (tmp_path / "cas.crt.pem").read_bytes().count(b"-----BEGIN CERTIFICATE-----")
+    assert blocks == 2
+
+
+def test_wait_until_follows_the_wall_clock() -> None:
+    clock = SkewClock()
+    deadline = clock() + datetime.timedelta(hours=1)
+
+    reached = updater.wait_until(deadline, clock, clock.sleep)
+
+    assert reached >= deadline
+    assert clock.naps[0] == pytest.approx(1800, abs=1)
+    assert all(nap <= 1800 for nap in clock.naps)
+    assert clock.naps[1] == pytest.approx(900, abs=1)
+    assert clock.naps[2] == pytest.approx(600, abs=1)
+
+
+def test_wait_until_notices_a_clock_jump() -> None:
+    clock = SkewClock()
+    deadline = clock() + datetime.timedelta(days=10)
+
+    def jumping_sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        clock.offset += datetime.timedelta(days=30)
+
+    updater.wait_until(deadline, clock, jumping_sleep)
+
+    assert len(clock.naps) == 1
+
+
+def test_interrupted_renewal_is_completed_or_discarded(tmp_path: Path) -> None:
+    old_key, new_key = (make_key_and_csr("x")[0] for _ in range(2))
+    key_path = tmp_path / "svc.key"
+    pending = Path(str(key_path) + updater.PENDING_KEY_SUFFIX)
+    key_path.write_bytes(key_pem(old_key))
+    crt_path = tmp_path / "svc.crt"
+    crt_path.write_bytes(_self_signed_pem(new_key))
+    pending.write_bytes(key_pem(new_key))
+
+    updater.recover_interrupted_renewal(str(crt_path), str(key_path))
+
+    assert key_path.read_bytes() == key_pem(new_key) and not pending.exists()
+    pending.write_bytes(key_pem(old_key))
+    updater.recover_interrupted_renewal(str(crt_path), str(key_path))
+    assert key_path.read_bytes() == key_pem(new_key) and not pending.exists()
+
+
+def _self_signed_pem(key: object) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())  # type: ignore[attr-defined]
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def test_raw_wait_status() -> None:
+    assert updater.raw_wait_status(3) == 768
+    assert updater.raw_wait_status(-15) == 15
+    assert updater.raw_wait_status(0) == 0
