@@ -472,6 +472,21 @@ def test_restart_after_half_life_takes_a_new_number(make_ca: MakeCA, clock: Fake
     assert later.last_update_utc == clock() - datetime.timedelta(seconds=10)
 
 
+def test_expired_cache_takes_a_new_number_even_when_storage_is_fresh(
+    make_ca: MakeCA, clock: FakeClock
+) -> None:
+    """ca-profile 2.3: an expired cached CRL forgets the stored last update, so a fresher
+    one written meanwhile by another CA object still gives way to a new number."""
+    first_process = make_ca()
+    first_process.get_crl_dict()
+    clock.advance(days=CRT_LIFE * 0.33 / 2 + 1)
+    (second,) = _crl_list(make_ca())
+    (first_again,) = _crl_list(first_process)
+    assert _crl_number(second) == 2
+    assert _crl_number(first_again) == 3
+    assert first_again.last_update_utc == second.last_update_utc
+
+
 def test_expired_revocations_are_pruned(
     ca: CertificateAuthority, user_keys: list[rsa.RSAPrivateKey], clock: FakeClock
 ) -> None:
