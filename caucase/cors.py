@@ -68,7 +68,7 @@ def decode_token(secret_list: list[bytes], token: str, origin: str) -> bool | No
         header = json.loads(_b64url_decode(header_b64))
         claims = json.loads(_b64url_decode(claims_b64))
         mac = _b64url_decode(mac_b64)
-    except (ValueError, UnicodeError):
+    except (ValueError, RecursionError):
         return None
     if not isinstance(header, dict) or header.get("alg") != "HS256":
         return None
@@ -163,7 +163,7 @@ def read_cookie_map(cookie_header: str | None) -> dict[str, Any] | None:
         return {}
     try:
         value = json.loads(morsel.value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else {}
 

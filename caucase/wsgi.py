@@ -172,7 +172,7 @@ class Application:
             raise HTTPError(400, b"b'Bad Content-Type'")
         body = request.read_body()
         try:
-            envelope = json.loads(body.decode("utf-8"))
+            envelope = _json_loads(body.decode("utf-8"))
         except ValueError:
             raise HTTPError(400, b"b'Invalid json'") from None
         if not isinstance(envelope, dict):
@@ -285,7 +285,7 @@ class Application:
         crt_pem = _certificate_pem(payload, "crt_pem")
         try:
             crt = self._authority(request).renew(crt_pem, csr_pem.encode("utf-8"))
-        except NotACertificateSigningRequest:
+        except (NotACertificateSigningRequest, UnicodeEncodeError):
             raise HTTPError(400) from None
         return Response(200, [("Content-Type", PKIX_CERT)], crt)
 
@@ -309,12 +309,21 @@ class Application:
         return self._cors.decide(request)
 
 
+def _json_loads(text: str) -> Any:
+    """json.loads, with too deep nesting reported as the ValueError it is for clients."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _decode_payload(envelope: dict[str, Any]) -> dict[str, Any]:
     payload = envelope.get("payload")
     if not isinstance(payload, str):
         raise HTTPError(400, b"Envelope has no payload string")
     try:
-        value = json.loads(payload)
+        payload.encode("utf-8")  # the signed bytes: a lone surrogate has none
+        value = _json_loads(payload)
     except ValueError:
         raise NotJSON("Invalid json payload") from None
     if not isinstance(value, dict):

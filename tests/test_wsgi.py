@@ -454,6 +454,13 @@ def test_bad_renewal_requests_are_400_and_store_nothing(
     payload = json.loads(json.loads(good)["payload"])
     cases = {
         "not json": b"{",
+        "nested too deeply": b"[" * 100000,
+        "payload nested too deeply": _tamper(good, payload="[" * 100000),
+        "lone surrogate in payload": _tamper(
+            good, payload=json.dumps(payload)[:-1] + ', "x": "\ud800"}'
+        ),
+        "lone surrogate in csr": sign_envelope(keys[1], {**payload, "renew_csr_pem": "\ud800"}),
+        "non-base64 signature": _tamper(good, signature="!!!"),
         "not utf-8": b"\xff",
         "not an object": b"[1]",
         "no digest": _tamper(good, digest=KeyError),
