@@ -368,7 +368,8 @@ def update_ca_store(client: CaucaseClient, path: str, now: datetime.datetime) ->
     valid = [pem for pem in loaded if load_valid_ca_list([pem], now)]
     if not valid and not bootstrapped:
         raise CaucaseError(f"Local trust store is unusable: {path}")
-    result = valid + client.get_ca_certificate_chain(valid, now)
+    newer = client.get_ca_certificate_chain(valid, now)
+    result = valid + [pem for pem in newer if pem not in valid]
     if result != loaded:
         pemfile.save_ca_store(path, result)
         return True

@@ -212,6 +212,25 @@ def test_list_csr_shows_pending_requests(
     assert lines[-1] == "-- end of pending service CSRs --"
 
 
+def test_user_mode_lists_pending_user_csrs_and_get_csr_appends(
+    caucased: RunningServer, tmp_path: Path, user_key: Path
+) -> None:
+    applicant = make_key_file(tmp_path, "second-operator")
+    identifier = send_csr(caucased, tmp_path, applicant.csr_path, "--mode", "user")
+    copy = tmp_path / "copy.csr.pem"
+    copy.write_bytes(b"existing\n")
+
+    listed = run(caucased, tmp_path, "--mode", "user", "--user-key", user_key, "--list-csr")
+    fetched = run(caucased, tmp_path, "--mode", "user", "--get-csr", identifier, copy)
+
+    assert listed.returncode == 0, listed
+    lines = listed.stdout.splitlines()
+    assert (lines[0], lines[-1]) == ("-- pending user CSRs --", "-- end of pending user CSRs --")
+    assert f"{identifier:>20} | '<Name(CN=second-operator)>'" in lines
+    assert fetched.returncode == 0, fetched
+    assert copy.read_bytes() == b"existing\n" + applicant.csr_path.read_bytes()
+
+
 def test_pending_then_signed_certificate(
     caucased: RunningServer, tmp_path: Path, user_key: Path
 ) -> None:

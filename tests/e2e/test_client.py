@@ -74,24 +74,29 @@ def user_key(caucased: RunningServer, tmp_path_factory: pytest.TempPathFactory) 
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    """Answers every request with the status the server was given, remembering headers."""
+    """Answers with the server's `status`, and the body `routes` gives for the path
+    (`[]` otherwise), remembering the request headers."""
 
     def do_GET(self) -> None:
         self.server.seen_headers.append(dict(self.headers))  # type: ignore[attr-defined]
         status = self.server.status  # type: ignore[attr-defined]
+        body = self.server.routes.get(self.path, b"[]")  # type: ignore[attr-defined]
         self.send_response(status)
-        self.send_header("Content-Length", "2")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"[]")
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
 
-def _recording_server(port: int, status: int) -> http.server.HTTPServer:
+def _recording_server(
+    port: int, status: int, routes: dict[str, bytes] | None = None
+) -> http.server.HTTPServer:
     server = http.server.HTTPServer(("127.0.0.1", port), _Recorder)
     server.seen_headers = []  # type: ignore[attr-defined]
     server.status = status  # type: ignore[attr-defined]
+    server.routes = routes or {}  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -272,15 +277,17 @@ def test_crl_store_is_replaced_only_when_different(
 
 
 def _ca_generations(count: int) -> list[tuple[rsa.RSAPrivateKey, x509.Certificate]]:
-    now = utcnow()
+    """CA certificates one hour apart, the newest made now, each renewing the previous."""
+    start = utcnow() - datetime.timedelta(hours=count - 1)
     life = datetime.timedelta(days=30)
     key = x509util.generate_private_key(2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chain test")])
-    generations = [(key, x509util.make_ca_certificate(key, subject, now, life))]
-    for _ in range(count - 1):
+    generations = [(key, x509util.make_ca_certificate(key, subject, start, life))]
+    for hours in range(1, count):
         key = x509util.generate_private_key(2048)
+        made = start + datetime.timedelta(hours=hours)
         generations.append(
-            (key, x509util.renew_ca_certificate(generations[-1][1], key, now, life))
+            (key, x509util.renew_ca_certificate(generations[-1][1], key, made, life))
         )
     return generations
 
@@ -335,3 +342,52 @@ def test_chain_that_does_not_continue_from_the_last_ca_is_broken(
 
     with pytest.raises(CaucaseError, match="CA signature chain broken"):
         verify_ca_chain(items, [_pem(ca_a)], utcnow())
+
+
+@pytest.fixture
+def chain_server(
+    generations: list[tuple[rsa.RSAPrivateKey, x509.Certificate]],
+) -> Iterator[tuple[str, list[bytes]]]:
+    """A server offering three CA generations: ca.crt.pem is the oldest, ca.crt.json
+    links them. Yields its /cas URL and the three PEMs."""
+    (key_a, ca_a), (key_b, ca_b), (_, ca_c) = generations
+    chain = json.dumps([_link(key_a, ca_a, ca_b), _link(key_b, ca_b, ca_c)]).encode()
+    routes = {"/cas/crt/ca.crt.pem": _pem(ca_a), "/cas/crt/ca.crt.json": chain}
+    server = _recording_server(free_port_pair(), 200, routes)
+    yield f"http://127.0.0.1:{server.server_port}/cas", [_pem(ca_a), _pem(ca_b), _pem(ca_c)]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("store_name", ["cas.crt.pem", "casdir"])
+def test_ca_store_follows_the_rollover_chain(
+    tmp_path: Path, chain_server: tuple[str, list[bytes]], store_name: str
+) -> None:
+    url, pem_list = chain_server
+    store = tmp_path / store_name
+    with CaucaseClient(url) as client:
+        assert update_ca_store(client, str(store), utcnow())
+        assert not update_ca_store(client, str(store), utcnow())
+
+    assert sorted(pemfile.read_ca_store(store)) == sorted(pem_list)
+    assert store.is_dir() == (store_name == "casdir")
+
+
+def test_broken_chain_leaves_the_ca_store_unchanged(
+    tmp_path: Path,
+    generations: list[tuple[rsa.RSAPrivateKey, x509.Certificate]],
+) -> None:
+    (key_a, ca_a), (_, ca_b), (_, ca_c) = generations
+    broken = json.dumps([_link(key_a, ca_a, ca_b), _link(key_a, ca_a, ca_c)]).encode()
+    server = _recording_server(free_port_pair(), 200, {"/cas/crt/ca.crt.json": broken})
+    store = tmp_path / "cas.crt.pem"
+    store.write_bytes(_pem(ca_a))
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/cas"
+        with CaucaseClient(url) as client, pytest.raises(CaucaseError, match="chain broken"):
+            update_ca_store(client, str(store), utcnow())
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert store.read_bytes() == _pem(ca_a)
