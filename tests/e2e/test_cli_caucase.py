@@ -490,3 +490,24 @@ def test_unreachable_server_is_one_clear_line(tmp_path: Path) -> None:
     )
 
     assert_one_line_error(result, "127.0.0.1:9")
+
+
+@pytest.mark.interop
+def test_same_stores_and_listing_as_the_reference_client(
+    caucased: RunningServer, tmp_path: Path, user_key: Path, reference_bin: Path
+) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    args = ["--ca-url", caucased.http_url, "--user-key", str(user_key), "--list-csr"]
+    args += ["--update-user", "--ca-crt", "casdir", "--user-crl", "cau.crl"]
+
+    mine = subprocess.run([str(CAUCASE), *args], cwd=ours, capture_output=True, text=True)
+    reference = subprocess.run(
+        [str(reference_bin / "caucase"), *args], cwd=theirs, capture_output=True, text=True
+    )
+
+    assert (mine.returncode, mine.stdout) == (reference.returncode, reference.stdout)
+    for name in ["cas.crl.pem", "cau.crt.pem", "cau.crl"]:
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
+    assert os.listdir(ours / "casdir") == os.listdir(theirs / "casdir")
