@@ -440,6 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CaucaseError, OSError) as error:
         print(f"caucase-updater: {error}", file=sys.stderr)
         return 1
+    except ValueError as error:
+        print(f"caucase-updater: malformed data from the server: {error}", file=sys.stderr)
+        return 1
     finally:
         if updater is not None:
             updater.close()
