@@ -1,7 +1,9 @@
-"""CA rollover over two years of fake time, checked by the real `openssl verify`.
+"""CRLs, the CA chain document and the CA rollover of a CertificateAuthority.
 
-Certificates issued before, during and after each passive and active phase must keep
-verifying with every held CA and the served CRLs, and revoked ones must be refused."""
+Real SQLite files and a FakeClock; two years of rollover are checked by the real
+`openssl verify`: certificates issued before, during and after each passive and active
+phase must keep verifying with every held CA and the served CRLs, and revoked ones must
+be refused."""
 
 from __future__ import annotations
 
@@ -10,41 +12,325 @@ import datetime
 import json
 import sqlite3
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
 from caucase import x509util
 from caucase.ca import CertificateAuthority
+from caucase.exceptions import (
+    CertificateAuthorityException,
+    CertificateVerificationError,
+    NotFound,
+)
 from caucase.storage import Storage
+from tests.ca_helpers import (
+    CA_SUBJECT,
+    CRT_LIFE,
+    MakeCA,
+    ca_factory,
+    crl_list,
+    crl_number,
+    generate_keys,
+    make_csr,
+    pem,
+    signed,
+)
 from tests.conftest import FakeClock
+from tests.servers import make_user, request, start_caucased
 
-CRT_LIFE = 30.0  # days: a CA lives 120 days and is renewed every 60
+ROLLOVER_CRT_LIFE = 30.0  # days: a CA lives 120 days and is renewed every 60
 STEP = datetime.timedelta(days=5)
 DURATION = datetime.timedelta(days=730)
-CA_SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Caucase CAS at rollover")])
 
 
 @pytest.fixture(scope="module")
-def leaf_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def user_keys() -> list[rsa.RSAPrivateKey]:
+    return generate_keys(6)
 
 
-def _csr(key: rsa.RSAPrivateKey, common_name: str) -> bytes:
-    return (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.PEM)
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "ca.sqlite")
+
+
+@pytest.fixture
+def make_ca(db_path: str, clock: FakeClock) -> MakeCA:
+    return ca_factory(db_path, clock)
+
+
+@pytest.fixture
+def ca(make_ca: MakeCA) -> CertificateAuthority:
+    return make_ca()
+
+
+# CRLs
+
+
+def test_crl_content(ca: CertificateAuthority, clock: FakeClock) -> None:
+    (ca_crt,) = ca.get_ca_certificate_list()
+    ((aki, pem),) = ca.get_crl_dict().items()
+    crl = x509util.load_crl(pem)
+    assert aki == x509util.authority_key_id_int(ca_crt)
+    assert crl.issuer == ca_crt.subject
+    assert crl.is_signature_valid(ca_crt.public_key())  # type: ignore[arg-type]
+    assert crl_number(crl) == 1
+    assert crl.last_update_utc == clock() - datetime.timedelta(seconds=10)
+    assert crl.next_update_utc == crl.last_update_utc + datetime.timedelta(days=CRT_LIFE * 0.33)
+    assert ca.get_crl_bundle() == pem
+
+
+def test_crl_numbering_and_this_update_reuse(
+    ca: CertificateAuthority, user_keys: list[rsa.RSAPrivateKey], clock: FakeClock
+) -> None:
+    (first,) = crl_list(ca)
+    clock.advance(days=1)
+    assert crl_list(ca)[0].public_bytes(serialization.Encoding.PEM) == first.public_bytes(
+        serialization.Encoding.PEM
+    )
+    ca.revoke_serial(1)
+    ca.revoke_serial(2)
+    (after_revocations,) = crl_list(ca)
+    assert crl_number(after_revocations) == 3
+    assert after_revocations.last_update_utc == first.last_update_utc
+    assert len(after_revocations) == 2
+    clock.advance(days=CRT_LIFE * 0.33 / 2)  # now past the cached CRL's half life
+    (regenerated,) = crl_list(ca)
+    assert crl_number(regenerated) == 4
+    assert regenerated.last_update_utc == clock() - datetime.timedelta(seconds=10)
+    assert len(regenerated) == 2
+
+
+def test_restart_serves_a_byte_identical_crl(make_ca: MakeCA, clock: FakeClock) -> None:
+    before = make_ca().get_crl_dict()
+    clock.advance(days=2)
+    assert make_ca().get_crl_dict() == before
+
+
+def test_restart_after_half_life_takes_a_new_number(make_ca: MakeCA, clock: FakeClock) -> None:
+    (first,) = crl_list(make_ca())
+    clock.advance(days=CRT_LIFE * 0.33 / 2 + 1)
+    (later,) = crl_list(make_ca())
+    assert crl_number(later) == crl_number(first) + 1
+    assert later.last_update_utc == clock() - datetime.timedelta(seconds=10)
+
+
+def test_expired_cache_takes_a_new_number_even_when_storage_is_fresh(
+    make_ca: MakeCA, clock: FakeClock
+) -> None:
+    """ca-profile 2.3: an expired cached CRL forgets the stored last update, so a fresher
+    one written meanwhile by another CA object still gives way to a new number."""
+    first_process = make_ca()
+    first_process.get_crl_dict()
+    clock.advance(days=CRT_LIFE * 0.33 / 2 + 1)
+    (second,) = crl_list(make_ca())
+    (first_again,) = crl_list(first_process)
+    assert crl_number(second) == 2
+    assert crl_number(first_again) == 3
+    assert first_again.last_update_utc == second.last_update_utc
+
+
+def test_expired_revocations_are_pruned(
+    ca: CertificateAuthority, user_keys: list[rsa.RSAPrivateKey], clock: FakeClock
+) -> None:
+    crt = signed(ca, make_csr(user_keys[0]))
+    ca.revoke_certificate(crt.public_bytes(serialization.Encoding.PEM))
+    ca.revoke_serial(7)
+    clock.advance(days=CRT_LIFE + CRT_LIFE * 0.33 + 1)
+    crl_serials = {entry.serial_number for crl in crl_list(ca) for entry in crl}
+    assert crl_serials == {7}
+
+
+def test_cached_paths_do_not_touch_storage(
+    db_path: str, clock: FakeClock, user_keys: list[rsa.RSAPrivateKey]
+) -> None:
+    """Cached CRLs and revoked serials are served from memory: the fast path of every request."""
+    storage = CountingStorage(db_path, "cas")
+    ca = CertificateAuthority(storage, CA_SUBJECT, 2048, CRT_LIFE, clock=clock)
+    valid = signed(ca, make_csr(user_keys[0]))
+    revoked = signed(ca, make_csr(user_keys[1]))
+    ca.revoke_certificate(revoked.public_bytes(serialization.Encoding.PEM))
+    ca.get_crl_dict()
+    storage.calls = 0
+    for _ in range(3):
+        ca.get_crl_dict()
+        ca.get_crl_bundle()
+        ca.get_ca_certificate()
+        ca.get_ca_certificate_chain()
+        ca.verify_certificate(valid)
+        with pytest.raises(CertificateVerificationError, match="revoked"):
+            ca.verify_certificate(revoked)
+    assert storage.calls == 0
+
+
+class CountingStorage(Storage):
+    """Storage counting the calls the CA makes: proves the cached paths stay in memory."""
+
+    calls = 0
+
+    def get_crl_state(self) -> tuple[int, int | None]:
+        self.calls += 1
+        return super().get_crl_state()
+
+    def get_revoked(self, now: int) -> list[tuple[int, int]]:
+        self.calls += 1
+        return super().get_revoked(now)
+
+    def get_ca_key_pairs(self, now: int) -> list[tuple[bytes, bytes]]:
+        self.calls += 1
+        return super().get_ca_key_pairs(now)
+
+
+# Restore-style CA: no key size, never generates
+
+
+def test_no_key_size_never_generates(make_ca: MakeCA, user_keys: list[rsa.RSAPrivateKey]) -> None:
+    ca = make_ca(ca_key_size=None)
+    assert ca.get_ca_certificate_list() == []
+    assert ca.get_crl_dict() == {}
+    assert ca.get_ca_certificate_chain() == []
+    with pytest.raises(NotFound):
+        ca.get_ca_certificate()
+    csr_id = ca.append_csr(make_csr(user_keys[0]))
+    with pytest.raises(CertificateAuthorityException):
+        ca.create_certificate(csr_id)
+
+
+def test_no_key_size_keeps_an_old_ca_without_crashing(
+    make_ca: MakeCA, user_keys: list[rsa.RSAPrivateKey], clock: FakeClock
+) -> None:
+    anchor = make_ca().get_ca_certificate()
+    clock.advance(days=3 * CRT_LIFE)  # past the renewal point (2 periods left)
+    restoring = make_ca(ca_key_size=None)
+    assert [
+        crt.public_bytes(serialization.Encoding.PEM) for crt in restoring.get_ca_certificate_list()
+    ] == [anchor]
+    crt = signed(restoring, make_csr(user_keys[0]))
+    restoring.verify_certificate(crt)
+
+
+# Chain document
+
+
+def test_chain_links_consecutive_cas(make_ca: MakeCA, clock: FakeClock) -> None:
+    ca = make_ca()
+    clock.advance(days=2 * CRT_LIFE + 1)  # two periods left: the next CA is due
+    old, new = ca.get_ca_certificate_list()
+    assert new.subject == old.subject
+    assert x509util.load_certificate(ca.get_ca_certificate()) == old
+    (item,) = ca.get_ca_certificate_chain()
+    assert set(item) == {"payload", "digest", "signature"}
+    assert item["digest"] == "sha256"
+    payload = json.loads(item["payload"])
+    assert list(payload) == ["old_pem", "new_pem"]
+    assert x509util.load_certificate(payload["old_pem"].encode()) == old
+    assert x509util.load_certificate(payload["new_pem"].encode()) == new
+    assert item["payload"] == json.dumps(payload)
+    x509util.verify_envelope(item, old.public_key())
+    _verify_max_salt_pss(item, old.public_key())
+    old_crl, new_crl = crl_list(ca)
+    assert list(ca.get_crl_dict()) == [x509util.authority_key_id_int(crt) for crt in (old, new)]
+    assert old_crl.issuer == new_crl.issuer == old.subject
+    assert old_crl.is_signature_valid(old.public_key())  # type: ignore[arg-type]
+    assert new_crl.is_signature_valid(new.public_key())  # type: ignore[arg-type]
+    assert crl_number(old_crl) == crl_number(new_crl)
+    assert old_crl.last_update_utc == new_crl.last_update_utc
+
+
+def _verify_max_salt_pss(item: dict[str, Any], public_key: Any) -> None:
+    """The chain signature as the reference client checks it: PSS, MGF1-SHA256, max salt."""
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    public_key.verify(
+        base64.b64decode(item["signature"]),
+        (item["payload"] + item["digest"] + " ").encode(),
+        padding.PSS(padding.MGF1(hashes.SHA256()), public_key.key_size // 8 - 32 - 2),
+        hashes.SHA256(),
     )
 
 
-def _pem(crt: x509.Certificate) -> bytes:
-    return crt.public_bytes(serialization.Encoding.PEM)
+# Threads
+
+
+def test_concurrent_requests_generate_one_new_ca(
+    make_ca: MakeCA, db_path: str, clock: FakeClock, user_keys: list[rsa.RSAPrivateKey]
+) -> None:
+    ca = make_ca()
+    clock.advance(days=2 * CRT_LIFE + 1)  # every thread finds the next CA due
+    barrier = threading.Barrier(len(user_keys))
+    issued: list[x509.Certificate] = []
+    errors: list[BaseException] = []
+
+    def request(key: rsa.RSAPrivateKey) -> None:
+        try:
+            barrier.wait(timeout=30)
+            ca.get_crl_dict()
+            issued.append(signed(ca, make_csr(key)))
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=request, args=(key,)) for key in user_keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(ca.get_ca_certificate_list()) == 2
+    with sqlite3.connect(db_path) as connection:
+        (stored_ca_rows,) = connection.execute("SELECT COUNT(*) FROM casca").fetchone()
+    assert stored_ca_rows == 2
+    assert len({crt.serial_number for crt in issued}) == len(user_keys)
+    for crt in issued:
+        ca.verify_certificate(crt)
+
+
+# Interoperability with the reference's database
+
+
+@pytest.mark.interop
+def test_reference_database_round_trip(tmp_path: Path, reference_bin: Path) -> None:
+    """Our CA serves the reference's CRL byte for byte from its database, and a revocation
+    we record there is served by the reference after a restart."""
+    workdir = tmp_path / "reference"
+    server = start_caucased([reference_bin / "caucased"], workdir)
+    try:
+        user = make_user(server, tmp_path / "user.pem")
+        envelope = {"digest": None, "payload": json.dumps({"revoke_serial": 4242})}
+        status, _, _ = request(
+            server,
+            "PUT",
+            "/cas/crt/revoke",
+            json.dumps(envelope).encode(),
+            {"Content-Type": "application/json"},
+            https=True,
+            cert_file=user,
+        )
+        assert status == 204
+        _, _, reference_ca = request(server, "GET", "/cas/crt/ca.crt.pem")
+        _, _, reference_crl = request(server, "GET", "/cas/crl")
+    finally:
+        server.stop()
+    db_path = str(workdir / "caucase.sqlite")
+    ours = CertificateAuthority(Storage(db_path, "cas"), CA_SUBJECT, 2048, CRT_LIFE)
+    assert ours.get_ca_certificate() == reference_ca
+    assert ours.get_crl_bundle() == reference_crl
+    ours.revoke_serial(4343)
+    (our_crl,) = crl_list(ours)
+    assert crl_number(our_crl) == 3
+    server = start_caucased([reference_bin / "caucased"], workdir)
+    try:
+        _, _, reference_crl = request(server, "GET", "/cas/crl")
+    finally:
+        server.stop()
+    assert reference_crl == ours.get_crl_bundle()
+    assert [entry.serial_number for entry in x509util.load_crl(reference_crl)] == [4242, 4343]
+
+
+# Two years of rollover, checked by openssl
 
 
 def openssl_verify(
@@ -53,12 +339,12 @@ def openssl_verify(
     """One `openssl verify -crl_check` run at the fake time; one result line per certificate."""
     ca_file = tmp / "ca.pem"
     crl_file = tmp / "crl.pem"
-    ca_file.write_bytes(b"".join(_pem(crt) for crt in ca.get_ca_certificate_list()))
+    ca_file.write_bytes(b"".join(pem(crt) for crt in ca.get_ca_certificate_list()))
     crl_file.write_bytes(ca.get_crl_bundle())
     crt_paths = []
     for index, crt in enumerate(crt_list):
         path = tmp / f"leaf{index}.pem"
-        path.write_bytes(_pem(crt))
+        path.write_bytes(pem(crt))
         crt_paths.append(str(path))
     command = ["openssl", "verify", "-crl_check", "-attime", str(int(now.timestamp()))]
     result = subprocess.run(
@@ -76,7 +362,7 @@ def openssl_verify(
 def expected_signer(ca_list: list[x509.Certificate], now: datetime.datetime) -> x509.Certificate:
     """ca-profile 3.2: the newest CA older than one certificate life, else the newest."""
     for crt in reversed(ca_list):
-        if crt.not_valid_before_utc + datetime.timedelta(days=CRT_LIFE) < now:
+        if crt.not_valid_before_utc + datetime.timedelta(days=ROLLOVER_CRT_LIFE) < now:
             return crt
     return ca_list[-1]
 
@@ -101,10 +387,13 @@ def follow_chain(anchors: list[bytes], chain: list[dict[str, str]]) -> list[byte
 
 
 def test_two_years_of_rollover(
-    tmp_path: Path, clock: FakeClock, leaf_key: rsa.RSAPrivateKey
+    tmp_path: Path,
+    db_path: str,
+    make_ca: MakeCA,
+    clock: FakeClock,
+    user_keys: list[rsa.RSAPrivateKey],
 ) -> None:
-    db_path = str(tmp_path / "ca.sqlite")
-    ca = CertificateAuthority(Storage(db_path, "cas"), CA_SUBJECT, 2048, CRT_LIFE, clock=clock)
+    ca = make_ca(crt_life=ROLLOVER_CRT_LIFE)
     start = clock()
     client_known = [ca.get_ca_certificate()]
     issued: list[x509.Certificate] = []
@@ -116,13 +405,13 @@ def test_two_years_of_rollover(
     while clock() - start < DURATION:
         now = clock()
         crt = x509util.load_certificate(
-            ca.create_certificate(ca.append_csr(_csr(leaf_key, f"leaf {step}")))
+            ca.create_certificate(ca.append_csr(make_csr(user_keys[0], f"leaf {step}")))
         )
         ca_list = ca.get_ca_certificate_list()
         signer = expected_signer(ca_list, now)
         assert crt.issuer == signer.subject
         assert x509util.authority_key_id_int(crt) == x509util.authority_key_id_int(signer)
-        signers_seen.add(_pem(signer))
+        signers_seen.add(pem(signer))
         if signer != ca_list[-1]:
             passive_signatures += 1
         assert 1 <= len(ca_list) <= 3
@@ -131,10 +420,10 @@ def test_two_years_of_rollover(
         chain = ca.get_ca_certificate_chain()
         assert len(chain) == len(ca_list) - 1
         client_known = follow_chain(client_known, chain)
-        assert all(_pem(held) in client_known for held in ca_list)
+        assert all(pem(held) in client_known for held in ca_list)
 
         if step % 7 == 3:
-            ca.revoke_certificate(_pem(issued[-1]))
+            ca.revoke_certificate(pem(issued[-1]))
             revoked.append(issued.pop())
         issued.append(crt)
         live = [crt for crt in issued if crt.not_valid_after_utc > now]
