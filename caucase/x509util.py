@@ -297,11 +297,12 @@ def renew_ca_certificate(
     return _sign_with(builder, [*_self_identifiers(public_key), *inherited], key)
 
 
-def _filter_key_usage(usage: x509.KeyUsage) -> x509.KeyUsage:
+def _filter_key_usage(usage: x509.KeyUsage) -> x509.KeyUsage | None:
     """A leaf never signs certificates or CRLs; encipher/decipherOnly only mean something
-    with keyAgreement (RFC 5280 4.2.1.3), and cryptography refuses them otherwise."""
+    with keyAgreement (RFC 5280 4.2.1.3), and cryptography refuses them otherwise. None when
+    no bit remains: the reference emits an empty KeyUsage, which RFC 5280 forbids."""
     agreement = usage.key_agreement
-    return x509.KeyUsage(
+    kept = x509.KeyUsage(
         digital_signature=usage.digital_signature,
         content_commitment=usage.content_commitment,
         key_encipherment=usage.key_encipherment,
@@ -312,6 +313,7 @@ def _filter_key_usage(usage: x509.KeyUsage) -> x509.KeyUsage:
         encipher_only=agreement and usage.encipher_only,
         decipher_only=agreement and usage.decipher_only,
     )
+    return kept if kept != _key_usage() else None
 
 
 def _filter_extended_key_usage(usage: x509.ExtendedKeyUsage) -> x509.ExtendedKeyUsage | None:
@@ -367,6 +369,9 @@ def _certificate_policies(
         ]
     if mode is SigningMode.YES:
         policies.append(_auto_signed_policy())
+    if not policies:
+        # The reference emits an empty list here, which RFC 5280 forbids (SIZE (1..MAX)).
+        return None
     return x509.CertificatePolicies(policies), template.critical
 
 
