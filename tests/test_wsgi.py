@@ -6,14 +6,13 @@ tmp_path and a FakeClock."""
 from __future__ import annotations
 
 import email.utils
-import json
 import re
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase import x509util
 from tests.conftest import FakeClock
@@ -24,7 +23,6 @@ from tests.wsgi_support import (
     deploy,
     make_csr,
     self_signed,
-    sign_envelope,
 )
 
 JSON = "application/json"
@@ -396,191 +394,6 @@ def test_crl_routes(dep: Deployment) -> None:
         assert (one.status, one.body) == (200, crl_pem)
     assert call(dep.app, "GET", "/cas/crl/abc").status == 404
     assert call(dep.app, "GET", f"/cas/crl/{aki + 1}").status == 404
-
-
-# Renewal
-
-
-def renew_body(
-    crt: bytes, key: rsa.RSAPrivateKey, new_key: rsa.RSAPrivateKey, digest: str = "sha256"
-) -> bytes:
-    payload = {"crt_pem": crt.decode(), "renew_csr_pem": make_csr(new_key, "ignored").decode()}
-    return sign_envelope(key, payload, digest)
-
-
-@pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])
-def test_renewal_keeps_subject_and_takes_new_key(
-    dep: Deployment, keys: list[rsa.RSAPrivateKey], digest: str
-) -> None:
-    crt = service_crt(dep, keys[1])
-    reply = call(
-        dep.app,
-        "PUT",
-        "/cas/crt/renew",
-        renew_body(crt, keys[1], keys[2], digest),
-        content_type=JSON,
-    )
-    assert (reply.status, reply.header("Content-Type")) == (200, "application/pkix-cert")
-    assert reply.header("Cache-Control") is None
-    new = x509util.load_certificate(reply.body)
-    assert new.subject.rfc4514_string() == "CN=service"
-    assert new.public_key() == keys[2].public_key()
-
-
-def _tamper(body: bytes, **changes: object) -> bytes:
-    envelope = json.loads(body)
-    for key, value in changes.items():
-        if value is KeyError:
-            del envelope[key]
-        else:
-            envelope[key] = value
-    return json.dumps(envelope).encode()
-
-
-def test_bad_renewal_requests_are_400_and_store_nothing(
-    dep: Deployment, keys: list[rsa.RSAPrivateKey]
-) -> None:
-    crt = service_crt(dep, keys[1])
-    good = renew_body(crt, keys[1], keys[2])
-    ec_key = ec.generate_private_key(ec.SECP256R1())
-    ec_csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([]))
-        .sign(ec_key, hashes.SHA256())
-    )
-    ec_crt = dep.cas.create_certificate(
-        dep.cas.append_csr(ec_csr.public_bytes(serialization.Encoding.PEM))
-    )
-    payload = json.loads(json.loads(good)["payload"])
-    cases = {
-        "not json": b"{",
-        "nested too deeply": b"[" * 100000,
-        "payload nested too deeply": _tamper(good, payload="[" * 100000),
-        "lone surrogate in payload": _tamper(
-            good, payload=json.dumps(payload)[:-1] + ', "x": "\ud800"}'
-        ),
-        "lone surrogate in csr": sign_envelope(keys[1], {**payload, "renew_csr_pem": "\ud800"}),
-        "non-base64 signature": _tamper(good, signature="!!!"),
-        "not utf-8": b"\xff",
-        "not an object": b"[1]",
-        "no digest": _tamper(good, digest=KeyError),
-        "null digest": _tamper(good, digest=None),
-        "md5": _tamper(good, digest="md5"),
-        "bad signature": _tamper(good, signature="AAAA"),
-        "no signature": _tamper(good, signature=KeyError),
-        "no payload": _tamper(good, payload=KeyError),
-        "payload not json": sign_envelope_raw(keys[1], "{nope"),
-        "payload not object": sign_envelope_raw(keys[1], "[1]"),
-        "no renew csr": sign_envelope(keys[1], {"crt_pem": crt.decode()}),
-        "no crt": sign_envelope(keys[1], {"renew_csr_pem": payload["renew_csr_pem"]}),
-        "garbage crt": sign_envelope(
-            keys[1], {**payload, "crt_pem": "-----BEGIN CERTIFICATE-----\n"}
-        ),
-        "ec crt": _tamper(good, payload=json.dumps({**payload, "crt_pem": ec_crt.decode()})),
-        "wrong key": renew_body(crt, keys[3], keys[2]),
-        "foreign crt": renew_body(self_signed(keys[1], dep.clock()), keys[1], keys[2]),
-    }
-    before = dep.cas.get_csr_list()
-    for label, body in cases.items():
-        reply = call(dep.app, "PUT", "/cas/crt/renew", body, content_type=JSON)
-        assert reply.status == 400, (label, reply.body, reply.errors)
-    assert (
-        call(dep.app, "PUT", "/cas/crt/renew", b"{", content_type=JSON).body == b"b'Invalid json'"
-    )
-    reply = call(dep.app, "PUT", "/cas/crt/renew", cases["payload not json"], content_type=JSON)
-    assert reply.body == b"b'Invalid json payload'"
-    reply = call(
-        dep.app, "PUT", "/cas/crt/renew", good, content_type="application/json; charset=utf-8"
-    )
-    assert (reply.status, reply.body) == (400, b"b'Bad Content-Type'")
-    assert dep.cas.get_csr_list() == before
-    assert call(dep.app, "PUT", "/cas/crt/renew", good, content_type=JSON).status == 200
-
-
-def sign_envelope_raw(key: rsa.RSAPrivateKey, payload: str) -> bytes:
-    return json.dumps(x509util.sign_envelope(key, payload)).encode()
-
-
-def test_invalid_renewal_csr_is_400_with_empty_body(
-    dep: Deployment, keys: list[rsa.RSAPrivateKey]
-) -> None:
-    crt = service_crt(dep, keys[1])
-    body = sign_envelope(keys[1], {"crt_pem": crt.decode(), "renew_csr_pem": "nope"})
-    reply = call(dep.app, "PUT", "/cas/crt/renew", body, content_type=JSON)
-    assert (reply.status, reply.body) == (400, b"")
-
-
-# Revocation
-
-
-def _crl_serials(dep: Deployment) -> set[int]:
-    crl = x509util.load_crl(call(dep.app, "GET", "/cas/crl").body)
-    return {entry.serial_number for entry in crl}
-
-
-def test_revoke_by_key_possession(dep: Deployment, keys: list[rsa.RSAPrivateKey]) -> None:
-    crt = service_crt(dep, keys[1])
-    body = sign_envelope(keys[1], {"revoke_crt_pem": crt.decode()})
-    reply = call(dep.app, "PUT", "/cas/crt/revoke", body, content_type=JSON)
-    assert (reply.status, reply.header("Cache-Control")) == (204, None)
-    assert x509util.load_certificate(crt).serial_number in _crl_serials(dep)
-    again = call(dep.app, "PUT", "/cas/crt/revoke", body, content_type=JSON)
-    assert (again.status, again.body) == (
-        400,
-        b"Certificate verification error: certificate revoked",
-    )
-
-
-def test_revoke_with_null_envelope_needs_a_user(
-    dep: Deployment, keys: list[rsa.RSAPrivateKey]
-) -> None:
-    crt = service_crt(dep, keys[1])
-    body = json.dumps(
-        {"payload": json.dumps({"revoke_crt_pem": crt.decode()}), "digest": None}
-    ).encode()
-    assert call(dep.app, "PUT", "/cas/crt/revoke", body, content_type=JSON).status == 401
-    reply = call(dep.app, "PUT", "/cas/crt/revoke", body, content_type=JSON, **user(dep))
-    assert (reply.status, reply.header("Cache-Control")) == (204, "private")
-    assert x509util.load_certificate(crt).serial_number in _crl_serials(dep)
-
-
-def _serial_body(serial: object) -> bytes:
-    return json.dumps({"payload": json.dumps({"revoke_serial": serial}), "digest": None}).encode()
-
-
-def test_revoke_serial(dep: Deployment) -> None:
-    reply = call(
-        dep.app, "PUT", "/cas/crt/revoke", _serial_body(1234), content_type=JSON, **user(dep)
-    )
-    assert (reply.status, reply.header("Cache-Control")) == (204, "private")
-    assert 1234 in _crl_serials(dep)
-    again = call(
-        dep.app, "PUT", "/cas/crt/revoke", _serial_body(1234), content_type=JSON, **user(dep)
-    )
-    assert (again.status, again.reason) == (409, "Conflict")
-
-
-@pytest.mark.parametrize("serial", [-5, "0x10", "16", 1.5, True, None, [1], {"a": 1}])
-def test_bad_revoke_serial_is_400_and_crl_still_builds(dep: Deployment, serial: object) -> None:
-    reply = call(
-        dep.app, "PUT", "/cas/crt/revoke", _serial_body(serial), content_type=JSON, **user(dep)
-    )
-    assert reply.status == 400
-    assert call(dep.app, "GET", "/cas/crl").status == 200
-    assert _crl_serials(dep) == set()
-
-
-def test_null_envelope_payload_errors_are_400(dep: Deployment) -> None:
-    bodies = [
-        json.dumps({"payload": "{x", "digest": None}).encode(),
-        json.dumps({"payload": json.dumps({}), "digest": None}).encode(),
-        json.dumps({"payload": json.dumps({"revoke_crt_pem": "junk"}), "digest": None}).encode(),
-        json.dumps({"digest": None}).encode(),
-    ]
-    for body in bodies:
-        reply = call(dep.app, "PUT", "/cas/crt/revoke", body, content_type=JSON, **user(dep))
-        assert reply.status == 400, reply.body
-    assert _crl_serials(dep) == set()
 
 
 # Request bodies (http-api 14.1)
