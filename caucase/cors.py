@@ -282,9 +282,9 @@ class CorsConsent:
             del cookie_map[origin]
             cookie = make_cookie(cookie_map, request.cookie_path)
             raise self._consent_needed(request, origin, cookie)
+        request.cors_origin = origin  # even a refusal must be readable by the application
         if not granted:
             raise HTTPError(403)
-        request.cors_origin = origin
 
     @staticmethod
     def _consent_needed(request: Request, origin: str, set_cookie: str | None = None) -> HTTPError:

@@ -66,9 +66,15 @@ class Request:
 
     @property
     def cross_origin(self) -> str | None:
-        """The Origin header when it counts as cross-origin (http-api 11.1), else None."""
+        """The Origin header when it counts as cross-origin (http-api 11.1), else None.
+
+        The reference took only "http:"/"https:" as its own origin. We also recognise the
+        request's real origin: browsers send it with every form POST, so without this the
+        consent page could never record an answer."""
         origin = self.environ.get("HTTP_ORIGIN")
         if origin is None or origin == self.scheme + ":":
+            return None
+        if str(origin).lower() == f"{self.scheme}://{self._host_header()}".lower():
             return None
         return str(origin)
 

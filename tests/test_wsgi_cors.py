@@ -238,8 +238,35 @@ def test_grant_then_access_with_the_cookie(dep: Deployment) -> None:
     assert (missing.status, cors_headers(missing)) == (404, ALLOWED_HEADERS)
 
 
-def test_deny_gives_403(dep: Deployment) -> None:
-    assert read_ca(dep, cookie_header(decide(dep, False))).status == 403
+def test_deny_gives_403_readable_by_the_application(dep: Deployment) -> None:
+    reply = read_ca(dep, cookie_header(decide(dep, False)))
+    assert (reply.status, cors_headers(reply)) == (403, ALLOWED_HEADERS)
+
+
+def test_consent_form_posted_by_a_browser_from_our_own_origin_is_accepted(
+    dep: Deployment,
+) -> None:
+    body = b"origin=a&return_to=https%3A%2F%2Fa%2F&grant=1"
+    own = call(
+        dep.app,
+        "POST",
+        "/cors",
+        body,
+        content_type=FORM,
+        https=True,
+        headers={"Origin": "https://127.0.0.1:18641"},
+    )
+    assert (own.status, cors_headers(own)) == (302, [])
+    same_host_other_scheme = call(
+        dep.app,
+        "POST",
+        "/cors",
+        body,
+        content_type=FORM,
+        https=True,
+        headers={"Origin": "http://127.0.0.1:18641"},
+    )
+    assert same_host_other_scheme.status == 403
 
 
 def test_new_decision_keeps_other_origins(dep: Deployment) -> None:
