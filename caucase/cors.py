@@ -143,7 +143,11 @@ class CorsKeyStore:
                 changed = True
             self._secret_list = kept
             if changed:
-                self._save()
+                try:
+                    self._save()
+                except OSError as exc:
+                    # Consent still works until restart; only persistence is lost.
+                    logger.warning("Cannot save CORS key store %r: %s", self._path, exc)
             return kept[-1][1]
 
 

@@ -97,7 +97,7 @@ class Application:
             response = Response(400, body=b"b'Invalid json payload'")
         except CertificateAuthorityException as error:
             response = Response(400, body=str(error).encode("utf-8", "replace"))
-        except Exception as error:
+        except Exception as error:  # a bug, not bad input: every input error is typed above
             self._log_error(environ, error)
             response = Response(500)
         return self._send(request, response, start_response)

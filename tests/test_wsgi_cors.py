@@ -380,3 +380,14 @@ def test_secrets_rotate_with_the_clock(dep: Deployment) -> None:
     assert store.signing_secret() == second
     assert store.verification_secrets() == [second]
     assert cors.decode_token(store.verification_secrets(), old_token, APP_ORIGIN) is None
+
+
+def test_unwritable_key_store_keeps_consent_working(
+    dep: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    dep.app = dep.restart_app(cors_key_store=str(dep.tmp_path / "missing-dir" / "cors.key"))
+    with caplog.at_level(logging.WARNING, logger="caucase.cors"):
+        posted = decide(dep, True)
+    assert posted.status == 302
+    assert "Cannot save CORS key store" in caplog.text
+    assert read_ca(dep, cookie_header(posted)).status == 200
