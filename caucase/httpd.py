@@ -28,8 +28,15 @@ CONNECTION_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 10.0
 MAX_LINE = 65536
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_ESCAPES["\v"] = "\\v"
+_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "\b": "\\b",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
 ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]
 
 _output_lock = threading.Lock()
@@ -218,8 +225,9 @@ class CaucasedRequestHandler(WSGIRequestHandler):
         return f"{self.client_address[0]} - {self.user} [{_log_time(utcnow())}]"
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        referrer = escape_log_text(self.headers.get("Referrer", "-")) if self.headers else "-"
-        agent = escape_log_text(self.headers.get("User-Agent", "-")) if self.headers else "-"
+        headers = getattr(self, "headers", None) or {}
+        referrer = escape_log_text(headers.get("Referrer", "-"))
+        agent = escape_log_text(headers.get("User-Agent", "-"))
         code = getattr(code, "value", code)
         line = escape_log_text(getattr(self, "requestline", ""))
         write_line(sys.stdout, f'{self._prefix()} "{line}" {code} {size} "{referrer}" "{agent}"\n')

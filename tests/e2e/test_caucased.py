@@ -296,3 +296,38 @@ def test_submitted_csr_is_listed_for_users(server: RunningServer, user: Path) ->
     status, _, body = request(server, "GET", "/cas/csr", https=True, cert_file=user)
     assert status == 200
     assert csr_id in [item["id"] for item in json.loads(body)]
+
+
+def _raw_exchange(server: RunningServer, data: bytes) -> bytes:
+    with socket.create_connection((server.host, server.http_port), timeout=10) as sock:
+        sock.sendall(data)
+        return sock.makefile("rb").read()
+
+
+def test_protocol_errors_are_answered_by_the_http_layer(server: RunningServer) -> None:
+    too_long = _raw_exchange(server, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n")
+    assert too_long.startswith(b"HTTP/1.0 414 ")
+    assert b"\r\nServer: caucased 0.9.17 Python/" in too_long
+    future = _raw_exchange(server, b"GET / HTTP/2.0\r\n\r\n")
+    assert future.startswith(b"<!DOCTYPE HTML>")
+    assert b"505" in future
+    bad_chunk = _raw_exchange(
+        server, b"PUT /cas/csr HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
+    assert bad_chunk.startswith(b"HTTP/1.0 500 ")
+    poll(lambda: "invalid chunk size" in server.stderr(), 10, "the error log entry")
+
+
+def test_access_log_escapes_client_supplied_text(server: RunningServer) -> None:
+    _raw_exchange(
+        server, b'GET /?escape-marker HTTP/1.1\r\nReferrer: a"b\r\nUser-Agent: t\x01\\\r\n\r\n'
+    )
+    expected = '"GET /?escape-marker HTTP/1.1" 200 '
+    line = poll(
+        lambda: next(
+            (li for li in server.stdout_path.read_text().splitlines() if expected in li), None
+        ),
+        10,
+        "the access log line",
+    )
+    assert line.endswith(' "a\\"b" "t\\x01\\\\"')
