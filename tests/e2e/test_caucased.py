@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -331,3 +332,25 @@ def test_access_log_escapes_client_supplied_text(server: RunningServer) -> None:
         "the access log line",
     )
     assert line.endswith(' "a\\"b" "t\\x01\\\\"')
+
+
+@pytest.mark.slow
+def test_failing_backup_is_logged_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    first = start_caucased(CAUCASED, tmp_path)
+    try:
+        make_user(first, tmp_path / "user.pem")
+    finally:
+        assert first.stop() == 0
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    # 34.56 s period: one backup at start, the next one after the directory is gone.
+    args = ["--backup-directory", str(backups), "--backup-period", "0.0004"]
+    running = start_caucased(CAUCASED, tmp_path, args)
+    try:
+        poll(lambda: list(backups.glob("*.sql.caucased")), 20, "the first backup")
+        shutil.rmtree(backups)
+        poll(lambda: "Backup failed" in running.stderr(), 60, "the failed backup")
+        assert running.process.poll() is None
+        assert request(running, "GET", "/cas/crt/ca.crt.pem")[0] == 200
+    finally:
+        assert running.stop() == 0

@@ -271,3 +271,38 @@ def test_import_crl_from_another_ca_fails(populated: Populated, tmp_path: Path) 
 def test_version(tmp_path: Path) -> None:
     result = manage(["--version"], tmp_path)
     assert (result.returncode, result.stdout) == (0, "0.9.17\n")
+
+
+@pytest.mark.interop
+def test_restore_a_backup_made_by_the_reference_server(
+    reference_bin: Path, tmp_path: Path
+) -> None:
+    reference = [str(reference_bin / "caucased")]
+    origin = tmp_path / "origin"
+    backups = origin / "backups"
+    backups.mkdir(parents=True)
+    first = start_caucased(reference, origin)
+    try:
+        user = make_user(first, origin / "user.pem")
+    finally:
+        first.stop()
+    second = start_caucased(reference, origin, ["--backup-directory", str(backups)])
+    try:
+        found = poll(lambda: list(backups.glob("*.sql.caucased")), 30, "a reference backup")
+    finally:
+        second.stop()
+    key = new_csr(tmp_path / "new.csr")
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    crt = tmp_path / "new.crt"
+    args = ["--db", str(restored / "caucase.sqlite"), "--restore-backup", str(found[0])]
+    result = manage([*args, str(user), str(tmp_path / "new.csr"), str(crt)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    credential = tmp_path / "new.pem"
+    credential.write_bytes(key_pem(key) + crt.read_bytes())
+    server = start_caucased(CAUCASED, restored)
+    try:
+        assert request(server, "GET", "/cau/csr", https=True, cert_file=credential)[0] == 200
+        assert request(server, "GET", "/cau/csr", https=True, cert_file=user)[0] == 401
+    finally:
+        assert server.stop() == 0
