@@ -354,3 +354,39 @@ def test_failing_backup_is_logged_and_the_server_keeps_serving(tmp_path: Path) -
         assert request(running, "GET", "/cas/crt/ca.crt.pem")[0] == 200
     finally:
         assert running.stop() == 0
+
+
+def test_own_certificate_is_reused_across_restarts_unless_broken(tmp_path: Path) -> None:
+    first = start_caucased(CAUCASED, tmp_path)
+    try:
+        original = served_certificate(first)
+    finally:
+        assert first.stop() == 0
+    again = start_caucased(CAUCASED, tmp_path)
+    try:
+        assert served_certificate(again) == original
+    finally:
+        assert again.stop() == 0
+    key_file = tmp_path / "server.key.pem"
+    key_file.write_bytes(key_file.read_bytes().replace(b"-----BEGIN CERTIFICATE", b"junk"))
+    repaired = start_caucased(CAUCASED, tmp_path)
+    try:
+        replacement = served_certificate(repaired)
+    finally:
+        assert repaired.stop() == 0
+    assert replacement != original
+    assert certificate_of(key_file) == replacement
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_locked_auto_approve_count_survives_restarts(tmp_path: Path) -> None:
+    locked = ["--service-auto-approve-count", "1", "--lock-auto-approve-count"]
+    first = start_caucased(CAUCASED, tmp_path, locked)
+    assert first.stop() == 0
+    second = start_caucased(CAUCASED, tmp_path, ["--service-auto-approve-count", "0"])
+    try:
+        _, csr = make_key_and_csr("first service")
+        csr_id = submit_csr(second, "cas", csr)
+        assert request(second, "GET", f"/cas/crt/{csr_id}")[0] == 200
+    finally:
+        assert second.stop() == 0

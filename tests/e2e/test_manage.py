@@ -306,3 +306,29 @@ def test_restore_a_backup_made_by_the_reference_server(
         assert request(server, "GET", "/cau/csr", https=True, cert_file=user)[0] == 401
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.interop
+def test_reference_manage_restores_our_backup(
+    populated: Populated, reference_bin: Path, tmp_path: Path
+) -> None:
+    new_csr(tmp_path / "new.csr")
+    db = tmp_path / "db.sqlite"
+    result = subprocess.run(
+        [
+            str(reference_bin / "caucased-manage"),
+            "--db",
+            str(db),
+            "--restore-backup",
+            str(populated.backup),
+            str(populated.user),
+            str(tmp_path / "new.csr"),
+            str(tmp_path / "new.crt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert certificate_of(tmp_path / "new.crt").subject == certificate_of(populated.user).subject
