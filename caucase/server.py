@@ -43,6 +43,9 @@ MAX_CN_LENGTH = 64
 # A CAU rollover must reach the TLS trust list without waiting for the next renewal.
 CA_LIST_CHECK = datetime.timedelta(seconds=600)
 RENEWAL_RETRY = datetime.timedelta(seconds=60)
+# With --threshold close to the validity every new certificate is already due: the
+# reference then renews in a tight loop; we pace it instead.
+MIN_RENEWAL_INTERVAL = datetime.timedelta(seconds=10)
 MAX_SLEEP_STEP = 600.0
 
 
@@ -263,7 +266,7 @@ class MainLoop:
         self._backups = backups
         self._clock = clock
         now = clock()
-        self._tls_due = identity.renewal_due
+        self._tls_due = max(identity.renewal_due, now + MIN_RENEWAL_INTERVAL)
         self._backup_due = backups.first_due(now) if backups else None
         self._ca_check_due = now + CA_LIST_CHECK
 
@@ -282,7 +285,7 @@ class MainLoop:
         try:
             self._identity.renew()
             self._swap_context()
-            self._tls_due = self._identity.renewal_due
+            self._tls_due = max(self._identity.renewal_due, now + MIN_RENEWAL_INTERVAL)
         except (CaucaseError, OSError, ValueError) as error:
             write_line(sys.stderr, f"HTTPS certificate renewal failed: {error}\n")
             self._tls_due = now + RENEWAL_RETRY
