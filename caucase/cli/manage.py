@@ -13,6 +13,7 @@ import getpass
 import os
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -293,16 +294,23 @@ def export_ca(args: argparse.Namespace, storage: Storage, clock: Clock) -> None:
     for key_pem, crt_pem in storage.get_ca_key_pairs(to_timestamp(clock())):
         key = x509util.load_private_key(key_pem)
         output.append(crt_pem + x509util.dump_private_key(key, passphrase))
-    try:
-        fd = os.open(args.export_ca, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ManageError(f"file exists: {args.export_ca!r}") from None
+    _create_private_file(args.export_ca, b"".join(output))
+
+
+def _create_private_file(path: str, data: bytes) -> None:
+    """Write a new 0600 file at once: complete under a temporary name, then linked into
+    place, which fails rather than replace a file created meanwhile."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(b"".join(output))
-    except BaseException:
-        os.unlink(args.export_ca)
-        raise
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        raise ManageError(f"file exists: {path!r}") from None
+    finally:
+        os.unlink(temporary)
 
 
 def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
