@@ -173,6 +173,7 @@ class CaucasedRequestHandler(WSGIRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.connection.settimeout(self.server.connection_timeout)
         self.user = "-"
         self.client_cert_pem: str | None = None
         if isinstance(self.connection, ssl.SSLSocket):
@@ -243,8 +244,14 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
     block_on_close = False
     is_https = False
 
-    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        family: socket.AddressFamily,
+        connection_timeout: float = CONNECTION_TIMEOUT,
+    ) -> None:
         self.address_family = family
+        self.connection_timeout = connection_timeout
         super().__init__(address, CaucasedRequestHandler, bind_and_activate=False)
 
     def server_bind(self) -> None:
@@ -279,14 +286,20 @@ class CaucasedTLSServer(CaucasedServer):
     is_https = True
 
     def __init__(
-        self, address: tuple[str, int], family: socket.AddressFamily, context: ssl.SSLContext
+        self,
+        address: tuple[str, int],
+        family: socket.AddressFamily,
+        context: ssl.SSLContext,
+        connection_timeout: float = CONNECTION_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
-        super().__init__(address, family)
+        super().__init__(address, family, connection_timeout)
         self.ssl_context = context
+        self.handshake_timeout = handshake_timeout
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Handshake in the connection thread, bounded in time; failures just drop it."""
-        request.settimeout(HANDSHAKE_TIMEOUT)
+        request.settimeout(self.handshake_timeout)
         try:
             tls = self.ssl_context.wrap_socket(
                 request, server_side=True, do_handshake_on_connect=False

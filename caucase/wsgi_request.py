@@ -170,11 +170,19 @@ def _strict_fields(text: str, names: Sequence[str]) -> dict[str, str]:
 
 
 def _read_at_most(stream: Any, size: int) -> bytes:
-    """Read until `size` bytes or end of stream: one read() may return less."""
+    """Read until `size` bytes or end of stream: one read() may return less.
+
+    Bad chunked framing (ValueError from the server's decoder) and a client that stops
+    sending until the socket times out are the client's fault: 400, not 500."""
     chunk_list = []
     remaining = size
     while remaining > 0:
-        chunk = stream.read(min(remaining, _READ_CHUNK))
+        try:
+            chunk = stream.read(min(remaining, _READ_CHUNK))
+        except ValueError:
+            raise HTTPError(400, b"Invalid chunked encoding") from None
+        except OSError:
+            raise HTTPError(400, b"Incomplete body") from None
         if not chunk:
             break
         chunk_list.append(chunk)
