@@ -1,0 +1,280 @@
+"""32 parallel clients against one real caucased: submit, sign, renew, revoke, list.
+
+The load generator here is shared with the crash-safety tests: it records every request that
+got a success answer, so that what the server promised can be checked afterwards."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.ca_helpers import generate_keys, make_csr
+from tests.servers import OUR_BIN, RunningServer, make_user, request, start_caucased
+from tests.wsgi_support import sign_envelope
+
+THREADS = 32
+LOAD_SECONDS = 20.0
+JSON = {"Content-Type": "application/json"}
+PKCS10 = {"Content-Type": "application/pkcs10"}
+SERVER_ARGS = ("--service-max-csr", "1000000", "--key-len", "2048")
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----\n?", re.S)
+
+
+class UnexpectedAnswer(Exception):
+    """A request answered with a status the operation does not allow."""
+
+
+@dataclass
+class Ledger:
+    """What the server acknowledged, filled by every client thread."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    statuses: Counter[int] = field(default_factory=Counter)
+    operations: Counter[str] = field(default_factory=Counter)
+    pending: dict[int, bytes] = field(default_factory=dict)
+    signed: dict[int, bytes] = field(default_factory=dict)
+    renewed: list[bytes] = field(default_factory=list)
+    revoked: set[int] = field(default_factory=set)
+    revoke_attempted: set[int] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def server_errors(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status >= 500)
+
+    def issued(self) -> list[x509.Certificate]:
+        pems = [*self.signed.values(), *self.renewed]
+        return [x509.load_pem_x509_certificate(pem) for pem in pems]
+
+
+class LoadClient:
+    """One client thread's operations; each method records only acknowledged effects."""
+
+    def __init__(
+        self, server: RunningServer, user: Path, keys: list[rsa.RSAPrivateKey], ledger: Ledger
+    ) -> None:
+        self.server = server
+        self.user = user
+        self.keys = keys
+        self.ledger = ledger
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        expected: int,
+        *,
+        https: bool = False,
+    ) -> tuple[dict[str, str], bytes]:
+        status, reply_headers, reply = request(
+            self.server,
+            method,
+            path,
+            body,
+            headers,
+            https=https,
+            cert_file=self.user if https else None,
+        )
+        with self.ledger.lock:
+            self.ledger.statuses[status] += 1
+            self.ledger.operations[operation] += 1
+        if status != expected:
+            raise UnexpectedAnswer(f"{operation}: {status} {reply[:200]!r}")
+        return reply_headers, reply
+
+    def submit(self, key: rsa.RSAPrivateKey, common_name: str) -> int:
+        csr = make_csr(key, common_name)
+        headers, _ = self._call("submit", "PUT", "/cas/csr", csr, PKCS10, 201)
+        csr_id = int(headers["Location"])
+        with self.ledger.lock:
+            self.ledger.pending[csr_id] = csr
+        return csr_id
+
+    def sign(self, csr_id: int) -> bytes:
+        self._call("sign", "PUT", f"/cas/crt/{csr_id}", b"", {}, 204, https=True)
+        with self.ledger.lock:
+            self.ledger.signed[csr_id] = b""
+        _, crt = self._call("fetch", "GET", f"/cas/crt/{csr_id}", None, {}, 200)
+        with self.ledger.lock:
+            self.ledger.signed[csr_id] = crt
+            self.ledger.pending.pop(csr_id, None)
+        return crt
+
+    def renew(
+        self, crt: bytes, key: rsa.RSAPrivateKey, new_key: rsa.RSAPrivateKey, tag: str
+    ) -> bytes:
+        payload = {"crt_pem": crt.decode(), "renew_csr_pem": make_csr(new_key, tag).decode()}
+        body = sign_envelope(key, payload)
+        _, new_crt = self._call("renew", "PUT", "/cas/crt/renew", body, JSON, 200)
+        with self.ledger.lock:
+            self.ledger.renewed.append(new_crt)
+        return new_crt
+
+    def revoke_by_key(self, crt: bytes, key: rsa.RSAPrivateKey) -> None:
+        serial = x509.load_pem_x509_certificate(crt).serial_number
+        body = sign_envelope(key, {"revoke_crt_pem": crt.decode()})
+        self._revoke("revoke-by-key", serial, body, https=False)
+
+    def revoke_by_serial(self, crt: bytes) -> None:
+        serial = x509.load_pem_x509_certificate(crt).serial_number
+        payload = json.dumps({"revoke_serial": serial})
+        body = json.dumps({"payload": payload, "digest": None}).encode()
+        self._revoke("revoke-by-serial", serial, body, https=True)
+
+    def _revoke(self, operation: str, serial: int, body: bytes, *, https: bool) -> None:
+        with self.ledger.lock:
+            self.ledger.revoke_attempted.add(serial)
+        self._call(operation, "PUT", "/cas/crt/revoke", body, JSON, 204, https=https)
+        with self.ledger.lock:
+            self.ledger.revoked.add(serial)
+
+    def read_only(self) -> None:
+        self._call("list-csr", "GET", "/cas/csr", None, {}, 200, https=True)
+        self._call("get-crl", "GET", "/cas/crl", None, {}, 200)
+
+    def cycle(self, thread: int, number: int) -> None:
+        """One full life: submit, sign, renew, revoke (alternating ways), plus reads."""
+        key = self.keys[(thread + number) % len(self.keys)]
+        new_key = self.keys[(thread + number + 1) % len(self.keys)]
+        tag = f"load-{thread}-{number}"
+        crt = self.sign(self.submit(key, tag))
+        renewed = self.renew(crt, key, new_key, tag + "-renewal")
+        if number % 2:
+            self.revoke_by_serial(crt)
+        else:
+            self.revoke_by_key(renewed, new_key)
+        if number % 3 == 0:
+            self.submit(key, tag + "-left-pending")
+            self.read_only()
+
+
+def run_load(
+    clients: list[LoadClient], stop: threading.Event, deadline: float, *, tolerate_io: bool
+) -> list[threading.Thread]:
+    """Start one thread per client cycling until `stop` or `deadline`; the threads.
+
+    With `tolerate_io`, a request without an answer (server killed) ends that thread quietly."""
+
+    def work(thread: int, client: LoadClient) -> None:
+        number = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                client.cycle(thread, number)
+            except (OSError, http.client.HTTPException) as error:
+                if tolerate_io:
+                    return
+                client.ledger.failures.append(f"thread {thread}: {error!r}")
+                return
+            except UnexpectedAnswer as error:
+                client.ledger.failures.append(f"thread {thread}: {error}")
+                if not tolerate_io:
+                    return
+            number += 1
+
+    threads = [
+        threading.Thread(target=work, args=(index, client), daemon=True)
+        for index, client in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def crl_serials(server: RunningServer, ca_crt: x509.Certificate) -> set[int]:
+    """Serials of the CAS CRL served now, after checking its signature and freshness."""
+    status, _, body = request(server, "GET", "/cas/crl")
+    assert status == 200
+    crls = [x509.load_pem_x509_crl(block) for block in _CRL_BLOCK.findall(body)]
+    assert len(crls) == 1
+    (crl,) = crls
+    assert crl.is_signature_valid(ca_crt.public_key())  # type: ignore[arg-type]
+    assert crl.next_update_utc is not None and crl.next_update_utc.timestamp() > time.time()
+    return {entry.serial_number for entry in crl}
+
+
+def ca_certificate(server: RunningServer) -> x509.Certificate:
+    status, _, body = request(server, "GET", "/cas/crt/ca.crt.pem")
+    assert status == 200
+    return x509.load_pem_x509_certificate(body)
+
+
+def verifies(crt: x509.Certificate, ca_crt: x509.Certificate) -> bool:
+    try:
+        crt.verify_directly_issued_by(ca_crt)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def keys() -> list[rsa.RSAPrivateKey]:
+    """Client keys, shared: CAS key ids need not be unique, and CSR names differ."""
+    return generate_keys(12)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    running = start_caucased([OUR_BIN / "caucased"], tmp_path / "server", SERVER_ARGS)
+    yield running
+    running.stop()
+
+
+def _report(title: str, ledger: Ledger) -> None:
+    print(
+        f"\n{title}: {ledger.requests} requests, 5xx: {ledger.server_errors}, "
+        f"statuses {dict(ledger.statuses)}, operations {dict(ledger.operations)}"
+    )
+
+
+@pytest.mark.slow
+def test_parallel_clients_lose_nothing_and_duplicate_nothing(
+    server: RunningServer, tmp_path: Path, keys: list[rsa.RSAPrivateKey]
+) -> None:
+    user = make_user(server, tmp_path / "user.pem")
+    ledger = Ledger()
+    clients = [LoadClient(server, user, keys, ledger) for _ in range(THREADS)]
+    stop = threading.Event()
+    threads = run_load(clients, stop, time.monotonic() + LOAD_SECONDS, tolerate_io=False)
+    for thread in threads:
+        thread.join(LOAD_SECONDS + 60)
+    assert not any(thread.is_alive() for thread in threads)
+    _report("concurrency", ledger)
+
+    assert ledger.failures == []
+    assert ledger.server_errors == 0
+    assert ledger.operations["submit"] >= THREADS * 2
+    stderr = server.stderr()
+    assert "database is locked" not in stderr and "Traceback" not in stderr
+
+    issued = ledger.issued()
+    serials = [crt.serial_number for crt in issued]
+    assert len(serials) == len(set(serials))
+    ca_crt = ca_certificate(server)
+    assert all(verifies(crt, ca_crt) for crt in issued)
+    assert crl_serials(server, ca_crt) == ledger.revoked
+
+    for csr_id, crt_pem in ledger.signed.items():
+        assert request(server, "GET", f"/cas/crt/{csr_id}")[2] == crt_pem
+    status, _, listing = request(server, "GET", "/cas/csr", https=True, cert_file=user)
+    assert status == 200
+    listed = {int(item["id"]): item["csr"].encode() for item in json.loads(listing)}
+    assert listed == ledger.pending
+    assert len(set(ledger.pending) | set(ledger.signed)) == ledger.operations["submit"]
