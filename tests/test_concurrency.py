@@ -58,17 +58,25 @@ class Ledger:
         return sum(count for status, count in self.statuses.items() if status >= 500)
 
     def issued(self) -> list[x509.Certificate]:
+        """Certificates fetched or renewed (a signature acknowledged without a fetch has none)."""
         pems = [*self.signed.values(), *self.renewed]
-        return [x509.load_pem_x509_certificate(pem) for pem in pems]
+        return [x509.load_pem_x509_certificate(pem) for pem in pems if pem]
 
 
 class LoadClient:
     """One client thread's operations; each method records only acknowledged effects."""
 
     def __init__(
-        self, server: RunningServer, user: Path, keys: list[rsa.RSAPrivateKey], ledger: Ledger
+        self,
+        server: RunningServer,
+        user: Path,
+        keys: list[rsa.RSAPrivateKey],
+        ledger: Ledger,
+        name: str = "load",
     ) -> None:
+        """`name` starts every CSR subject: the same CSR text twice would be one CSR."""
         self.server = server
+        self.name = name
         self.user = user
         self.keys = keys
         self.ledger = ledger
@@ -154,7 +162,7 @@ class LoadClient:
         """One full life: submit, sign, renew, revoke (alternating ways), plus reads."""
         key = self.keys[(thread + number) % len(self.keys)]
         new_key = self.keys[(thread + number + 1) % len(self.keys)]
-        tag = f"load-{thread}-{number}"
+        tag = f"{self.name}-{thread}-{number}"
         crt = self.sign(self.submit(key, tag))
         renewed = self.renew(crt, key, new_key, tag + "-renewal")
         if number % 2:

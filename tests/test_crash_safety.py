@@ -1,0 +1,307 @@
+"""kill -9 at random moments: caucased under load, caucase-updater during a renewal.
+
+Whatever got a success answer before the kill must be there after a restart on the same
+files, and a renewed key/certificate pair is never half written."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from caucase import x509util
+from caucase.cli import updater
+from tests.ca_helpers import generate_keys
+from tests.servers import (
+    OUR_BIN,
+    RunningServer,
+    key_pem,
+    make_key_and_csr,
+    make_user,
+    request,
+    start_caucased,
+)
+from tests.test_concurrency import (
+    SERVER_ARGS,
+    THREADS,
+    Ledger,
+    LoadClient,
+    ca_certificate,
+    crl_serials,
+    run_load,
+    verifies,
+)
+
+SERVER_ROUNDS = 5
+UPDATER_ROUNDS = 10
+_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+@pytest.fixture(scope="module")
+def keys() -> list[rsa.RSAPrivateKey]:
+    return generate_keys(12)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[RunningServer]]:
+    """Every caucased a test starts, stopped at the end whatever happened."""
+    started: list[RunningServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def database_state(db_path: Path) -> tuple[str, set[bytes]]:
+    """integrity_check result and the certificates stored, read while no server runs."""
+    connection = sqlite3.connect(db_path)
+    try:
+        (integrity,) = connection.execute("PRAGMA integrity_check").fetchone()
+        rows = connection.execute("SELECT crt FROM cascrt WHERE crt IS NOT NULL").fetchall()
+    finally:
+        connection.close()
+    return integrity, {
+        bytes(row[0]) if isinstance(row[0], bytes) else row[0].encode() for row in rows
+    }
+
+
+def check_acknowledged(server: RunningServer, ledger: Ledger) -> None:
+    """Every acknowledged CSR, signature and revocation is served by the restarted server."""
+    for csr_id, csr in ledger.pending.items():
+        status, _, body = request(server, "GET", f"/cas/csr/{csr_id}")
+        signed_since = request(server, "GET", f"/cas/crt/{csr_id}")[0] == 200
+        assert (status == 200 and body == csr) or signed_since, csr_id
+    for csr_id, crt in ledger.signed.items():
+        status, _, body = request(server, "GET", f"/cas/crt/{csr_id}")
+        assert status == 200 and (body == crt or not crt), csr_id
+    served = crl_serials(server, ca_certificate(server))
+    assert ledger.revoked <= served <= ledger.revoke_attempted
+
+
+@pytest.mark.slow
+def test_caucased_killed_under_load_keeps_every_acknowledged_write(
+    tmp_path: Path, keys: list[rsa.RSAPrivateKey], servers: list[RunningServer]
+) -> None:
+    workdir = tmp_path / "server"
+    servers.append(start_caucased([OUR_BIN / "caucased"], workdir, SERVER_ARGS))
+    port = servers[0].http_port
+    user = make_user(servers[0], tmp_path / "user.pem")
+    ledger = Ledger()
+    rng = random.Random()
+    for round_number in range(SERVER_ROUNDS):
+        server = servers[-1]
+        submitted_before = ledger.operations["submit"]
+        clients = [
+            LoadClient(server, user, keys, ledger, f"round{round_number}") for _ in range(THREADS)
+        ]
+        stop = threading.Event()
+        threads = run_load(clients, stop, time.monotonic() + 60, tolerate_io=True)
+        time.sleep(rng.uniform(1.0, 4.0))  # the random moment of the crash, not a synchronisation
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        assert ledger.operations["submit"] > submitted_before, f"round {round_number} idle"
+
+        integrity, stored = database_state(workdir / "caucase.sqlite")
+        assert integrity == "ok"
+        assert set(ledger.renewed) <= stored
+        assert not any(
+            line for line in server.stderr().splitlines() if "database is locked" in line
+        )
+
+        servers.append(
+            start_caucased([OUR_BIN / "caucased"], workdir, SERVER_ARGS, http_port=port)
+        )
+        check_acknowledged(servers[-1], ledger)
+    assert ledger.server_errors == 0
+    assert ledger.failures == []
+    issued = ledger.issued()
+    ca_crt = ca_certificate(servers[-1])
+    assert all(verifies(crt, ca_crt) for crt in issued)
+    serials = [crt.serial_number for crt in issued]
+    assert len(serials) == len(set(serials))
+    print(
+        f"\ncaucased crashes survived: {SERVER_ROUNDS}, {ledger.requests} requests, "
+        f"5xx: {ledger.server_errors}, acknowledged: {len(ledger.pending)} pending CSRs, "
+        f"{len(ledger.signed)} signed, {len(ledger.renewed)} renewed, "
+        f"{len(ledger.revoked)} revoked, failures seen: {len(ledger.failures)}"
+    )
+
+
+@dataclass
+class PairFiles:
+    """The updater's certificate and key files, combined in one file or separate."""
+
+    crt: Path
+    key: Path | None
+
+    def read(self) -> tuple[x509.Certificate | None, rsa.RSAPrivateKey]:
+        """The certificate (None before bootstrap) and the key, each file fully parsable."""
+        crt_data = self.crt.read_bytes() if self.crt.exists() else b""
+        key_data = self.key.read_bytes() if self.key else crt_data
+        key = serialization.load_pem_private_key(key_data, None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        if _CERTIFICATE not in crt_data:
+            return None, key
+        return x509.load_pem_x509_certificate(crt_data[crt_data.index(_CERTIFICATE) :]), key
+
+    @property
+    def pending(self) -> Path | None:
+        return Path(str(self.key) + updater.PENDING_KEY_SUFFIX) if self.key else None
+
+
+def _same_key(crt: x509.Certificate, key: rsa.RSAPrivateKey) -> bool:
+    return x509util.key_id(crt.public_key()) == x509util.key_id(key.public_key())
+
+
+class PairChecker:
+    """Follows the pair across kills: each state is the previous pair or a new valid one."""
+
+    def __init__(self, files: PairFiles, ca_crt: x509.Certificate) -> None:
+        self.files = files
+        self.ca_crt = ca_crt
+        self.previous: tuple[int, str] | None = None
+        self.outcomes: Counter[str] = Counter()
+
+    def check(self) -> None:
+        crt, key = self.files.read()
+        if crt is None:
+            assert self.previous is None
+            self.outcomes["before bootstrap"] += 1
+            return
+        assert verifies(crt, self.ca_crt)
+        if not _same_key(crt, key):
+            self._check_interrupted(crt, key)
+            return
+        current = (crt.serial_number, x509util.key_id(key.public_key()))
+        self.outcomes["old pair" if current == self.previous else "new pair"] += 1
+        self.previous = current
+
+    def _check_interrupted(self, crt: x509.Certificate, key: rsa.RSAPrivateKey) -> None:
+        """Separate files only: new certificate in place, its key complete beside the old
+        key, which still belongs to the previous certificate; the next start finishes."""
+        pending = self.files.pending
+        assert pending is not None and pending.exists(), "key and certificate do not match"
+        pending_key = serialization.load_pem_private_key(pending.read_bytes(), None)
+        assert isinstance(pending_key, rsa.RSAPrivateKey)
+        assert _same_key(crt, pending_key)
+        assert self.previous is not None
+        assert x509util.key_id(key.public_key()) == self.previous[1]
+        self.outcomes["interrupted, recoverable"] += 1
+        self.previous = (crt.serial_number, x509util.key_id(pending_key.public_key()))
+
+
+def _wait_for_output(
+    path: Path, text: str, process: subprocess.Popen[bytes], timeout: float
+) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+UPDATER = OUR_BIN / "caucase-updater"
+# 0.001 day = 86.4 s (errata 4: above 30 s); a 0.0009 day threshold puts every fresh
+# certificate inside its renewal window, so each start of the updater renews at once.
+UPDATER_SERVER_ARGS = ("--service-auto-approve-count", "1000", "--service-crt-validity", "0.001")
+
+
+def _client_files(workdir: Path, layout: str) -> tuple[PairFiles, list[str]]:
+    """A key and a CSR for bootstrap; the files and the updater's --crt/--key options."""
+    workdir.mkdir()
+    key, csr = make_key_and_csr("svc")
+    (workdir / "svc.csr").write_bytes(csr)
+    files = PairFiles(workdir / "svc.crt", workdir / "svc.key" if layout == "separate" else None)
+    key_file = files.key or files.crt
+    key_file.write_bytes(key_pem(key))
+    key_file.chmod(0o600)
+    options = ["--crt", "svc.crt", *(["--key", "svc.key"] if files.key else [])]
+    return files, options
+
+
+def _start_updater(
+    server: RunningServer, workdir: Path, options: list[str], log: Path
+) -> subprocess.Popen[bytes]:
+    stores = ["--cas-ca", "cas.crt.pem", "--ca", "cas.crt.pem", "--crl", "cas.crl.pem"]
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [
+                str(UPDATER),
+                "--ca-url",
+                server.http_url,
+                *stores,
+                *options,
+                "--csr",
+                "svc.csr",
+                "--threshold",
+                "0.0009",
+                "--key-len",
+                "2048",
+            ],
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["combined", "separate"])
+def test_updater_killed_during_renewal_never_leaves_a_mismatched_pair(
+    tmp_path: Path, servers: list[RunningServer], layout: str
+) -> None:
+    servers.append(
+        start_caucased([OUR_BIN / "caucased"], tmp_path / "server", UPDATER_SERVER_ARGS)
+    )
+    server = servers[0]
+    workdir = tmp_path / "client"
+    files, options = _client_files(workdir, layout)
+    checker = PairChecker(files, ca_certificate(server))
+    rng = random.Random()
+    for round_number in range(UPDATER_ROUNDS):
+        log = workdir / f"updater{round_number}.log"
+        process = _start_updater(server, workdir, options, log)
+        try:
+            if round_number % 2 and _wait_for_output(log, "Renewing", process, 30):
+                time.sleep(rng.uniform(0, 0.15))  # random point inside the renewal
+            else:
+                time.sleep(rng.uniform(0.2, 2.0))  # random point of the whole run
+            assert process.poll() is None, log.read_text()
+        finally:
+            process.kill()
+            process.wait()
+        checker.check()
+
+    log = workdir / "final.log"
+    process = _start_updater(server, workdir, options, log)
+    try:
+        assert _wait_for_output(log, "Renewing", process, 30), log.read_text()
+        deadline = time.monotonic() + 30
+        while log.read_text().count("Next wake-up at") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+    checker.check()
+    crt, key = files.read()
+    assert crt is not None and _same_key(crt, key)
+    assert not (files.pending and files.pending.exists())
+    assert checker.outcomes["new pair"] >= 2
+    print(
+        f"\nupdater ({layout}): {UPDATER_ROUNDS} kills, writes checked "
+        f"{sum(checker.outcomes.values())}: {dict(checker.outcomes)}"
+    )
