@@ -99,6 +99,8 @@ class _CRLCache:
         self._crl_life = crl_life
         self._renew_time = renew_time
         self._by_authority: dict[int, tuple[bytes, datetime.datetime]] = {}
+        # CRL entries survive regenerations: after one more revocation only it is built.
+        self._entries: dict[tuple[int, int], x509.RevokedCertificate] = {}
         self._revoked_serials: frozenset[int] | None = None
         self._result: dict[int, bytes] | None = None
         self._bundle: bytes | None = None
@@ -133,13 +135,25 @@ class _CRLCache:
         cached = self._by_authority.get(authority_key_id)
         return cached is not None and cached[1] >= now
 
+    def _crl_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
+        """Entries in storage order, reusing those built by earlier regenerations."""
+        previous = self._entries
+        entries = {}
+        for row in revoked:
+            entry = previous.get(row)
+            if entry is None:
+                entry = x509util.revoked_entry(row[0], from_timestamp(row[1]))
+            entries[row] = entry
+        self._entries = entries
+        return list(entries.values())
+
     def _regenerate(
         self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime
     ) -> tuple[dict[int, bytes], frozenset[int]]:
         number, last_update = self._storage.get_crl_state()
         renewed = last_update is None
         revoked = self._storage.get_revoked(to_timestamp(now))
-        revoked_dated = [(serial, from_timestamp(date)) for serial, date in revoked]
+        entries = self._crl_entries(revoked)
         result = {}
         for pair in pair_list:
             cached = self._by_authority.get(pair.authority_key_id)
@@ -157,7 +171,7 @@ class _CRLCache:
             crl = x509util.make_crl(
                 pair.key,
                 pair.crt,
-                revoked_dated,
+                entries,
                 number,
                 this_update,
                 this_update + self._crl_life,
@@ -211,6 +225,7 @@ class CertificateAuthority:
         self._auto_sign_csr_amount = (
             auto_sign_csr_amount if locked_amount is None else locked_amount
         )
+        self._auto_sign_exhausted = self._auto_sign_csr_amount <= 0
         self._lock = threading.RLock()
         self._renewal_lock = threading.Lock()
         self._crl_cache = _CRLCache(storage, self._crl_life, self._crl_life / 2)
@@ -299,14 +314,28 @@ class CertificateAuthority:
     def append_csr(self, csr_pem: bytes, override_limits: bool = False) -> int:
         """Store a CSR, auto-signing it when the counter allows; return its id."""
         csr = x509util.load_certificate_request(csr_pem)
+        key_id = x509util.key_id(csr.public_key())
+        if not (override_limits or self._auto_sign_exhausted or not self._pair_list):
+            return self._append_auto_signed(csr_pem, csr, key_id)
         csr_id, received = self._storage.append_csr(
-            csr_pem,
-            x509util.key_id(csr.public_key()),
-            to_timestamp(self._clock()),
-            override_limits,
+            csr_pem, key_id, to_timestamp(self._clock()), override_limits
         )
         if received is not None and received <= self._auto_sign_csr_amount:
             self._issue(csr_id, csr, csr, SigningMode.YES)
+        return csr_id
+
+    def _append_auto_signed(
+        self, csr_pem: bytes, csr: x509.CertificateSigningRequest, key_id: str
+    ) -> int:
+        """Sign first (outside any lock), then store the CSR and, if the counter still
+        allows auto-signing, its certificate in one transaction. Once the counter has
+        passed the amount it only grows, so later CSRs skip the speculative signature."""
+        crt_pem, now = self._sign(csr, csr, SigningMode.YES)
+        csr_id, received, _ = self._storage.append_csr_signed(
+            csr_pem, key_id, to_timestamp(now), crt_pem, self._auto_sign_csr_amount
+        )
+        if received is not None and received > self._auto_sign_csr_amount:
+            self._auto_sign_exhausted = True
         return csr_id
 
     def get_csr(self, csr_id: int) -> bytes:
@@ -343,6 +372,17 @@ class CertificateAuthority:
         mode: SigningMode,
     ) -> bytes:
         """Sign with the active CA (outside the lock) and attach the result to the row."""
+        crt_pem, now = self._sign(csr, template, mode)
+        self._storage.store_certificate(csr_id, crt_pem, to_timestamp(now))
+        return crt_pem
+
+    def _sign(
+        self,
+        csr: x509.CertificateSigningRequest,
+        template: x509util.Template,
+        mode: SigningMode,
+    ) -> tuple[bytes, datetime.datetime]:
+        """A certificate PEM for the CSR's key from the active CA, and the "now" it used."""
         pair, now = self._active_pair()
         crt = x509util.issue_certificate(
             pair.key,
@@ -354,9 +394,7 @@ class CertificateAuthority:
             self._crt_life,
             self._crl_base_url,
         )
-        crt_pem = x509util.dump_certificate(crt)
-        self._storage.store_certificate(csr_id, crt_pem, to_timestamp(now))
-        return crt_pem
+        return x509util.dump_certificate(crt), now
 
     # Renewal and revocation
     def renew(self, crt_pem: bytes, renew_csr_pem: bytes) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import threading
@@ -25,8 +24,8 @@ RECEIVED_CSR = "received_csr"
 CRL_NUMBER = "crl_number"
 CRL_LAST_UPDATE = "crl_last_update"
 AUTO_SIGN_CSR_AMOUNT = "auto_sign_csr_amount"
-_DECIMAL = re.compile(r"[0-9]+")
 _SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
+MAX_IDLE_CONNECTIONS = 16
 
 # Column lists in the reference order; the DDL text layout is part of the dump (errata 9).
 _TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -49,6 +48,16 @@ _TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 Cell = Union[str, bytes, int, None]
 
+# One writer at a time per database file within this process: waiting threads queue on a
+# lock instead of polling SQLite's busy handler, which sleeps for milliseconds at a time.
+_write_locks: dict[str, threading.RLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(db_path: str) -> threading.RLock:
+    with _write_locks_guard:
+        return _write_locks.setdefault(os.path.realpath(db_path), threading.RLock())
+
 
 def schema_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
     """The CREATE TABLE statements of one prefix, laid out like the reference's."""
@@ -59,6 +68,21 @@ def schema_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[st
         statements.append(
             f"CREATE TABLE IF NOT EXISTS {table_prefix}{suffix} (\n{body}\n{' ' * 8})"
         )
+    return statements
+
+
+def index_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
+    """Indexes the reference lacks, so that no per-request query scans the crt table.
+
+    SQLite maintains them whoever writes, and dumps carry them, so the reference still
+    opens, backs up and restores these databases. A UNIQUE key_id is indexed already."""
+    table = table_prefix + "crt"
+    statements = [
+        f"CREATE INDEX IF NOT EXISTS {table}_expiration_date ON {table} (expiration_date)",
+        f"CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (id) WHERE crt IS NULL",
+    ]
+    if not enforce_unique_key_id:
+        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_key_id ON {table} (key_id)")
     return statements
 
 
@@ -82,7 +106,9 @@ def _create_private_file(path: str) -> None:
 
 def _connect(path: str) -> sqlite3.Connection:
     """Autocommit connection: transactions are opened explicitly (BEGIN IMMEDIATE)."""
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+    connection = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
     connection.execute("PRAGMA synchronous=FULL")
     return connection
 
@@ -106,58 +132,91 @@ class Storage:
         self._crt_keep_time = crt_keep_time * DAY
         self._crt_read_keep_time = crt_read_keep_time * DAY
         self._local = threading.local()
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_lock = threading.Lock()
+        self._write_lock = _write_lock(db_path)
         self._reported_bad_serials: set[str] = set()
         _create_private_file(db_path)
-        connection = self._connection()
-        # WAL side files inherit the database file's mode (SQLite's own rule), hence 0600.
-        connection.execute("PRAGMA journal_mode=WAL")
+        with self._borrow() as connection:
+            # WAL side files inherit the database file's mode (SQLite's own rule), hence 0600.
+            connection.execute("PRAGMA journal_mode=WAL")
         with self._transaction() as tx:
             for statement in schema_statements(table_prefix, enforce_unique_key_id):
+                tx.execute(statement)
+            for statement in index_statements(table_prefix, enforce_unique_key_id):
                 tx.execute(statement)
             self._migrate_legacy_crl_table(tx)
 
     def _table(self, suffix: str) -> str:
         return self._prefix + suffix
 
-    def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+    @contextlib.contextmanager
+    def _borrow(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection for this thread; a nested use gets the same one.
+
+        Request threads are short-lived (one per HTTP connection): a pool spares each of
+        them opening and setting up its own connection."""
+        active: sqlite3.Connection | None = getattr(self._local, "active", None)
+        if active is not None:
+            yield active
+            return
+        with self._idle_lock:
+            connection = self._idle.pop() if self._idle else None
         if connection is None:
             _create_private_file(self._db_path)
-            connection = self._local.connection = _connect(self._db_path)
-        return connection
+            connection = _connect(self._db_path)
+        self._local.active = connection
+        try:
+            yield connection
+        finally:
+            self._local.active = None
+            with self._idle_lock:
+                keep = len(self._idle) < MAX_IDLE_CONNECTIONS
+                if keep:
+                    self._idle.append(connection)
+            if not keep:
+                connection.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; an inner use joins the outer one instead of failing.
 
-        BEGIN IMMEDIATE takes the write lock up front, so concurrent writers wait on the
-        busy timeout instead of failing to upgrade a read lock."""
-        connection = self._connection()
-        if connection.in_transaction:
-            yield connection
-            return
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-            connection.commit()
-        except BaseException:
-            connection.rollback()  # also after a failed COMMIT: never leave one open
-            raise
+        Writers of this process queue on the file's write lock; BEGIN IMMEDIATE then takes
+        SQLite's, so writers of other processes wait on the busy timeout instead of failing
+        to upgrade a read lock."""
+        with self._borrow() as connection:
+            if connection.in_transaction:
+                yield connection
+                return
+            with self._write_lock:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield connection
+                    connection.commit()
+                except BaseException:
+                    connection.rollback()  # also after a failed COMMIT: never leave one open
+                    raise
 
     def _select_one(
         self, query: str, parameters: Iterable[object] = ()
     ) -> tuple[Cell, ...] | None:
-        row: tuple[Cell, ...] | None = (
-            self._connection().execute(query, tuple(parameters)).fetchone()
-        )
+        with self._borrow() as connection:
+            cursor = connection.execute(query, tuple(parameters))
+            row: tuple[Cell, ...] | None = cursor.fetchone()
+            cursor.close()
         return row
 
+    def _select_all(self, query: str, parameters: Iterable[object] = ()) -> list[tuple[Cell, ...]]:
+        with self._borrow() as connection:
+            rows: list[tuple[Cell, ...]] = connection.execute(query, tuple(parameters)).fetchall()
+        return rows
+
     def close(self) -> None:
-        """Close this thread's connection."""
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is not None:
+        """Close the idle pooled connections (new ones are opened if used again)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
             connection.close()
-            self._local.connection = None
 
     def _migrate_legacy_crl_table(self, tx: sqlite3.Connection) -> None:
         """Older versions stored CRLs; keep only the newest thisUpdate (ca-profile 5.4)."""
@@ -210,15 +269,31 @@ class Storage:
         A byte-identical stored CSR returns its id and None. Raises NoStorage past the pending
         quota (unless override_limits), KeyAlreadyUsed on a unique key id clash. Purges expired
         signed rows in the same transaction."""
+        csr_id, counter_value, _ = self.append_csr_signed(
+            csr_pem, key_id, now, override_limits=override_limits
+        )
+        return csr_id, counter_value
+
+    def append_csr_signed(
+        self,
+        csr_pem: bytes,
+        key_id: str,
+        now: int,
+        crt_pem: bytes | None = None,
+        auto_sign_limit: int = 0,
+        override_limits: bool = False,
+    ) -> tuple[int, int | None, bool]:
+        """append_csr, storing `crt_pem` (signed in advance) with the row in the same
+        transaction when the received_csr counter this insert takes is <= auto_sign_limit.
+
+        One transaction instead of two per auto-signed request. Returns (id, counter value or
+        None, whether `crt_pem` was stored)."""
         table = self._table("crt")
         csr_blob = bytes(csr_pem)
         with self._transaction() as tx:
-            # CAST: a TEXT value never equals a BLOB one, and older rows may be TEXT.
-            existing = tx.execute(
-                f"SELECT id FROM {table} WHERE CAST(csr AS BLOB) = ?", (csr_blob,)
-            ).fetchone()
+            existing = self._find_csr(tx, csr_blob, key_id)
             if existing is not None:
-                return int(existing[0]), None
+                return existing, None, False
             counter_value: int | None = None
             if not override_limits:
                 (pending,) = tx.execute(
@@ -229,7 +304,25 @@ class Storage:
                 counter_value = self._increment_counter(tx, RECEIVED_CSR)
             tx.execute(f"DELETE FROM {table} WHERE expiration_date < ?", (now,))
             csr_id = self._insert_csr_row(tx, csr_blob, key_id)
-        return csr_id, counter_value
+            signed = (
+                crt_pem is not None
+                and counter_value is not None
+                and counter_value <= auto_sign_limit
+            )
+            if signed:
+                self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now)
+        return csr_id, counter_value, signed
+
+    def _find_csr(self, tx: sqlite3.Connection, csr_blob: bytes, key_id: str) -> int | None:
+        """Id of a byte-identical stored CSR. Identical CSRs have the same key id, so the
+        key_id index narrows the search (rows without a key id are checked too)."""
+        # CAST: a TEXT value never equals a BLOB one, and older rows may be TEXT.
+        row = tx.execute(
+            f"SELECT id FROM {self._table('crt')} "
+            "WHERE (key_id IN (?, ?) OR key_id IS NULL) AND CAST(csr AS BLOB) = ?",
+            (key_id.encode("ascii"), key_id, csr_blob),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def _insert_csr_row(self, tx: sqlite3.Connection, csr_blob: bytes, key_id: str) -> int:
         """Insert under a fresh random 63-bit id; a constraint error can only be the key id."""
@@ -258,12 +351,10 @@ class Storage:
 
     def get_pending_csr_list(self) -> list[tuple[int, bytes]]:
         """(id, CSR PEM) of every unsigned row, ascending id."""
-        rows = (
-            self._connection()
-            .execute(f"SELECT id, csr FROM {self._table('crt')} WHERE crt IS NULL ORDER BY id")
-            .fetchall()
+        rows = self._select_all(
+            f"SELECT id, csr FROM {self._table('crt')} WHERE crt IS NULL ORDER BY id"
         )
-        return [(int(csr_id), _as_bytes(csr)) for csr_id, csr in rows]
+        return [(int(_as_text(csr_id)), _as_bytes(csr)) for csr_id, csr in rows]
 
     def delete_pending_csr(self, csr_id: int) -> None:
         """NotFound unless the row exists and is pending."""
@@ -277,13 +368,18 @@ class Storage:
     def store_certificate(self, csr_id: int, crt_pem: bytes, now: int) -> None:
         """Attach a certificate to a pending row; NotFound unless pending."""
         with self._transaction() as tx:
-            cursor = tx.execute(
-                f"UPDATE {self._table('crt')} SET crt = ?, expiration_date = ? "
-                "WHERE id = ? AND crt IS NULL",
-                (bytes(crt_pem), int(now + self._crt_keep_time), csr_id),
-            )
-            if cursor.rowcount != 1:
-                raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
+            self._attach_certificate(tx, csr_id, bytes(crt_pem), now)
+
+    def _attach_certificate(
+        self, tx: sqlite3.Connection, csr_id: int, crt_blob: bytes, now: int
+    ) -> None:
+        cursor = tx.execute(
+            f"UPDATE {self._table('crt')} SET crt = ?, expiration_date = ? "
+            "WHERE id = ? AND crt IS NULL",
+            (crt_blob, int(now + self._crt_keep_time), csr_id),
+        )
+        if cursor.rowcount != 1:
+            raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
 
     def get_certificate(self, csr_id: int, now: int) -> bytes:
         """NotFound unless signed; shortens the row's keep time to the read keep time."""
@@ -322,10 +418,8 @@ class Storage:
 
     def iter_certificates(self) -> Iterator[bytes]:
         """Every stored certificate PEM, ascending row id."""
-        rows = (
-            self._connection()
-            .execute(f"SELECT crt FROM {self._table('crt')} WHERE crt IS NOT NULL ORDER BY id")
-            .fetchall()
+        rows = self._select_all(
+            f"SELECT crt FROM {self._table('crt')} WHERE crt IS NOT NULL ORDER BY id"
         )
         return iter([_as_bytes(crt) for (crt,) in rows])
 
@@ -374,8 +468,8 @@ class Storage:
             ).fetchall()
         revoked = []
         for serial, revocation_date in rows:
-            text = _as_text(serial)
-            if _DECIMAL.fullmatch(text) is None:
+            text = serial if isinstance(serial, str) else _as_text(serial)
+            if not (text.isdigit() and text.isascii()):
                 self._report_bad_serial(text)
                 continue
             revoked.append((int(text), int(revocation_date)))

@@ -130,8 +130,13 @@ def dump_certificate_request(csr: x509.CertificateSigningRequest) -> bytes:
 
 
 def dump_crl(crl: x509.CertificateRevocationList) -> bytes:
-    """PEM encoding."""
-    return crl.public_bytes(serialization.Encoding.PEM)
+    """PEM encoding, armoured here from the DER: the same bytes as cryptography's PEM
+    output, several times faster on CRLs of many megabytes."""
+    encoded = base64.b64encode(crl.public_bytes(serialization.Encoding.DER))
+    lines = [encoded[start : start + 64] for start in range(0, len(encoded), 64)]
+    return b"".join(
+        (b"-----BEGIN X509 CRL-----\n", b"\n".join(lines), b"\n-----END X509 CRL-----\n")
+    )
 
 
 def dump_private_key(key: PrivateKeyTypes, password: bytes | None = None) -> bytes:
@@ -430,30 +435,40 @@ def issue_certificate(
     return _sign_with(builder, extensions, ca_key)
 
 
+def revoked_entry(serial: int, revocation_date: datetime.datetime) -> x509.RevokedCertificate:
+    """One CRL entry, through the RevokedCertificateBuilder constructor: unlike its
+    serial_number setter it accepts 0 and serials of 160 bits or more, as the reference
+    does. A negative serial raises ValueError (when the entry or the CRL is built)."""
+    if serial < 0:
+        raise ValueError("Negative serial numbers are not supported in CRLs")
+    return x509.RevokedCertificateBuilder(
+        serial_number=serial, revocation_date=_as_utc(revocation_date)
+    ).build()
+
+
 def make_crl(
     ca_key: rsa.RSAPrivateKey,
     ca_crt: x509.Certificate,
-    revoked: Iterable[tuple[int, datetime.datetime]],
+    revoked: Iterable[tuple[int, datetime.datetime] | x509.RevokedCertificate],
     number: int,
     this_update: datetime.datetime,
     next_update: datetime.datetime,
 ) -> x509.CertificateRevocationList:
     """v2 CRL with CRLNumber and the CA's AKI (ca-profile 2.1).
 
-    Entries go through the RevokedCertificateBuilder constructor, which (unlike its
-    serial_number setter) accepts 0 and serials of 160 bits or more, as the reference does;
-    a negative serial raises ValueError."""
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca_crt.subject)
-        .last_update(_as_utc(this_update))
-        .next_update(_as_utc(next_update))
+    `revoked` holds (serial, revocation date) pairs or entries already made by
+    revoked_entry (callers regenerating big CRLs keep those). The entry list is handed to
+    the builder constructor in one go: adding entries one by one copies the list each time."""
+    entries = [
+        item if isinstance(item, x509.RevokedCertificate) else revoked_entry(*item)
+        for item in revoked
+    ]
+    builder = x509.CertificateRevocationListBuilder(
+        issuer_name=ca_crt.subject,
+        last_update=_as_utc(this_update),
+        next_update=_as_utc(next_update),
+        revoked_certificates=entries,
     )
-    for serial, revocation_date in revoked:
-        entry = x509.RevokedCertificateBuilder(
-            serial_number=serial, revocation_date=_as_utc(revocation_date)
-        ).build()
-        builder = builder.add_revoked_certificate(entry)
     builder = builder.add_extension(x509.CRLNumber(number), critical=False)
     builder = builder.add_extension(_authority_key_identifier(ca_crt), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
