@@ -1,8 +1,11 @@
 """caucased's HTTP and HTTPS listeners: threaded wsgiref servers (http-api 1, 14, 15).
 
-One thread per connection, one request per connection (HTTP/1.0 replies). On HTTPS the
-TLS handshake runs in the connection's own thread with a timeout, so a stalled client
-never blocks the accept loop, and the SSL context can be swapped while listening.
+One thread per connection. HTTP/1.1 clients keep their connection for further requests
+(persistent connections, HTTP/1.1 replies) after each successful request whose body was
+read in full; otherwise the reply is HTTP/1.0 and the connection closes after it, as for
+HTTP/1.0 clients and `Connection: close`. On HTTPS the TLS handshake runs in the
+connection's own thread with a timeout, so a stalled client never blocks the accept loop,
+and the SSL context can be swapped while listening.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from caucase import __version__
 from caucase.clock import utcnow
 
 CONNECTION_TIMEOUT = 30.0
+# How long an idle persistent connection waits for its next request.
+KEEPALIVE_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 MAX_LINE = 65536
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -118,6 +123,10 @@ class ChunkedReader:
             self._line()  # the one trailer line (usually empty)
             self._done = True
 
+    def finished(self) -> bool:
+        """Whether the whole body, up to its last chunk, was read."""
+        return self._done
+
     def _end_chunk(self) -> None:
         if self._stream.read(2) != b"\r\n":
             raise ValueError("chunk not followed by CRLF")
@@ -149,8 +158,38 @@ class ChunkedReader:
         return bytes(line)
 
 
+class CountingReader:
+    """Request body stream remembering how many bytes the application read."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._stream.read(size)
+        self.count += len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        line: bytes = self._stream.readline(size)
+        self.count += len(line)
+        return line
+
+
 class LoggingServerHandler(ServerHandler):
-    """wsgiref's handler with the caucased error log format (http-api 15.2)."""
+    """wsgiref's handler with the caucased error log format (http-api 15.2), replying
+    HTTP/1.1 when the connection may serve another request."""
+
+    keep_alive: Callable[[str, Any], bool] | None = None
+    kept_alive = False
+
+    def cleanup_headers(self) -> None:
+        """Decided here, with the whole reply known, just before the status line is sent."""
+        super().cleanup_headers()
+        decide = self.keep_alive
+        status, headers = str(getattr(self, "status", "")), getattr(self, "headers", {})
+        self.kept_alive = decide is not None and decide(status, headers)
+        self.http_version = "1.1" if self.kept_alive else "1.0"
 
     def log_exception(self, exc_info: ExcInfo) -> None:  # type: ignore[override]
         now = utcnow().isoformat()
@@ -164,11 +203,14 @@ class LoggingServerHandler(ServerHandler):
 
 
 class CaucasedRequestHandler(WSGIRequestHandler):
-    """One request per connection, access log on stdout, client certificate in the environ."""
+    """Requests of one connection, access log on stdout, client certificate in the environ."""
 
     server_version = "caucased " + __version__
     sys_version = "Python/" + sys.version.split()[0]
     timeout = CONNECTION_TIMEOUT
+    # Replies leave in one write (status, headers and body), without Nagle delays.
+    wbufsize = -1
+    disable_nagle_algorithm = True
     server: CaucasedServer
 
     def setup(self) -> None:
@@ -191,36 +233,73 @@ class CaucasedRequestHandler(WSGIRequestHandler):
                 environ["SSL_CLIENT_CERT"] = self.client_cert_pem
         return environ
 
-    def _body_stream(self, environ: dict[str, Any]) -> Any:
-        stream: Any = self.rfile
+    def _body_stream(self, environ: dict[str, Any]) -> tuple[Any, Callable[[], bool]]:
+        """The body stream for the application, and a test of whether it was read whole."""
         if self.request_version < "HTTP/1.1":
-            return stream
+            return self.rfile, lambda: False
         if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-            stream = ChunkedReader(stream)
+            chunked = ChunkedReader(self.rfile)
             environ["wsgi.input_terminated"] = True
+            stream: Any = chunked
+            complete = chunked.finished
+        else:
+            counting = CountingReader(self.rfile)
+            stream = counting
+            length = str(environ.get("CONTENT_LENGTH") or "0").strip()
+            complete = lambda: length.isdigit() and counting.count == int(length)  # noqa: E731
         if environ.pop("HTTP_EXPECT", "").lower() == "100-continue":
             stream = ContinueReader(stream, self.wfile)
-        return stream
+        return stream, complete
 
     def handle(self) -> None:
-        """wsgiref's single-request handling, with our body stream and error log."""
-        self.raw_requestline = self.rfile.readline(MAX_LINE + 1)
+        """Requests in turn while the connection stays persistent."""
+        if not self._handle_one():
+            return
+        self.connection.settimeout(self.server.keepalive_timeout)
+        while True:
+            try:
+                self.wfile.flush()
+                self.raw_requestline = self.rfile.readline(MAX_LINE + 1)
+            except (OSError, ValueError):
+                return  # idle connection timed out or closed by the client: no log
+            if not self.raw_requestline:
+                return
+            self.connection.settimeout(self.server.connection_timeout)
+            if not self._handle_one(read=False):
+                return
+            self.connection.settimeout(self.server.keepalive_timeout)
+
+    def _handle_one(self, read: bool = True) -> bool:
+        """wsgiref's request handling with our body stream and error log; True when the
+        connection may serve another request."""
+        if read:
+            self.raw_requestline = self.rfile.readline(MAX_LINE + 1)
         if len(self.raw_requestline) > MAX_LINE:
             self.requestline = self.request_version = self.command = ""
             self.send_error(414)
-            return
+            return False
         if not self.parse_request():
-            return
+            return False
         environ = self.get_environ()
+        stream, body_complete = self._body_stream(environ)
         handler = LoggingServerHandler(
-            self._body_stream(environ),
+            stream,
             self.wfile,  # type: ignore[arg-type]
             sys.stderr,
             environ,
             multithread=True,
         )
         handler.request_handler = self  # type: ignore[attr-defined]
+        wants_close = "close" in self.headers.get("Connection", "").lower()
+        if self.request_version == "HTTP/1.1" and not wants_close:
+
+            def keep_alive(status: str, headers: Any) -> bool:
+                successful = status[:1] in ("1", "2", "3")
+                return successful and "Content-Length" in headers and body_complete()
+
+            handler.keep_alive = keep_alive
         handler.run(self.server.get_app())  # type: ignore[arg-type]
+        return handler.kept_alive
 
     def _prefix(self) -> str:
         return f"{self.client_address[0]} - {self.user} [{_log_time(utcnow())}]"
@@ -249,9 +328,11 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
         address: tuple[str, int],
         family: socket.AddressFamily,
         connection_timeout: float = CONNECTION_TIMEOUT,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
     ) -> None:
         self.address_family = family
         self.connection_timeout = connection_timeout
+        self.keepalive_timeout = keepalive_timeout
         super().__init__(address, CaucasedRequestHandler, bind_and_activate=False)
 
     def server_bind(self) -> None:

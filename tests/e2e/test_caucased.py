@@ -130,7 +130,8 @@ def test_chunked_body_and_expect_continue(server: RunningServer) -> None:
             sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
         sock.sendall(b"0\r\n\r\n")
         status_line = stream.readline()
-    assert status_line.startswith(b"HTTP/1.0 201")
+    # The whole chunked body was read: the connection stays persistent, hence HTTP/1.1.
+    assert status_line.startswith(b"HTTP/1.1 201")
 
 
 def test_http09_request_gets_the_bare_body(server: RunningServer) -> None:
@@ -321,7 +322,9 @@ def test_protocol_errors_are_answered_by_the_http_layer(server: RunningServer) -
 
 def test_access_log_escapes_client_supplied_text(server: RunningServer) -> None:
     _raw_exchange(
-        server, b'GET /?escape-marker HTTP/1.1\r\nReferrer: a"b\r\nUser-Agent: t\x01\\\r\n\r\n'
+        server,
+        b'GET /?escape-marker HTTP/1.1\r\nReferrer: a"b\r\nUser-Agent: t\x01\\\r\n'
+        b"Connection: close\r\n\r\n",
     )
     expected = '"GET /?escape-marker HTTP/1.1" 200 '
     line = poll(
