@@ -8,6 +8,8 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -47,7 +49,9 @@ class Ledger:
     renewed: list[bytes] = field(default_factory=list)
     revoked: set[int] = field(default_factory=set)
     revoke_attempted: set[int] = field(default_factory=set)
+    submit_attempted: set[bytes] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
+    resets: list[str] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -77,6 +81,7 @@ class LoadClient:
         """`name` starts every CSR subject: the same CSR text twice would be one CSR."""
         self.server = server
         self.name = name
+        self.operation = ""
         self.user = user
         self.keys = keys
         self.ledger = ledger
@@ -92,6 +97,7 @@ class LoadClient:
         *,
         https: bool = False,
     ) -> tuple[dict[str, str], bytes]:
+        self.operation = operation
         status, reply_headers, reply = request(
             self.server,
             method,
@@ -110,6 +116,8 @@ class LoadClient:
 
     def submit(self, key: rsa.RSAPrivateKey, common_name: str) -> int:
         csr = make_csr(key, common_name)
+        with self.ledger.lock:
+            self.ledger.submit_attempted.add(csr)
         headers, _ = self._call("submit", "PUT", "/cas/csr", csr, PKCS10, 201)
         csr_id = int(headers["Location"])
         with self.ledger.lock:
@@ -179,7 +187,9 @@ def run_load(
 ) -> list[threading.Thread]:
     """Start one thread per client cycling until `stop` or `deadline`; the threads.
 
-    With `tolerate_io`, a request without an answer (server killed) ends that thread quietly."""
+    With `tolerate_io`, a request without an answer (server killed) ends that thread quietly.
+    Otherwise a connection reset is recorded (its effect is unknown) and the thread goes on
+    (see test_listen_backlog_absorbs_the_load); any other error ends the thread as a failure."""
 
     def work(thread: int, client: LoadClient) -> None:
         number = 0
@@ -189,7 +199,11 @@ def run_load(
             except (OSError, http.client.HTTPException) as error:
                 if tolerate_io:
                     return
-                client.ledger.failures.append(f"thread {thread}: {error!r}")
+                if isinstance(error, ConnectionResetError):
+                    client.ledger.resets.append(f"thread {thread} {client.operation}")
+                    number += 1
+                    continue
+                client.ledger.failures.append(f"thread {thread} {client.operation}: {error!r}")
                 return
             except UnexpectedAnswer as error:
                 client.ledger.failures.append(f"thread {thread}: {error}")
@@ -248,7 +262,8 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
 def _report(title: str, ledger: Ledger) -> None:
     print(
         f"\n{title}: {ledger.requests} requests, 5xx: {ledger.server_errors}, "
-        f"statuses {dict(ledger.statuses)}, operations {dict(ledger.operations)}"
+        f"connection resets: {len(ledger.resets)}, statuses {dict(ledger.statuses)}, "
+        f"operations {dict(ledger.operations)}"
     )
 
 
@@ -277,12 +292,42 @@ def test_parallel_clients_lose_nothing_and_duplicate_nothing(
     assert len(serials) == len(set(serials))
     ca_crt = ca_certificate(server)
     assert all(verifies(crt, ca_crt) for crt in issued)
-    assert crl_serials(server, ca_crt) == ledger.revoked
+    # A reset connection leaves its request's effect unknown: only those may differ.
+    unknown = len(ledger.resets)
+    assert unknown <= ledger.requests // 100
+    served = crl_serials(server, ca_crt)
+    assert ledger.revoked <= served <= ledger.revoke_attempted
+    assert len(served - ledger.revoked) <= unknown
 
     for csr_id, crt_pem in ledger.signed.items():
-        assert request(server, "GET", f"/cas/crt/{csr_id}")[2] == crt_pem
+        status, _, body = request(server, "GET", f"/cas/crt/{csr_id}")
+        assert status == 200 and (body == crt_pem or not crt_pem)
     status, _, listing = request(server, "GET", "/cas/csr", https=True, cert_file=user)
     assert status == 200
     listed = {int(item["id"]): item["csr"].encode() for item in json.loads(listing)}
-    assert listed == ledger.pending
+    assert set(listed.values()) <= ledger.submit_attempted
+    assert len(set(listed) - set(ledger.pending)) <= unknown
+    missing = [csr_id for csr_id in ledger.pending if listed.get(csr_id) != ledger.pending[csr_id]]
+    assert len(missing) <= unknown
+    assert all(request(server, "GET", f"/cas/crt/{csr_id}")[0] == 200 for csr_id in missing)
     assert len(set(ledger.pending) | set(ledger.signed)) == ledger.operations["submit"]
+
+
+def _listen_backlog(port: int) -> int:
+    """The accept-queue size of the socket listening on `port` (Send-Q column of ss)."""
+    output = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return int(output.split()[2])
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="httpd.CaucasedServer keeps socketserver's request_queue_size of 5 (as the "
+    "reference does): under 32 clients the accept queue overflows and some connections are "
+    "reset or stall for seconds; a backlog like socket.SOMAXCONN absorbs the load",
+)
+def test_listen_backlog_absorbs_the_load(server: RunningServer) -> None:
+    assert _listen_backlog(server.http_port) >= THREADS
+    assert _listen_backlog(server.https_port) >= THREADS
