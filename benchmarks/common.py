@@ -6,6 +6,7 @@ project's virtual environment, e.g. `.venv/bin/python benchmarks/issuance.py`.
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import ssl
 import statistics
@@ -19,6 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -176,6 +182,46 @@ def requests_per_second(
         assert status == 200
 
     return count / run_parallel(range(count), worker, concurrency)
+
+
+def self_signed(directory: Path, name: str) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crt = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / f"{name}.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        + crt.public_bytes(serialization.Encoding.PEM)
+    )
+    return path
+
+
+def tls_ceiling(count: int, concurrency: int) -> float:
+    """HTTPS requests/s on a trivial server, each with a new RSA-2048 mutual handshake."""
+    with tempfile.TemporaryDirectory() as workdir:
+        server_pem = self_signed(Path(workdir), "server")
+        client_pem = self_signed(Path(workdir), "client")
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(str(server_pem))
+        server_context.verify_mode = ssl.CERT_OPTIONAL
+        server_context.load_verify_locations(str(client_pem))
+        client_context = client_tls_context(client_pem)
+        with trivial_server(server_context) as port:
+            return requests_per_second(port, count, concurrency, client_context)
 
 
 def summary(values: Sequence[float]) -> str:

@@ -8,11 +8,7 @@ Usage: .venv/bin/python benchmarks/issuance.py [-n 400] [-c 8] [--rounds 3]
 from __future__ import annotations
 
 import argparse
-import datetime
-import ssl
 import statistics
-import tempfile
-from pathlib import Path
 
 from common import (
     Connection,
@@ -22,12 +18,9 @@ from common import (
     run_parallel,
     running,
     summary,
+    tls_ceiling,
     trivial_server,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 
 def issue_all(http_port: int, csrs: list[bytes], concurrency: int) -> float:
@@ -52,50 +45,11 @@ def issue_all(http_port: int, csrs: list[bytes], concurrency: int) -> float:
     return len(csrs) / elapsed
 
 
-def self_signed(directory: Path, name: str) -> Path:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    crt = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path = directory / f"{name}.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        + crt.public_bytes(serialization.Encoding.PEM)
-    )
-    return path
-
-
 def ceilings(count: int, concurrency: int) -> tuple[float, float]:
     """Trivial HTTP requests/s, and HTTPS requests/s with a new RSA-2048 mutual handshake each."""
     with trivial_server() as port:
         http_rate = requests_per_second(port, count * 2, concurrency, None)
-    with tempfile.TemporaryDirectory() as workdir:
-        server_pem = self_signed(Path(workdir), "server")
-        client_pem = self_signed(Path(workdir), "client")
-        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server_context.load_cert_chain(str(server_pem))
-        server_context.verify_mode = ssl.CERT_OPTIONAL
-        server_context.load_verify_locations(str(client_pem))
-        client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        client_context.check_hostname = False
-        client_context.verify_mode = ssl.CERT_NONE
-        client_context.load_cert_chain(str(client_pem))
-        with trivial_server(server_context) as port:
-            https_rate = requests_per_second(port, count, concurrency, client_context)
-    return http_rate, https_rate
+    return http_rate, tls_ceiling(count, concurrency)
 
 
 def main() -> None:

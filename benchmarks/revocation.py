@@ -3,7 +3,8 @@
 Part 1: C clients revoke serials over HTTPS with a user certificate (each request is a new
 TLS handshake, as with the reference client). Part 2: the revoked table is filled with 2,000,
 20,000 and 100,000 entries (directly in SQLite, server stopped), then the first CRL fetch
-(regeneration) and later fetches (cached) are timed.
+after a restart, later fetches (cached), and fetches that follow one more revocation
+(regeneration of a big CRL while serving) are timed. Finally the TLS ceiling is measured.
 Usage: .venv/bin/python benchmarks/revocation.py [-n 400] [-c 8] [--sizes 2000,20000,100000]
 """
 
@@ -23,9 +24,32 @@ from common import (
     implementations,
     run_parallel,
     summary,
+    tls_ceiling,
 )
 
 from tests.servers import RunningServer, make_user, start_caucased
+
+
+def revoke(server: RunningServer, user: Path, serial: int) -> None:
+    connection = Connection("127.0.0.1", server.https_port, client_tls_context(user))
+    body = json.dumps({"payload": json.dumps({"revoke_serial": serial}), "digest": None})
+    status, _, _ = connection.request(
+        "PUT", "/cas/crt/revoke", body.encode(), {"Content-Type": "application/json"}
+    )
+    connection.close()
+    assert status == 204, status
+
+
+def fetch_after_revocation(server: RunningServer, user: Path, serial: int) -> float:
+    """Seconds for the CRL fetch that follows one more revocation (a regeneration)."""
+    revoke(server, user, serial)
+    connection = Connection("127.0.0.1", server.http_port)
+    started = time.perf_counter()
+    status, _, body = connection.request("GET", "/cas/crl")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    assert status == 200 and b"X509 CRL" in body, status
+    return elapsed
 
 
 def revocations_per_second(
@@ -76,6 +100,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("ours", "reference"), help="one implementation")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
+    rates: dict[str, float] = {}
     for name, command in implementations().items():
         if args.only and name != args.only:
             continue
@@ -87,19 +112,31 @@ def main() -> None:
                 rate = revocations_per_second(server, user, args.n, args.c)
             finally:
                 server.stop()
+            rates[name] = rate
             print(f"{name}: {rate:.1f} revocations/s (N={args.n}, C={args.c})")
             for size in sizes:
                 fill_revocations(workdir / "caucase.sqlite", size)
                 server = start_caucased(command, workdir, http_port=server.http_port)
                 try:
                     first, later = crl_fetch_times(server)
+                    regenerations = [
+                        fetch_after_revocation(server, user, 10**30 + size + index)
+                        for index in range(3)
+                    ]
                 finally:
                     server.stop()
                 print(
                     f"{name}: {size:>6} revoked: first CRL fetch {first * 1000:.1f} ms, "
                     f"cached {statistics.median(later) * 1000:.2f} ms "
-                    f"(all cached: {summary([value * 1000 for value in later])} ms)"
+                    f"(all cached: {summary([value * 1000 for value in later])} ms), "
+                    f"after one more revocation {statistics.median(regenerations) * 1000:.1f} ms"
                 )
+    ceiling = tls_ceiling(args.n, args.c)
+    if len(rates) == 2:
+        print(f"revocation ratio: {rates['ours'] / rates['reference']:.2f}x the reference")
+    print(f"TLS ceiling (new RSA-2048 mutual handshake per request): {ceiling:.0f} requests/s")
+    for name, rate in rates.items():
+        print(f"  {name} reach {100 * rate / ceiling:.0f}% of that ceiling")
 
 
 if __name__ == "__main__":

@@ -135,14 +135,22 @@ class _CRLCache:
         cached = self._by_authority.get(authority_key_id)
         return cached is not None and cached[1] >= now
 
+    def prepare_entries(self, now: datetime.datetime) -> None:
+        """Build the entries of the stored revocations ahead of the first CRL."""
+        self._crl_entries(self._storage.get_revoked(to_timestamp(now)))
+
     def _crl_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
         """Entries in storage order, reusing those built by earlier regenerations."""
         previous = self._entries
         entries = {}
+        dates: dict[int, datetime.datetime] = {}
         for row in revoked:
             entry = previous.get(row)
             if entry is None:
-                entry = x509util.revoked_entry(row[0], from_timestamp(row[1]))
+                date = dates.get(row[1])
+                if date is None:
+                    date = dates[row[1]] = from_timestamp(row[1])
+                entry = x509util.revoked_entry(row[0], date)
             entries[row] = entry
         self._entries = entries
         return list(entries.values())
@@ -481,6 +489,12 @@ class CertificateAuthority:
         with self._lock:
             crl_dict, _ = self._crl_cache.get(pair_list, now)
         return dict(crl_dict)
+
+    def prepare_crl_entries(self) -> None:
+        """Build the CRL entries of every stored revocation now (at start-up), so that the
+        first CRL, which authentication also waits for, only has to be signed."""
+        with self._lock:
+            self._crl_cache.prepare_entries(self._clock())
 
     def get_crl_bundle(self) -> bytes:
         """Every CRL PEM joined by a blank line, as GET {ca}/crl serves it (http-api 6.3)."""

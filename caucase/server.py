@@ -323,6 +323,8 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
         backups = BackupSchedule(
             args.backup_directory, args.backup_period, authorities.cau, authorities.cau_storage
         )
+    authorities.cau.prepare_crl_entries()
+    authorities.cas.prepare_crl_entries()
     application = make_application(args, authorities)
     addresses = resolve_addresses(args.bind or [endpoint.host], endpoint.http_port)
     identity = ServerIdentity(
