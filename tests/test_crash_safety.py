@@ -5,9 +5,11 @@ files, and a renewed key/certificate pair is never half written."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -45,7 +47,7 @@ from tests.test_concurrency import (
 )
 
 SERVER_ROUNDS = 5
-UPDATER_ROUNDS = 10
+UPDATER_ROUNDS = 15
 _CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 
 
@@ -203,6 +205,35 @@ class PairChecker:
         self.previous = (crt.serial_number, x509util.key_id(pending_key.public_key()))
 
 
+def _wait_for_write(workdir: Path, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Spin until a temporary or pending file of the pair appears: a write is under way."""
+    before = set(os.listdir(workdir))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(
+            name.startswith(".svc") or name.endswith(updater.PENDING_KEY_SUFFIX)
+            for name in set(os.listdir(workdir)) - before
+        ):
+            return True
+    return False
+
+
+def _wait_for_kill_point(
+    strategy: int, workdir: Path, log: Path, process: subprocess.Popen[bytes], rng: random.Random
+) -> None:
+    """The random moment of the kill: anywhere in the run, inside the renewal, or just
+    after the pair's files start being written (the waits are the experiment, not a
+    synchronisation)."""
+    if strategy == 1 and _wait_for_output(log, "Renewing", process, 30):
+        time.sleep(rng.uniform(0, 0.15))
+    elif strategy == 2 and _wait_for_write(workdir, process, 30):
+        end = time.monotonic() + rng.uniform(0, 0.005)
+        while time.monotonic() < end:
+            pass
+    else:
+        time.sleep(rng.uniform(0.2, 2.0))
+
+
 def _wait_for_output(
     path: Path, text: str, process: subprocess.Popen[bytes], timeout: float
 ) -> bool:
@@ -276,10 +307,7 @@ def test_updater_killed_during_renewal_never_leaves_a_mismatched_pair(
         log = workdir / f"updater{round_number}.log"
         process = _start_updater(server, workdir, options, log)
         try:
-            if round_number % 2 and _wait_for_output(log, "Renewing", process, 30):
-                time.sleep(rng.uniform(0, 0.15))  # random point inside the renewal
-            else:
-                time.sleep(rng.uniform(0.2, 2.0))  # random point of the whole run
+            _wait_for_kill_point(round_number % 3, workdir, log, process, rng)
             assert process.poll() is None, log.read_text()
         finally:
             process.kill()
@@ -301,7 +329,14 @@ def test_updater_killed_during_renewal_never_leaves_a_mismatched_pair(
     assert crt is not None and _same_key(crt, key)
     assert not (files.pending and files.pending.exists())
     assert checker.outcomes["new pair"] >= 2
+    leftovers = [path for path in workdir.iterdir() if path.name.startswith(".svc")]
+    assert all(
+        stat.S_IMODE(path.stat().st_mode) == 0o600
+        for path in leftovers
+        if b"PRIVATE KEY" in path.read_bytes()
+    )
     print(
         f"\nupdater ({layout}): {UPDATER_ROUNDS} kills, writes checked "
-        f"{sum(checker.outcomes.values())}: {dict(checker.outcomes)}"
+        f"{sum(checker.outcomes.values())}: {dict(checker.outcomes)}, "
+        f"temporary files left by kills: {len(leftovers)}"
     )
