@@ -67,6 +67,9 @@ def main() -> None:
                 try:
                     rate = issue_all(server.http_port, csrs, args.c)
                     rss = peak_rss_mib(server)
+                except AssertionError:
+                    print(f"{name} failed; end of its error log:\n{server.stderr()[:6000]}")
+                    raise
                 finally:
                     server.stop()
             print(f"{name}: {size:>6} stored: {rate:.1f} certificates/s, peak RSS {rss:.1f} MiB")

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Union
 
 from caucase import exceptions, x509util
+from caucase.group_commit import GroupCommitter
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +49,20 @@ _TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 Cell = Union[str, bytes, int, None]
 
-# One writer at a time per database file within this process: waiting threads queue on a
-# lock instead of polling SQLite's busy handler, which sleeps for milliseconds at a time.
-_write_locks: dict[str, threading.RLock] = {}
-_write_locks_guard = threading.Lock()
+# Writers of one database file within this process share a group committer: they queue
+# on it instead of polling SQLite's busy handler (which sleeps for milliseconds at a time),
+# and concurrent writers share one synchronous commit.
+_committers: dict[str, GroupCommitter] = {}
+_committers_guard = threading.Lock()
 
 
-def _write_lock(db_path: str) -> threading.RLock:
-    with _write_locks_guard:
-        return _write_locks.setdefault(os.path.realpath(db_path), threading.RLock())
+def _committer(db_path: str) -> GroupCommitter:
+    path = os.path.realpath(db_path)
+    with _committers_guard:
+        committer = _committers.get(path)
+        if committer is None:
+            committer = _committers[path] = GroupCommitter(path, _connect)
+        return committer
 
 
 def schema_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
@@ -100,8 +106,13 @@ def _as_text(value: Cell) -> str:
 
 
 def _create_private_file(path: str) -> None:
-    """Create the file 0600 if missing, so that it never exists with wider permissions."""
-    os.close(os.open(path, os.O_CREAT | os.O_RDONLY, 0o600))
+    """Create the file 0600 if missing, so that it never exists with wider permissions.
+
+    Never opens an existing file: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, SQLite's included, and a connection closing next would then
+    take itself for the last one and delete the WAL index under the others' feet."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -134,7 +145,7 @@ class Storage:
         self._local = threading.local()
         self._idle: list[sqlite3.Connection] = []
         self._idle_lock = threading.Lock()
-        self._write_lock = _write_lock(db_path)
+        self._committer = _committer(db_path)
         self._reported_bad_serials: set[str] = set()
         _create_private_file(db_path)
         with self._borrow() as connection:
@@ -179,23 +190,19 @@ class Storage:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; an inner use joins the outer one instead of failing.
+        """One write transaction, committed (synchronous=FULL) before this returns; an inner
+        use joins the outer one.
 
-        Writers of this process queue on the file's write lock; BEGIN IMMEDIATE then takes
-        SQLite's, so writers of other processes wait on the busy timeout instead of failing
-        to upgrade a read lock."""
-        with self._borrow() as connection:
-            if connection.in_transaction:
+        Runs in the file's group committer; its BEGIN IMMEDIATE takes SQLite's write lock
+        up front, so writers of other processes wait on the busy timeout instead of
+        failing to upgrade a read lock."""
+        with self._committer.transaction() as connection:
+            outer = getattr(self._local, "active", None)
+            self._local.active = connection
+            try:
                 yield connection
-                return
-            with self._write_lock:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    yield connection
-                    connection.commit()
-                except BaseException:
-                    connection.rollback()  # also after a failed COMMIT: never leave one open
-                    raise
+            finally:
+                self._local.active = outer
 
     def _select_one(
         self, query: str, parameters: Iterable[object] = ()
