@@ -29,6 +29,7 @@ from tests.ca_helpers import generate_keys
 from tests.servers import (
     OUR_BIN,
     RunningServer,
+    free_port_pair,
     key_pem,
     make_key_and_csr,
     make_user,
@@ -63,6 +64,15 @@ def servers() -> Iterator[list[RunningServer]]:
     yield started
     for server in started:
         server.stop()
+
+
+def integrity(db_path: Path) -> str:
+    """SQLite's own check of a database file no process has open."""
+    connection = sqlite3.connect(db_path)
+    try:
+        return str(connection.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        connection.close()
 
 
 def database_state(db_path: Path) -> tuple[str, set[bytes]]:
@@ -140,6 +150,45 @@ def test_caucased_killed_under_load_keeps_every_acknowledged_write(
         f"{len(ledger.signed)} signed, {len(ledger.renewed)} renewed, "
         f"{len(ledger.revoked)} revoked, failures seen: {len(ledger.failures)}"
     )
+
+
+STARTUP_ROUNDS = 8
+
+
+@pytest.mark.slow
+def test_caucased_killed_during_its_first_start_starts_again(
+    tmp_path: Path, servers: list[RunningServer]
+) -> None:
+    """Kills while the database, the three CAs and the server key are being created."""
+    workdir = tmp_path / "server"
+    workdir.mkdir()
+    port = free_port_pair()
+    args = [
+        str(OUR_BIN / "caucased"),
+        "--db",
+        str(workdir / "caucase.sqlite"),
+        "--server-key",
+        str(workdir / "server.key.pem"),
+        "--netloc",
+        f"127.0.0.1:{port}",
+    ]
+    rng = random.Random()
+    for _ in range(STARTUP_ROUNDS):
+        with open(workdir / "killed.err", "ab") as err:
+            process = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=err)
+        time.sleep(rng.uniform(0.05, 0.8))  # the random moment of the crash
+        process.kill()
+        process.wait()
+        if (workdir / "caucase.sqlite").exists():
+            assert integrity(workdir / "caucase.sqlite") == "ok"
+
+    servers.append(start_caucased([OUR_BIN / "caucased"], workdir, http_port=port))
+    server = servers[-1]
+    assert request(server, "GET", "/cas/crt/ca.crt.pem")[0] == 200
+    make_user(server, tmp_path / "user.pem")
+    status, _, _ = request(server, "GET", "/cau/csr", https=True, cert_file=tmp_path / "user.pem")
+    assert status == 200
+    assert "Traceback" not in server.stderr()
 
 
 @dataclass
