@@ -1,0 +1,658 @@
+"""Malformed and hostile requests against one real caucased process (issue 6).
+
+Every route of both authorities is hit over HTTP, over HTTPS without a certificate and over
+HTTPS with a user certificate, with broken bodies, framings, paths, methods and headers.
+Raw sockets carry the requests, so that lying lengths, bad chunking and non-ASCII bytes
+reach the server as sent. Each answer must be a 4xx or a documented success, never a 5xx
+and never a silent close; afterwards the CA certificates, both CRLs, the pending-CSR lists
+and every SQLite row are unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import ssl
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tests.servers import (
+    OUR_BIN,
+    RunningServer,
+    make_key_and_csr,
+    make_user,
+    request,
+    start_caucased,
+)
+
+MIB = 1024 * 1024
+ANSWER_TIMEOUT = 30.0
+SCHEMES = ("http", "https", "https+cert")
+JSON = "application/json"
+PKCS10 = "application/pkcs10"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hostile request: the raw head is built from these, the body sent as given."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    framing: str = "length"  # length, none, short, long, chunked, raw-chunked, raw
+    version: str = "HTTP/1.1"
+    chunks: tuple[bytes, ...] = ()
+
+
+@dataclass
+class Answer:
+    status: int | None
+    raw: bytes
+    error: str = ""
+
+
+@dataclass
+class Deployment:
+    server: RunningServer
+    user: Path
+    pending_ids: dict[str, str]
+    crt_pem: bytes
+    snapshot: dict[str, object]
+
+
+def _tamper_signature(pem: bytes) -> bytes:
+    """The same CSR with its last signature byte flipped: parses, does not verify."""
+    der = bytearray(x509.load_pem_x509_csr(pem).public_bytes(serialization.Encoding.DER))
+    der[-1] ^= 0x01
+    return _pem("CERTIFICATE REQUEST", bytes(der))
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    lines = base64.encodebytes(der).decode().replace("\n", "")
+    body = "\n".join(lines[i : i + 64] for i in range(0, len(lines), 64))
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n".encode()
+
+
+# State (read-only views of the server)
+
+
+def _rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, sorted, from a read-only connection."""
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        tables = [
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        return {
+            table: sorted(connection.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr)
+            for table in sorted(tables)
+        }
+    finally:
+        connection.close()
+
+
+def _snapshot(server: RunningServer, user: Path) -> dict[str, object]:
+    state: dict[str, object] = {}
+    for authority in ("cas", "cau"):
+        for path in ("crt/ca.crt.pem", "crt/ca.crt.json", "crl"):
+            status, _, body = request(server, "GET", f"/{authority}/{path}")
+            assert status == 200
+            state[f"{authority}/{path}"] = body
+        status, _, body = request(server, "GET", f"/{authority}/csr", https=True, cert_file=user)
+        assert status == 200
+        state[f"{authority}/csr"] = json.loads(body)
+    state["rows"] = _rows(server.workdir / "caucase.sqlite")  # after the lazy CRL builds
+    return state
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """One caucased with a user, a pending CSR on each authority and a signed CAS cert."""
+    workdir = tmp_path_factory.mktemp("hostile")
+    server = start_caucased([str(OUR_BIN / "caucased")], workdir)
+    try:
+        user = make_user(server, workdir / "user.pem")
+        pending = {}
+        for authority in ("cas", "cau"):
+            _, csr = make_key_and_csr(f"pending {authority}")
+            status, headers, _ = request(
+                server, "PUT", f"/{authority}/csr", csr, {"Content-Type": PKCS10}
+            )
+            assert status == 201
+            pending[authority] = headers["Location"]
+        _, csr = make_key_and_csr("signed service")
+        _, headers, _ = request(server, "PUT", "/cas/csr", csr, {"Content-Type": PKCS10})
+        signed_id = headers["Location"]
+        status, _, _ = request(
+            server, "PUT", f"/cas/crt/{signed_id}", b"", https=True, cert_file=user
+        )
+        assert status == 204
+        status, _, crt_pem = request(server, "GET", f"/cas/crt/{signed_id}")
+        assert status == 200
+        yield Deployment(server, user, pending, crt_pem, _snapshot(server, user))
+    finally:
+        server.stop()
+
+
+# Raw exchanges
+
+
+def _connect(server: RunningServer, scheme: str, user: Path) -> socket.socket:
+    if scheme == "http":
+        return socket.create_connection((server.host, server.http_port), timeout=ANSWER_TIMEOUT)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if scheme == "https+cert":
+        context.load_cert_chain(str(user))
+    raw = socket.create_connection((server.host, server.https_port), timeout=ANSWER_TIMEOUT)
+    return context.wrap_socket(raw)
+
+
+def _head(case: Case, server: RunningServer) -> bytes:
+    lines = [f"{case.method} {case.path} {case.version}"]
+    names = {name.lower() for name, _ in case.headers}
+    if "host" not in names:
+        lines.append(f"Host: {server.netloc}")
+    lines += [f"{name}: {value}" for name, value in case.headers]
+    if case.framing == "length":
+        lines.append(f"Content-Length: {len(case.body)}")
+    elif case.framing == "short":
+        lines.append(f"Content-Length: {max(len(case.body) // 2, 1)}")
+    elif case.framing == "long":
+        lines.append(f"Content-Length: {len(case.body) + 100}")
+    elif case.framing in ("chunked", "raw-chunked"):
+        lines.append("Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _body_bytes(case: Case) -> bytes:
+    if case.framing == "chunked":
+        return b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in case.chunks) + (
+            b"0\r\n\r\n"
+        )
+    if case.framing == "raw-chunked":
+        return b"".join(case.chunks)
+    return case.body
+
+
+def _early_answer(sock: socket.socket) -> bytes | None:
+    """What the server already answered, without waiting; None while it is silent.
+
+    A non-blocking read rather than select(): TLS 1.3 session tickets make a TLS socket
+    readable without any application data."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536)
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return None
+    except OSError:
+        return b""
+    finally:
+        sock.settimeout(ANSWER_TIMEOUT)
+
+
+def _send_body(sock: socket.socket, body: bytes) -> bytes:
+    """Send in pieces; stop as soon as the server answers or refuses more data, and return
+    what it answered so far."""
+    for offset in range(0, len(body), 256 * 1024):
+        early = _early_answer(sock)
+        if early is not None:
+            return early
+        try:
+            sock.sendall(body[offset : offset + 256 * 1024])
+        except OSError:
+            return b""
+    return b""
+
+
+def _read_answer(sock: socket.socket, data: bytearray) -> tuple[bytes, str]:
+    """One reply: up to its Content-Length when it has one (the connection may stay open
+    for another request), else until the server closes."""
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if data.startswith(b"HTTP/1.0 100 ") and end >= 0:
+            del data[: end + 4]  # the interim 100 Continue
+            continue
+        if data.startswith(b"HTTP/1.") and end >= 0:
+            head = bytes(data[:end]).lower()
+            if b"\r\ncontent-length:" in head:
+                length = int(head.split(b"\r\ncontent-length:", 1)[1].split(b"\r\n", 1)[0])
+                if len(data) >= end + 4 + length:
+                    return bytes(data), ""
+        try:
+            piece = sock.recv(65536)
+        except (OSError, ssl.SSLError) as error:
+            return bytes(data), repr(error)
+        if not piece:
+            return bytes(data), ""
+        data += piece
+
+
+def _status(raw: bytes) -> int | None:
+    """The status of an HTTP/1.x reply, or of the HTTP/0.9-form error page."""
+    if raw.startswith(b"HTTP/1."):
+        return int(raw.split(b" ", 2)[1])
+    if raw.startswith(b"<!DOCTYPE HTML>") and b"Error code: " in raw:
+        return int(raw.split(b"Error code: ", 1)[1][:3])
+    return None
+
+
+def exchange(deployment: Deployment, scheme: str, case: Case) -> Answer:
+    """Send one case on a fresh connection and read the whole answer."""
+    server = deployment.server
+    try:
+        sock = _connect(server, scheme, deployment.user)
+    except OSError as error:
+        return Answer(None, b"", f"connect: {error!r}")
+    with sock:
+        try:
+            sock.sendall(_head(case, server))
+        except OSError as error:
+            return Answer(None, b"", f"send head: {error!r}")
+        early = _send_body(sock, _body_bytes(case))
+        if case.framing in ("long", "none", "raw-chunked", "raw"):
+            with contextlib.suppress(OSError):  # the body ends: raw half-close, TLS kept
+                socket.socket.shutdown(sock, socket.SHUT_WR)
+        raw, error = _read_answer(sock, bytearray(early))
+    status = _status(raw)
+    if status is None and case.version == "HTTP/0.9" and raw:
+        status = 200  # answered in HTTP/0.9 form: the body alone
+    return Answer(status, raw, error)
+
+
+# The battery
+
+
+def _ids(deployment: Deployment, authority: str) -> list[str]:
+    hostile = [
+        "abc",
+        "-1",
+        "1.5",
+        "0x10",
+        "%00",
+        "%20",
+        "1_2",
+        "%D9%A1",  # ARABIC-INDIC DIGIT ONE
+        str(2**63),
+        str(2**64),
+        "-" + str(2**63),
+        "9" * 5000,
+        "%ff%fe",
+        "a" * 4000,
+    ]
+    return [*hostile, deployment.pending_ids[authority] + "/extra"]
+
+
+def _envelopes(deployment: Deployment) -> list[bytes]:
+    crt = deployment.crt_pem.decode()
+    _, csr = make_key_and_csr("renewal")
+    good_payload = json.dumps({"crt_pem": crt, "renew_csr_pem": csr.decode()})
+    revoke_payload = json.dumps({"revoke_crt_pem": crt})
+    signature = base64.b64encode(b"\x00" * 256).decode()
+    values: list[object] = [None, True, 0, -1, 1.5, "", "x", [], {}, [1], {"a": 1}, 2**70]
+    envelopes: list[object] = [None, [], "x", 1, {}, {"payload": good_payload}]
+    for payload in (good_payload, revoke_payload):
+        base = {"payload": payload, "digest": "sha256", "signature": signature}
+        for field in ("payload", "digest", "signature"):
+            envelopes += [
+                {**base, field: value}
+                for value in values
+                # a null digest with a valid certificate is a documented revocation
+                if not (payload == revoke_payload and field == "digest" and value is None)
+            ]
+        envelopes += [
+            {**base, "digest": digest} for digest in ("md5", "sha1", "SHA256", "sha3_256", "\0")
+        ]
+        envelopes += [
+            {**base, "signature": bad} for bad in ("!!!", "QQ", "====", "\u00e9", "A" * 10001)
+        ]
+    null_payloads: list[object] = [
+        {"revoke_serial": value}
+        for value in (-5, "0x10", "12", 1.5, True, False, None, [], {}, -(2**200), "-1")
+    ]
+    null_payloads += [
+        {"revoke_crt_pem": value} for value in (None, 1, "", "garbage", crt.replace("M", "N", 5))
+    ]
+    null_payloads += [{}, {"crt_pem": crt}, [], "x", None]
+    envelopes += [{"payload": json.dumps(payload), "digest": None} for payload in null_payloads]
+    envelopes += [
+        {"payload": "{not json", "digest": None},
+        {"payload": "\ud800", "digest": None},
+        {"payload": {"revoke_serial": 1}, "digest": None},
+        {"payload": revoke_payload.replace("M", "N", 9), "digest": None, "signature": 12},
+    ]
+    bodies = [json.dumps(envelope).encode() for envelope in envelopes]
+    bodies += [b"{", b'{"payload": ', b"[" * 100000, b'"\\ud800"', b"\xff\xfe{}", b"nul\0l"]
+    return bodies
+
+
+def _csr_bodies(deployment: Deployment) -> list[bytes]:
+    _, csr = make_key_and_csr("hostile")
+    bad = _tamper_signature(csr)
+    return [
+        b"",
+        b"garbage",
+        os.urandom(4096),
+        b"-----BEGIN CERTIFICATE REQUEST-----\n",
+        b"-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n",
+        b"no pem block at all\n",
+        bad,
+        bad + csr,
+        csr + csr,
+        csr.replace(b"CERTIFICATE REQUEST", b"CERTIFICATE"),
+        deployment.crt_pem,
+        csr[: len(csr) // 2],
+        csr.replace(b"\n", b"\r\n\0"),
+    ]
+
+
+def body_cases(deployment: Deployment) -> list[Case]:
+    """Every route of both authorities, with broken bodies of the kinds it reads."""
+    cases: list[Case] = []
+    envelopes = _envelopes(deployment)
+    for authority in ("cas", "cau"):
+        csr_bodies = _csr_bodies(deployment)
+        prefix = f"/{authority}"
+        for path in (
+            prefix,
+            prefix + "/",
+            prefix + "/crl",
+            prefix + "/crt/ca.crt.pem",
+            prefix + "/crt/ca.crt.json",
+            prefix + "/csr",
+        ):
+            cases += [Case("GET", path, body) for body in csr_bodies[:4]]
+        for id_text in _ids(deployment, authority):
+            cases += [
+                Case("GET", f"{prefix}/crl/{id_text}"),
+                Case("GET", f"{prefix}/csr/{id_text}"),
+                Case("GET", f"{prefix}/crt/{id_text}"),
+                Case("DELETE", f"{prefix}/csr/{id_text}"),
+                Case("PUT", f"{prefix}/crt/{id_text}", b""),
+            ]
+        for body in csr_bodies:
+            for content_type in (PKCS10, "text/plain", "application/pkcs10; charset=x"):
+                headers = (("Content-Type", content_type),)
+                cases.append(Case("PUT", prefix + "/csr", body, headers))
+            for content_type in (PKCS10, JSON):
+                headers = (("Content-Type", content_type),)
+                for csr_id in (deployment.pending_ids[authority], "1"):
+                    if body:  # an empty template would sign the pending CSR
+                        cases.append(Case("PUT", f"{prefix}/crt/{csr_id}", body, headers))
+        for route in ("revoke", "renew"):
+            path = f"{prefix}/crt/{route}"
+            for body in envelopes:
+                cases.append(Case("PUT", path, body, (("Content-Type", JSON),)))
+            for content_type in ("", "text/plain", "application/json; charset=utf-8", "json"):
+                headers = (("Content-Type", content_type),) if content_type else ()
+                cases.append(Case("PUT", path, envelopes[0], headers))
+    return cases
+
+
+def framing_cases(deployment: Deployment) -> list[Case]:
+    """Lying lengths, chunking, huge bodies and old protocol versions on the body routes."""
+    _, csr = make_key_and_csr("framing")
+    json_type = (("Content-Type", JSON),)
+    cases: list[Case] = []
+    for authority in ("cas", "cau"):
+        targets = [
+            (f"/{authority}/csr", b"garbage" + csr, ()),
+            (f"/{authority}/crt/revoke", b'{"digest": 1, "payload": "x"}', json_type),
+            (f"/{authority}/crt/renew", b'{"digest": "md5"}', json_type),
+            (f"/{authority}/crt/{deployment.pending_ids[authority]}", b"junk", ()),
+        ]
+        for path, body, headers in targets:
+            cases += [
+                Case("PUT", path, body, headers, framing="short"),
+                Case("PUT", path, body, headers, framing="long"),
+                Case("PUT", path, body, headers, framing="none"),
+                Case("PUT", path, body, headers, framing="none", version="HTTP/1.0"),
+                Case("PUT", path, b"", headers, framing="chunked", chunks=(body[:5], body[5:])),
+                Case("PUT", path, b"", headers, framing="raw-chunked", chunks=(b"zz\r\n",)),
+                Case("PUT", path, b"", headers, framing="raw-chunked", chunks=(b"-5\r\nab\r\n",)),
+                Case("PUT", path, b"", headers, framing="raw-chunked", chunks=(b"5\r\nabcdefg",)),
+                Case(
+                    "PUT",
+                    path,
+                    b"",
+                    headers,
+                    framing="raw-chunked",
+                    chunks=(b"FFFFFFFFFFFF\r\nabc",),
+                ),
+                Case(
+                    "PUT",
+                    path,
+                    b"",
+                    headers,
+                    framing="raw-chunked",
+                    chunks=(b"1;" + b"x" * 70000 + b"\r\na\r\n0\r\n\r\n",),
+                ),
+                Case(
+                    "PUT",
+                    path,
+                    b"",
+                    headers,
+                    framing="raw-chunked",
+                    chunks=(b"1\r\na\r\n0\r\n" + b"t" * 70000 + b"\r\n",),
+                ),
+                Case(
+                    "PUT",
+                    path,
+                    b"",
+                    (*headers, ("Transfer-Encoding", "gzip, chunked")),
+                    framing="none",
+                ),
+            ]
+            for length in ("abc", "-1", "1e3", " ", "0x10", "99999999999999999999999", "+5"):
+                cases.append(
+                    Case("PUT", path, body, (*headers, ("Content-Length", length)), "raw")
+                )
+        # 20 MiB, declared only, and actually sent (with a length, and chunked).
+        path = f"/{authority}/csr"
+        cases += [
+            Case("PUT", path, b"", (("Content-Length", str(20 * MIB)),), framing="none"),
+            Case("PUT", path, b"x" * (20 * MIB)),
+            Case("PUT", path, b"", framing="chunked", chunks=(b"x" * MIB,) * 20),
+        ]
+    return cases
+
+
+def path_cases() -> list[Case]:
+    """Methods, encoded and overlong paths, hostile Host and Origin headers."""
+    cases: list[Case] = []
+    paths = [
+        "/",
+        "/cors",
+        "/cors?origin=http%3A%2F%2Fevil&return=javascript%3Aalert(1)",
+        "/cors?origin=&return=",
+        "/cors?%zz",
+        "/ca%75/crt/ca.crt.pem",
+        "/%63as/%63rl",
+        "/cas/%2e%2e/%2e%2e/etc/passwd",
+        "/cas/crt/..%2f..%2f",
+        "/%ff%fe",
+        "/cas/%00",
+        "//cas//crl//",
+        "/cas/crl/1/2/3",
+        "/cas/" + "a" * 60000,
+        "/cas/" + "a" * 70000,
+        "*",
+        "http://evil/cas/crl",
+        "cas",
+        "/cas?" + "q" * 5000,
+        "/\u00e9",
+    ]
+    methods = [
+        "GET",
+        "PUT",
+        "POST",
+        "DELETE",
+        "HEAD",
+        "OPTIONS",
+        "PATCH",
+        "TRACE",
+        "get",
+        "X" * 100,
+    ]
+    for path in paths:
+        cases += [Case(method, path) for method in methods]
+    for authority in ("cas", "cau"):
+        for sub in ("", "/crl", "/csr", "/crt", "/crt/ca.crt.pem", "/crt/revoke", "/crt/renew"):
+            cases += [Case(method, f"/{authority}{sub}") for method in methods]
+    origins = [
+        "null",
+        "http://evil.example",
+        "https://evil.example",
+        "http:",
+        "javascript:alert(1)",
+        "http://" + "e" * 10000,
+        "\u00ff\u00fe",
+        "",
+        " ",
+        "http://127.0.0.1:1",
+    ]
+    cookies = [
+        'cors="{not json"',
+        'cors="[1]"',
+        'cors="{\\"http://evil.example\\": 1}"',
+        'cors="{\\"http://evil.example\\": \\"a.b.c\\"}"',
+        "cors=" + "x" * 5000,
+        "\u00ff=\u00fe",
+    ]
+    for origin in origins:
+        for method, path in (
+            ("GET", "/cas"),
+            ("GET", "/cau/csr"),
+            ("GET", "/cas/crl"),
+            ("PUT", "/cas/crt/revoke"),
+            ("OPTIONS", "/cas/csr"),
+            ("POST", "/cors"),
+            ("GET", "/cors?origin=x&return=http://a/"),
+        ):
+            cases.append(Case(method, path, headers=(("Origin", origin),)))
+            cases += [
+                Case(method, path, headers=(("Origin", origin), ("Cookie", cookie)))
+                for cookie in cookies
+            ]
+    hosts = ["", "evil", "[::1", "a:b", "127.0.0.1:99999", "127.0.0.1:-1", "\u00ff", "h" * 20000]
+    for host in hosts:
+        for path in ("/", "/cas", "/cau", "/cors", "/cas/csr"):
+            cases.append(Case("GET", path, headers=(("Host", host),)))
+            cases.append(Case("GET", path, headers=(("Host", host), ("Origin", "http://evil"))))
+    form = b"origin=http%3A%2F%2Fevil&return_to=javascript%3Aalert(1)&grant=1"
+    for body in (form, b"grant=2&origin=&return_to=", b"\xff\xfe", b"a=b&a=c", b"%zz"):
+        for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+            cases.append(Case("POST", "/cors", body, (("Content-Type", content_type),)))
+    cases += [
+        Case("GET", "/", version="HTTP/2.0"),
+        Case("GET", "/", version="HTTP/0.9"),
+        Case("GET", "/", version="HTTP/1.1 extra"),
+        Case("GET", "/", version="FOO/1.1"),
+        Case("GET", "/", headers=tuple((f"X-{i}", "v") for i in range(150))),
+        Case("GET", "/", headers=(("X-Long", "v" * 70000),)),
+        Case("GET", "/", headers=(("Bad Header", "v"),)),
+        Case("GET", "/", headers=(("User-Agent", '\u00ff\u0001"\\'),)),
+        Case("GET", "/", headers=(("Expect", "100-continue"),)),
+        Case("PUT", "/cas/csr", b"x", (("Expect", "100-continue"),)),
+        Case("PUT", "/cas/csr", b"x", (("Expect", "bogus"),)),
+    ]
+    return cases
+
+
+TRUNCATING = ("long", "none", "raw-chunked", "raw")
+TOTALS = {"tried": 0, "5xx": 0}
+
+
+def _failure(scheme: str, case: Case, answer: Answer) -> str | None:
+    """Why this answer is wrong, or None.
+
+    A TLS stream that the client cuts with a bare TCP half-close is a truncation attack,
+    not a finished body: the server may drop it, but it must do so at once."""
+    if answer.status is None:
+        cut_tls = scheme != "http" and case.framing in TRUNCATING
+        if cut_tls and "timed out" not in answer.error:
+            return None
+        return f"no answer ({answer.error or 'closed'}): {answer.raw[:80]!r}"
+    if answer.status >= 500 and answer.status != 505:
+        return f"status {answer.status}: {answer.raw[:200]!r}"
+    return None
+
+
+def _run(deployment: Deployment, cases: list[Case], schemes: tuple[str, ...]) -> list[str]:
+    """Run every case under every scheme; return the failures and print the counts."""
+    jobs = [(scheme, case) for case in cases for scheme in schemes]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda job: exchange(deployment, *job), jobs))
+    failures = []
+    for (scheme, case), answer in zip(jobs, answers):
+        problem = _failure(scheme, case, answer)
+        if problem is not None:
+            failures.append(f"{scheme} {case.method} {case.path[:80]} [{case.framing}]: {problem}")
+    server_errors = sum(1 for a in answers if a.status is not None and 500 <= a.status != 505)
+    TOTALS["tried"] += len(jobs)
+    TOTALS["5xx"] += server_errors
+    print(f"\nhostile requests tried: {len(jobs)}, 5xx seen: {server_errors}")
+    return failures
+
+
+def _assert_state_unchanged(deployment: Deployment) -> None:
+    after = _snapshot(deployment.server, deployment.user)
+    for key, before in deployment.snapshot.items():
+        assert after[key] == before, f"{key} changed"
+
+
+def test_malformed_bodies_on_every_route(deployment: Deployment) -> None:
+    failures = _run(deployment, body_cases(deployment), SCHEMES)
+    assert not failures, "\n".join(failures[:40])
+    _assert_state_unchanged(deployment)
+
+
+def test_broken_framing_and_huge_bodies(deployment: Deployment) -> None:
+    failures = _run(deployment, framing_cases(deployment), SCHEMES)
+    assert not failures, "\n".join(failures[:40])
+    _assert_state_unchanged(deployment)
+
+
+def test_hostile_paths_methods_and_headers(deployment: Deployment) -> None:
+    failures = _run(deployment, path_cases(), SCHEMES)
+    assert not failures, "\n".join(failures[:40])
+    _assert_state_unchanged(deployment)
+
+
+TRANSPORT_ERRORS = ("ssl.SSL", "ConnectionResetError", "BrokenPipeError", "TimeoutError")
+
+
+def _logged_exceptions(stderr: str) -> list[str]:
+    """The final line of every traceback in the error log."""
+    finals = []
+    in_traceback = False
+    for line in stderr.splitlines():
+        if line.startswith("Traceback"):
+            in_traceback = True
+        elif in_traceback and not line.startswith(" "):
+            finals.append(line)
+            in_traceback = False
+    return finals
+
+
+def test_the_server_still_serves_and_logged_no_error(deployment: Deployment) -> None:
+    """After the battery a plain client is served, and the error log shows no failure
+    other than clients cutting their own connection."""
+    status, _, body = request(deployment.server, "GET", "/cas/crt/ca.crt.pem")
+    assert status == 200 and body == deployment.snapshot["cas/crt/ca.crt.pem"]
+    exceptions = _logged_exceptions(deployment.server.stderr())
+    assert [line for line in exceptions if not line.startswith(TRANSPORT_ERRORS)] == []
+    print(f"\nhostile requests in total: {TOTALS['tried']}, 5xx seen: {TOTALS['5xx']}")
