@@ -13,9 +13,10 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from cryptography import x509
@@ -31,6 +32,7 @@ LOAD_SECONDS = 20.0
 JSON = {"Content-Type": "application/json"}
 PKCS10 = {"Content-Type": "application/pkcs10"}
 SERVER_ARGS = ("--service-max-csr", "1000000", "--key-len", "2048")
+T = TypeVar("T")
 _CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----\n?", re.S)
 
 
@@ -332,3 +334,158 @@ def _listen_backlog(port: int) -> int:
 def test_listen_backlog_absorbs_the_load(server: RunningServer) -> None:
     assert _listen_backlog(server.http_port) >= THREADS
     assert _listen_backlog(server.https_port) >= THREADS
+
+
+# Races: many clients doing the same thing at the same instant.
+
+
+def race(count: int, action: Callable[[int], T]) -> list[T]:
+    """Run action(0..count-1) in as many threads released together; the results in order."""
+    barrier = threading.Barrier(count)
+    results: list[T | None] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = action(index)
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    return [result for result in results if result is not None]
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Start caucased with extra arguments; stopped at the end of the test."""
+    started: list[RunningServer] = []
+
+    def start_server(*args: str) -> RunningServer:
+        started.append(
+            start_caucased([OUR_BIN / "caucased"], tmp_path / f"server{len(started)}", args)
+        )
+        return started[-1]
+
+    yield start_server
+    for running in started:
+        running.stop()
+
+
+def answer(
+    server: RunningServer,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    user: Path | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """A request retried while its connection is reset unanswered (the listen queue of
+    test_listen_backlog_absorbs_the_load overflowing). A retried request that had in fact
+    been processed could only turn a winner into a loser, never hide a double win."""
+    for _ in range(50):
+        try:
+            return request(
+                server, method, path, body, headers, https=user is not None, cert_file=user
+            )
+        except ConnectionResetError:
+            continue
+    raise AssertionError(f"{method} {path}: connection reset 50 times")
+
+
+def submit_status(server: RunningServer, authority: str, csr: bytes) -> tuple[int, str]:
+    status, headers, _ = answer(server, "PUT", f"/{authority}/csr", csr, PKCS10)
+    return status, headers.get("Location", "")
+
+
+@pytest.fixture(scope="module")
+def user_keys() -> list[rsa.RSAPrivateKey]:
+    """One key per racing user: CAU key ids are unique."""
+    return generate_keys(THREADS)
+
+
+def test_auto_approve_counts_are_exact_under_a_race(
+    start: Callable[..., RunningServer],
+    keys: list[rsa.RSAPrivateKey],
+    user_keys: list[rsa.RSAPrivateKey],
+) -> None:
+    server = start("--user-auto-approve-count", "5", "--service-auto-approve-count", "7")
+    for authority, amount in (("cau", 5), ("cas", 7)):
+
+        def submit(index: int, authority: str = authority) -> tuple[int, str]:
+            key = user_keys[index] if authority == "cau" else keys[index % len(keys)]
+            return submit_status(server, authority, make_csr(key, f"{authority} racer {index}"))
+
+        answers = race(THREADS, submit)
+        assert [status for status, _ in answers] == [201] * THREADS
+        ids = {location for _, location in answers}
+        assert len(ids) == THREADS
+        signed = [i for i in ids if answer(server, "GET", f"/{authority}/crt/{i}")[0] == 200]
+        assert len(signed) == amount, authority
+
+
+def test_pending_limit_is_exact_under_a_race(
+    start: Callable[..., RunningServer], keys: list[rsa.RSAPrivateKey]
+) -> None:
+    server = start("--service-max-csr", "10")
+    answers = race(
+        THREADS, lambda index: submit_status(server, "cas", make_csr(keys[0], f"racer {index}"))
+    )
+    assert Counter(status for status, _ in answers) == {201: 10, 507: THREADS - 10}
+
+
+def test_same_csr_raced_gets_one_id(
+    server: RunningServer, keys: list[rsa.RSAPrivateKey], tmp_path: Path
+) -> None:
+    csr = make_csr(keys[0], "everyone sends me")
+    answers = race(THREADS, lambda _: submit_status(server, "cas", csr))
+    assert {status for status, _ in answers} == {201}
+    assert len({location for _, location in answers}) == 1
+    user = make_user(server, tmp_path / "user.pem")
+    listing = json.loads(request(server, "GET", "/cas/csr", https=True, cert_file=user)[2])
+    assert [item["csr"].encode() for item in listing] == [csr]
+
+
+def test_only_one_of_identical_raced_requests_wins(
+    server: RunningServer, keys: list[rsa.RSAPrivateKey], tmp_path: Path
+) -> None:
+    user = make_user(server, tmp_path / "user.pem")
+    _, location = submit_status(server, "cas", make_csr(keys[0], "raced"))
+
+    def sign(_: int) -> int:
+        return answer(server, "PUT", f"/cas/crt/{location}", b"", user=user)[0]
+
+    assert Counter(race(THREADS, sign)) == {204: 1, 404: THREADS - 1}
+    crt = request(server, "GET", f"/cas/crt/{location}")[2]
+
+    renewal = {"crt_pem": crt.decode(), "renew_csr_pem": make_csr(keys[1], "new").decode()}
+    renew_body = sign_envelope(keys[0], renewal)
+    renewals = race(
+        THREADS, lambda _: answer(server, "PUT", "/cas/crt/renew", renew_body, JSON)[0]
+    )
+    assert renewals.count(200) == 1 and not [status for status in renewals if status >= 500]
+
+    revoke_body = sign_envelope(keys[0], {"revoke_crt_pem": crt.decode()})
+    revocations = race(
+        THREADS, lambda _: answer(server, "PUT", "/cas/crt/revoke", revoke_body, JSON)[0]
+    )
+    assert Counter(revocations) == {204: 1, 400: THREADS - 1}
+
+    serial_body = json.dumps(
+        {"payload": json.dumps({"revoke_serial": 12345}), "digest": None}
+    ).encode()
+
+    def revoke_serial(_: int) -> int:
+        return answer(server, "PUT", "/cas/crt/revoke", serial_body, JSON, user)[0]
+
+    assert Counter(race(THREADS, revoke_serial)) == {204: 1, 409: THREADS - 1}
+    ca_crt = ca_certificate(server)
+    assert crl_serials(server, ca_crt) == {
+        12345,
+        x509.load_pem_x509_certificate(crt).serial_number,
+    }
