@@ -8,6 +8,7 @@ certificate of the authority addressed, not revoked."""
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
 import ssl
 import time
@@ -334,3 +335,35 @@ def test_certificate_of_the_other_authority_is_refused(
     serials = {x509.load_pem_x509_certificate(crt).serial_number for crt in (cau_crt, service_crt)}
     assert not serials & (revoked_serials(server, "cas") | revoked_serials(server, "cau"))
     assert authenticated_list(server, user) == 200
+
+
+def test_revocation_applies_to_an_open_connection(
+    server: RunningServer, admin: Path, tmp_path: Path
+) -> None:
+    """Authentication is per request, not per TLS session: a connection opened while the
+    user was valid gets no more once the user is revoked."""
+    user = make_user(server, tmp_path / "user.pem", "revoked while connected")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(str(user))
+    connection = http.client.HTTPSConnection(
+        server.host, server.https_port, context=context, timeout=30
+    )
+    try:
+        connection.request("GET", "/cas/csr")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+        serial = x509.load_pem_x509_certificate(user_crt(user)).serial_number
+        body = json.dumps({"payload": json.dumps({"revoke_serial": serial}), "digest": None})
+        status, _, _ = request(
+            server, "PUT", "/cau/crt/revoke", body.encode(), JSON, https=True, cert_file=admin
+        )
+        assert status == 204
+        connection.request("GET", "/cas/csr")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 401
+    finally:
+        connection.close()
