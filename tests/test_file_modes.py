@@ -6,10 +6,13 @@ command ran, so their mode is the one they were created with."""
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
+import threading
 import time
 import urllib.parse
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,44 @@ def poll(condition: Callable[[], object], what: str, timeout: float = 30) -> Non
         time.sleep(0.05)
 
 
+class ModeWatcher:
+    """Scans directories in a tight loop while a command runs, recording every mode each
+    file was seen with: a file created wide then narrowed would show its first mode."""
+
+    def __init__(self, *directories: Path) -> None:
+        self.directories = directories
+        self.seen: dict[str, set[int]] = defaultdict(set)
+        self.scans = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ModeWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for directory in self.directories:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        try:
+                            self.seen[entry.name].add(mode(Path(entry.path)))
+                        except FileNotFoundError:
+                            continue
+            self.scans += 1
+
+    def wider_than_private(self, ignored: set[str]) -> dict[str, set[int]]:
+        return {
+            name: modes
+            for name, modes in self.seen.items()
+            if name not in ignored and modes != {PRIVATE}
+        }
+
+
 @dataclass
 class Deployment:
     """A caucased started with umask 022, one user, and where its files are."""
@@ -60,6 +101,7 @@ class Deployment:
     server: RunningServer
     workdir: Path
     user: Path
+    watcher: ModeWatcher
 
     @property
     def db(self) -> Path:
@@ -86,15 +128,20 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     """Started, given a user, then restarted: a backup is due at once when a user exists."""
     workdir = tmp_path_factory.mktemp("modes") / "server"
     (workdir / "backups").mkdir(parents=True)
-    first = _start(workdir)
+    with ModeWatcher(workdir, workdir / "backups") as watcher:
+        first = _start(workdir)
+        try:
+            user = make_user(first, workdir.parent / "user.pem")
+        finally:
+            first.stop()
+        server = _start(workdir, first.http_port)
+        deployment = Deployment(server, workdir, user, watcher)
+        try:
+            poll(deployment.backups, "a backup")
+        except BaseException:
+            server.stop()
+            raise
     try:
-        user = make_user(first, workdir.parent / "user.pem")
-    finally:
-        first.stop()
-    server = _start(workdir, first.http_port)
-    deployment = Deployment(server, workdir, user)
-    try:
-        poll(deployment.backups, "a backup")
         yield deployment
     finally:
         server.stop()
@@ -115,6 +162,15 @@ def test_database_side_files_and_server_key_are_private(deployment: Deployment) 
     assert {path.name: mode(path) for path in files} == dict.fromkeys(
         (path.name for path in files), PRIVATE
     )
+
+
+def test_no_server_file_was_ever_seen_wider(deployment: Deployment) -> None:
+    """Logs apart, every file that appeared during start, restart and backup was 0600
+    each time the watcher saw it (backups directory and temporary files included)."""
+    watcher = deployment.watcher
+    assert watcher.scans > 10
+    assert {"caucase.sqlite", "server.key.pem"} <= set(watcher.seen)
+    assert watcher.wider_than_private({"caucased.out", "caucased.err", "backups"}) == {}
 
 
 def test_cors_key_store_is_private(deployment: Deployment) -> None:
