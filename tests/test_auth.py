@@ -11,8 +11,10 @@ import datetime
 import http.client
 import json
 import ssl
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -367,3 +369,80 @@ def test_revocation_applies_to_an_open_connection(
         assert response.status == 401
     finally:
         connection.close()
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _served_at_least(made: list[tuple[float, int | str]], count: int) -> bool:
+    return sum(1 for _, status in made if status == 200) >= count
+
+
+def test_revocations_under_concurrent_use_take_effect_at_once(tmp_path: Path) -> None:
+    """Users keep calling authenticated routes while they are revoked one by one: no
+    request started after a revocation was acknowledged is served for that user."""
+    users_count = 8
+    server = start_caucased(
+        CAUCASED, tmp_path / "server", ["--user-auto-approve-count", str(users_count + 1)]
+    )
+    try:
+        admin = make_user(server, tmp_path / "admin.pem", "admin")
+        users = [
+            make_user(server, tmp_path / f"u{n}.pem", f"user {n}") for n in range(users_count)
+        ]
+        calls: list[list[tuple[float, int | str]]] = [[] for _ in users]
+        stop = threading.Event()
+
+        def hammer(index: int) -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                calls[index].append((started, authenticated_list(server, users[index])))
+
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(users_count)]
+        for thread in threads:
+            thread.start()
+        revoked_at = []
+        try:
+            for index, user in enumerate(users):
+                wait_until(partial(_served_at_least, calls[index], 3), "the user to be served")
+                serial = x509.load_pem_x509_certificate(user_crt(user)).serial_number
+                body = json.dumps(
+                    {"payload": json.dumps({"revoke_serial": serial}), "digest": None}
+                )
+                status, _, _ = request(
+                    server,
+                    "PUT",
+                    "/cau/crt/revoke",
+                    body.encode(),
+                    JSON,
+                    https=True,
+                    cert_file=admin,
+                )
+                assert status == 204
+                revoked_at.append(time.monotonic())
+            wait_until(
+                lambda: all(
+                    calls[n] and calls[n][-1][0] > revoked_at[-1] for n in range(users_count)
+                ),
+                "calls after the last revocation",
+            )
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+        for index, moment in enumerate(revoked_at):
+            before = [status for started, status in calls[index] if started < moment]
+            after = [status for started, status in calls[index] if started > moment]
+            assert 200 in before and after, index
+            assert set(after) <= {401, REFUSED}, (index, after)
+        assert set().union(*({status for _, status in made} for made in calls)) <= {
+            200,
+            401,
+            REFUSED,
+        }
+    finally:
+        server.stop()
