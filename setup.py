@@ -38,6 +38,7 @@ setup(
             "mypy>=1.10",
             "pkilint>=0.10",
             "selenium>=4.20",
+            "atheris>=2.3",
         ],
     },
     entry_points={

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing (atheris) of the request path, run for a bounded time."""
