@@ -192,6 +192,8 @@ class LoggingServerHandler(ServerHandler):
         self.http_version = "1.1" if self.kept_alive else "1.0"
 
     def log_exception(self, exc_info: ExcInfo) -> None:  # type: ignore[override]
+        """The application answers its own errors, so what arrives here failed on the
+        connection (a client cutting it, a truncated TLS stream): one line, no traceback."""
         now = utcnow().isoformat()
         environ: dict[str, Any] = getattr(self, "environ", {})
         client = environ.get("REMOTE_ADDR", "-")
@@ -199,6 +201,9 @@ class LoggingServerHandler(ServerHandler):
             f"[{now}] [pid {os.getpid()}:tid {threading.get_ident()}] "
             f"[client {client}] {exc_info[1]} \n"
         )
+        if isinstance(exc_info[1], OSError):
+            write_line(sys.stderr, head)
+            return
         write_line(sys.stderr, head + "".join(traceback.format_exception(*exc_info)))
 
 

@@ -642,27 +642,10 @@ def test_hostile_paths_methods_and_headers(deployment: Deployment) -> None:
     _assert_state_unchanged(deployment)
 
 
-TRANSPORT_ERRORS = ("ssl.SSL", "ConnectionResetError", "BrokenPipeError", "TimeoutError")
-
-
-def _logged_exceptions(stderr: str) -> list[str]:
-    """The final line of every traceback in the error log."""
-    finals = []
-    in_traceback = False
-    for line in stderr.splitlines():
-        if line.startswith("Traceback"):
-            in_traceback = True
-        elif in_traceback and not line.startswith(" "):
-            finals.append(line)
-            in_traceback = False
-    return finals
-
-
 def test_the_server_still_serves_and_logged_no_error(deployment: Deployment) -> None:
-    """After the battery a plain client is served, and the error log shows no failure
-    other than clients cutting their own connection."""
+    """After the battery a plain client is served, and the error log holds no traceback:
+    connections cut by clients are one line each."""
     status, _, body = request(deployment.server, "GET", "/cas/crt/ca.crt.pem")
     assert status == 200 and body == deployment.snapshot["cas/crt/ca.crt.pem"]
-    exceptions = _logged_exceptions(deployment.server.stderr())
-    assert [line for line in exceptions if not line.startswith(TRANSPORT_ERRORS)] == []
+    assert "Traceback" not in deployment.server.stderr()
     print(f"\nhostile requests in total: {TOTALS['tried']}, 5xx seen: {TOTALS['5xx']}")
