@@ -558,6 +558,7 @@ def path_cases() -> list[Case]:
                 for cookie in cookies
             ]
     hosts = ["", "evil", "[::1", "a:b", "127.0.0.1:99999", "127.0.0.1:-1", "\u00ff", "h" * 20000]
+    hosts += ["a\x00b", "a\x0bb:1", "a b", "\x7f", "[::1]:80", "x:80", "@evil:1", "a/b?c#d"]
     for host in hosts:
         for path in ("/", "/cas", "/cau", "/cors", "/cas/csr"):
             cases.append(Case("GET", path, headers=(("Host", host),)))
