@@ -223,6 +223,44 @@ def run_load(
     return threads
 
 
+class CRLWatcher:
+    """Fetches the CRL again and again during the load: each one lists every revocation
+    acknowledged before the fetch started, CRL numbers never go back, and two CRLs with
+    the same number list the same serials (RFC 5280 5.2.3)."""
+
+    def __init__(self, server: RunningServer, ledger: Ledger) -> None:
+        self.server, self.ledger = server, ledger
+        self.fetched = 0
+        self.violations: list[str] = []
+        self.last_number = 0
+        self.last_serials: set[int] = set()
+
+    def watch(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            with self.ledger.lock:
+                acknowledged = set(self.ledger.revoked)
+            try:
+                status, _, body = request(self.server, "GET", "/cas/crl")
+            except ConnectionResetError:
+                continue
+            if status != 200:
+                self.violations.append(f"GET /cas/crl: {status}")
+                continue
+            (crl,) = [x509.load_pem_x509_crl(block) for block in _CRL_BLOCK.findall(body)]
+            number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+            serials = {entry.serial_number for entry in crl}
+            missing = acknowledged - serials
+            if missing:
+                self.violations.append(f"CRL {number} misses {len(missing)} acknowledged")
+            if number < self.last_number:
+                self.violations.append(f"CRL number went back from {self.last_number} to {number}")
+            elif number == self.last_number and serials != self.last_serials:
+                self.violations.append(f"two different CRLs numbered {number}")
+            elif number > self.last_number:
+                self.last_number, self.last_serials = number, serials
+            self.fetched += 1
+
+
 def crl_serials(server: RunningServer, ca_crt: x509.Certificate) -> set[int]:
     """Serials of the CAS CRL served now, after checking its signature and freshness."""
     status, _, body = request(server, "GET", "/cas/crl")
@@ -278,11 +316,18 @@ def test_parallel_clients_lose_nothing_and_duplicate_nothing(
     ledger = Ledger()
     clients = [LoadClient(server, user, keys, ledger) for _ in range(THREADS)]
     stop = threading.Event()
-    threads = run_load(clients, stop, time.monotonic() + LOAD_SECONDS, tolerate_io=False)
+    deadline = time.monotonic() + LOAD_SECONDS
+    threads = run_load(clients, stop, deadline, tolerate_io=False)
+    watcher = CRLWatcher(server, ledger)
+    watcher.watch(deadline)
     for thread in threads:
         thread.join(LOAD_SECONDS + 60)
     assert not any(thread.is_alive() for thread in threads)
     _report("concurrency", ledger)
+    print(f"CRLs fetched and checked during the load: {watcher.fetched}")
+
+    assert watcher.fetched > 10
+    assert watcher.violations == []
 
     assert ledger.failures == []
     assert ledger.server_errors == 0

@@ -39,6 +39,7 @@ from tests.servers import (
 from tests.test_concurrency import (
     SERVER_ARGS,
     THREADS,
+    CRLWatcher,
     Ledger,
     LoadClient,
     ca_certificate,
@@ -101,6 +102,18 @@ def check_acknowledged(server: RunningServer, ledger: Ledger) -> None:
     assert ledger.revoked <= served <= ledger.revoke_attempted
 
 
+def check_crl_number(server: RunningServer, watcher: CRLWatcher) -> None:
+    """After a restart the CRL number did not go back, and a CRL listing anything else
+    than the last one served before the crash carries a greater number."""
+    status, _, body = request(server, "GET", "/cas/crl")
+    assert status == 200
+    crl = x509.load_pem_x509_crl(body)
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number >= watcher.last_number
+    if {entry.serial_number for entry in crl} != watcher.last_serials:
+        assert number > watcher.last_number
+
+
 @pytest.mark.slow
 def test_caucased_killed_under_load_keeps_every_acknowledged_write(
     tmp_path: Path, keys: list[rsa.RSAPrivateKey], servers: list[RunningServer]
@@ -110,16 +123,19 @@ def test_caucased_killed_under_load_keeps_every_acknowledged_write(
     port = servers[0].http_port
     user = make_user(servers[0], tmp_path / "user.pem")
     ledger = Ledger()
+    watcher = CRLWatcher(servers[0], ledger)
     rng = random.Random()
     for round_number in range(SERVER_ROUNDS):
         server = servers[-1]
+        watcher.server = server
         submitted_before = ledger.operations["submit"]
         clients = [
             LoadClient(server, user, keys, ledger, f"round{round_number}") for _ in range(THREADS)
         ]
         stop = threading.Event()
         threads = run_load(clients, stop, time.monotonic() + 60, tolerate_io=True)
-        time.sleep(rng.uniform(1.0, 4.0))  # the random moment of the crash, not a synchronisation
+        # The CRL is watched until the random moment of the crash.
+        watcher.watch(time.monotonic() + rng.uniform(1.0, 4.0))
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
         stop.set()
         for thread in threads:
@@ -137,8 +153,10 @@ def test_caucased_killed_under_load_keeps_every_acknowledged_write(
             start_caucased([OUR_BIN / "caucased"], workdir, SERVER_ARGS, http_port=port)
         )
         check_acknowledged(servers[-1], ledger)
+        check_crl_number(servers[-1], watcher)
     assert ledger.server_errors == 0
     assert ledger.failures == []
+    assert watcher.violations == []
     issued = ledger.issued()
     ca_crt = ca_certificate(servers[-1])
     assert all(verifies(crt, ca_crt) for crt in issued)
