@@ -250,8 +250,12 @@ def _status(raw: bytes) -> int | None:
     return None
 
 
-def exchange(deployment: Deployment, scheme: str, case: Case) -> Answer:
-    """Send one case on a fresh connection and read the whole answer."""
+KEEP_ALIVE_REQUEST = b"GET /cas/crt/ca.crt.json HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def exchange(deployment: Deployment, scheme: str, case: Case, persistent: bool = False) -> Answer:
+    """Send one case on a fresh connection and read the whole answer; when `persistent`,
+    the case is the second request of a connection kept alive after a good first one."""
     server = deployment.server
     try:
         sock = _connect(server, scheme, deployment.user)
@@ -259,6 +263,11 @@ def exchange(deployment: Deployment, scheme: str, case: Case) -> Answer:
         return Answer(None, b"", f"connect: {error!r}")
     with sock:
         try:
+            if persistent:
+                sock.sendall(KEEP_ALIVE_REQUEST)
+                first, _ = _read_answer(sock, bytearray())
+                if not first.startswith(b"HTTP/1.1 200 "):
+                    return Answer(None, first, "first request not kept alive")
             sock.sendall(_head(case, server))
         except OSError as error:
             return Answer(None, b"", f"send head: {error!r}")
@@ -602,11 +611,18 @@ def _failure(scheme: str, case: Case, answer: Answer) -> str | None:
     return None
 
 
-def _run(deployment: Deployment, cases: list[Case], schemes: tuple[str, ...]) -> list[str]:
+def _run(
+    deployment: Deployment,
+    cases: list[Case],
+    schemes: tuple[str, ...],
+    persistent: bool = False,
+) -> list[str]:
     """Run every case under every scheme; return the failures and print the counts."""
     jobs = [(scheme, case) for case in cases for scheme in schemes]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda job: exchange(deployment, *job), jobs))
+        answers = list(
+            pool.map(lambda job: exchange(deployment, job[0], job[1], persistent), jobs)
+        )
     failures = []
     for (scheme, case), answer in zip(jobs, answers):
         problem = _failure(scheme, case, answer)
@@ -639,6 +655,14 @@ def test_broken_framing_and_huge_bodies(deployment: Deployment) -> None:
 
 def test_hostile_paths_methods_and_headers(deployment: Deployment) -> None:
     failures = _run(deployment, path_cases(), SCHEMES)
+    assert not failures, "\n".join(failures[:40])
+    _assert_state_unchanged(deployment)
+
+
+def test_hostile_second_requests_on_persistent_connections(deployment: Deployment) -> None:
+    """Keep-alive must not let a hostile request slip past what a fresh one would meet."""
+    cases = framing_cases(deployment) + path_cases()
+    failures = _run(deployment, cases, ("http", "https+cert"), persistent=True)
     assert not failures, "\n".join(failures[:40])
     _assert_state_unchanged(deployment)
 
