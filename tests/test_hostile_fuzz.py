@@ -172,6 +172,34 @@ def test_backup_header_readers_fail_only_with_backup_error(fixtures: Fixtures, r
         pass
 
 
+STATEMENTS = ["BEGIN TRANSACTION;", "CREATE TABLE t (v TEXT);", "INSERT INTO t VALUES('é');"]
+
+
+@pytest.fixture(scope="module")
+def real_backup(fixtures: Fixtures) -> bytes:
+    """A real backup (small test chunks) that the fixture key can open."""
+    output = io.BytesIO()
+    recipient = x509util.load_certificate(fixtures.crt)
+    backup.write_backup(output, [*STATEMENTS, "COMMIT;"], [recipient], backup.TEST_CHUNK_SIZE)
+    restored = list(backup.read_backup(io.BytesIO(output.getvalue()), fixtures.key))
+    assert restored == [*STATEMENTS, "COMMIT;"]
+    return output.getvalue()
+
+
+@FUZZ
+@given(data=st.data())
+def test_tampered_backups_never_restore_other_statements(
+    fixtures: Fixtures, real_backup: bytes, data: Any
+) -> None:
+    """Any change to a backup is refused with BackupError, or leaves its content intact."""
+    tampered = data.draw(_mutations(real_backup))
+    try:
+        statements = list(backup.read_backup(io.BytesIO(tampered), fixtures.key))
+    except BackupError:
+        return
+    assert statements == [*STATEMENTS, "COMMIT;"]
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="caucase/backup.py _read_header: json.loads RecursionError on a deeply nested "
