@@ -1,18 +1,22 @@
 """Three simulated years of one CA on a real SQLite file: rollovers never break trust.
 
 A short certificate life (10 days, so a CA lives 40 days and a new one comes every 20) and
-an injected clock make three years about 440 steps of a quarter period. At every step a
-certificate is really issued, the CRLs are fetched, and `openssl verify -attime` checks
-every live certificate against the CAs a client learnt through the signed chain only.
+an injected clock make three years about 440 steps of a quarter period (with jitter). At
+every step a certificate is really issued, the CRLs are fetched, and `openssl verify
+-attime` checks every live certificate against the CAs a client learnt through the signed
+chain only.
 The daemon is "restarted" (new objects on the same file) now and then."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import random
 import subprocess
+import threading
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -25,7 +29,15 @@ from tests.ca_helpers import CA_SUBJECT, crl_list, crl_number, generate_keys, ma
 from tests.conftest import FakeClock
 
 CRT_LIFE = 10.0
-STEP = datetime.timedelta(days=CRT_LIFE / 4)
+MEAN_STEP_DAYS = CRT_LIFE / 4
+OUTLIVING_REASON = (
+    "CA renewal is checked lazily and the old CA keeps signing for one period after a new "
+    "one appears (ca.CertificateAuthority._active_pair); when no call reaches the CA at the "
+    "2-period threshold (idle server) the renewal runs late by some delta, and leaves signed "
+    "at the end of the passive phase outlive their CA by up to delta - 10 s, then stop "
+    "verifying before their notAfter. Fix: cap notAfter at the signing CA's notAfter, or "
+    "switch to the new CA once the old one cannot cover a whole certificate life"
+)
 DURATION = datetime.timedelta(days=3 * 365)
 RESTART_EVERY = 25
 REVOKE_EVERY = 9
@@ -122,6 +134,8 @@ def _issued_by(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
 
 def test_three_years_of_rollovers_keep_every_certificate_verifiable(tmp_path: Path) -> None:
     clock = FakeClock()
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
     (leaf_key,) = generate_keys(1)
     daemon = Daemon(tmp_path / "caucase.sqlite", clock)
     start = clock()
@@ -161,7 +175,9 @@ def test_three_years_of_rollovers_keep_every_certificate_verifiable(tmp_path: Pa
         assert result.returncode == 0, result.stdout + result.stderr
         if step % REVOKE_EVERY == 0:
             live = _revoke_and_check(daemon.ca, tmp_path, now, client, live)
-        clock.advance(days=STEP.total_seconds() / 86400)
+        # A quarter period, give or take up to 5 s: calls reach the CA often enough for its
+        # lazy renewal to run on time (see the idle-server test below).
+        clock.advance(days=MEAN_STEP_DAYS, seconds=rng.uniform(-5, 5))
         step += 1
 
     generations = sorted(first_held.values())
@@ -173,7 +189,10 @@ def test_three_years_of_rollovers_keep_every_certificate_verifiable(tmp_path: Pa
             assert serial in first_signing and first_signing[serial] > held_at
     order = sorted(first_signing, key=first_signing.__getitem__)
     assert order == sorted(order, key=first_held.__getitem__)
-    print(f"\n{step} steps, {len(generations)} CA generations, CRL number {last_crl_number}")
+    print(
+        f"\n{step} steps (seed {seed}), {len(generations)} CA generations, "
+        f"CRL number {last_crl_number}"
+    )
 
 
 def _issue(ca: CertificateAuthority, key: rsa.RSAPrivateKey, name: str) -> x509.Certificate:
@@ -193,3 +212,46 @@ def _revoke_and_check(
     result = openssl_verify(workdir, now, client.held, crl_list(ca), [revoked])
     assert result.returncode != 0 and "certificate revoked" in result.stdout + result.stderr
     return live[:-1]
+
+
+def test_rollover_raced_by_many_threads_makes_one_new_ca(tmp_path: Path) -> None:
+    """32 threads reach the renewal moment together: one CA generation, all see it."""
+    clock = FakeClock()
+    daemon = Daemon(tmp_path / "caucase.sqlite", clock)
+    (first,) = daemon.ca.get_ca_certificate_list()
+    clock.advance(days=2 * CRT_LIFE + 0.01)
+    barrier = threading.Barrier(32)
+    errors: list[BaseException] = []
+
+    def reach() -> None:
+        barrier.wait()
+        try:
+            daemon.ca.get_ca_certificate_list()
+        except BaseException as error:  # reported in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=reach) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    held = daemon.ca.get_ca_certificate_list()
+    assert len(held) == 2 and held[0] == first
+    daemon.restart()
+    assert daemon.ca.get_ca_certificate_list() == held
+
+
+@pytest.mark.xfail(strict=True, reason=OUTLIVING_REASON)
+def test_idle_server_never_issues_a_certificate_outliving_its_ca(tmp_path: Path) -> None:
+    clock = FakeClock()
+    daemon = Daemon(tmp_path / "caucase.sqlite", clock)
+    (leaf_key,) = generate_keys(1)
+    # Nobody calls the CA when 2 periods are left (at 2 periods of age): 3 days later,
+    # the first call generates the next CA, and the old one signs for one more period.
+    clock.advance(days=2 * CRT_LIFE + 3)
+    assert len(daemon.ca.get_ca_certificate_list()) == 2
+    clock.advance(days=CRT_LIFE - 0.01)
+    leaf = _issue(daemon.ca, leaf_key, "end of the passive phase")
+    signer = signer_of(leaf, daemon.ca.get_ca_certificate_list())
+    assert leaf.not_valid_after_utc <= signer.not_valid_after_utc
