@@ -327,6 +327,9 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     block_on_close = False
     is_https = False
+    # socketserver's default backlog of 5 drops SYNs under a burst of connections (each
+    # dropped one costs its client a 1 s retransmission).
+    request_queue_size = 128
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ constructors instead of waiting the production 30 s / 10 s.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 import ssl
@@ -75,7 +76,8 @@ def _listeners(tmp_path: Path, timeout: float | None) -> Iterator[Listeners]:
     user_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     app = deploy(tmp_path, clock, user_key).app
     timeouts = {} if timeout is None else {"connection_timeout": timeout}
-    http = CaucasedServer(("127.0.0.1", 0), socket.AF_INET, **timeouts)
+    http_timeouts = {} if timeout is None else {**timeouts, "keepalive_timeout": timeout}
+    http = CaucasedServer(("127.0.0.1", 0), socket.AF_INET, **http_timeouts)
     tls_timeouts = {} if timeout is None else {**timeouts, "handshake_timeout": timeout}
     https = CaucasedTLSServer(
         ("127.0.0.1", 0), socket.AF_INET, _server_context(tmp_path), **tls_timeouts
@@ -102,6 +104,18 @@ def short_listeners(tmp_path: Path) -> Iterator[Listeners]:
     yield from _listeners(tmp_path, SHORT_TIMEOUT)
 
 
+def _client_hello() -> bytes:
+    """A real TLS ClientHello, so that the server answers and then waits for the rest."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
 def _stalled_clients(listeners: Listeners) -> list[tuple[str, socket.socket]]:
     """Connections that start a request and then stop sending."""
     stalls = [
@@ -116,6 +130,12 @@ def _stalled_clients(listeners: Listeners) -> list[tuple[str, socket.socket]]:
         ("silent TLS", listeners.https_address, b""),
         # The first bytes of a TLS record header: a ClientHello that never completes.
         ("half a TLS handshake", listeners.https_address, b"\x16\x03\x01\x02\x00\x01\x00"),
+        ("TLS hello, then nothing", listeners.https_address, _client_hello()),
+        (
+            "idle kept-alive connection",
+            listeners.http_address,
+            b"GET /cas/crt/ca.crt.json HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
     ]
     clients = []
     for label, address, data in stalls:
@@ -170,8 +190,9 @@ def test_stalled_clients_do_not_block_others(default_listeners: Listeners) -> No
             assert answer.startswith(b"HTTP/1.0 200 ")
             assert b"-----BEGIN CERTIFICATE-----" in answer
             assert time.monotonic() - started < PROMPT
-        for label, sock in clients:  # all still held open: the production timeout is 30 s
-            assert _closed_by_server(sock, time.monotonic() + 0.2) is None, label
+        for label, sock in clients:  # all still held open: the production timeouts are long
+            if label != "idle kept-alive connection":  # its reply came, the socket stays
+                assert _closed_by_server(sock, time.monotonic() + 0.2) is None, label
     finally:
         for _, sock in clients:
             sock.close()
@@ -187,6 +208,10 @@ def test_stalled_clients_are_dropped_after_the_timeout(short_listeners: Listener
             assert sent is not None, f"{label}: still open after the timeout"
             if label == "half a body":  # the request is known: it gets its 400
                 assert sent.startswith(b"HTTP/1.0 400 "), sent
+            elif label == "idle kept-alive connection":  # its one reply, then the close
+                assert sent.startswith(b"HTTP/1.1 200 ") and sent.endswith(b"[]"), sent
+            elif label.startswith("TLS hello"):  # the server's side of the handshake only
+                assert sent.startswith(b"\x16\x03"), sent[:8]
             else:
                 assert b" 200 " not in sent, label
         assert time.monotonic() - started >= SHORT_TIMEOUT * 0.9
@@ -194,6 +219,32 @@ def test_stalled_clients_are_dropped_after_the_timeout(short_listeners: Listener
         assert answer.startswith(b"HTTP/1.0 200 ")
     finally:
         for _, sock in clients:
+            sock.close()
+
+
+def test_a_crowd_of_stalled_clients_does_not_block_others(default_listeners: Listeners) -> None:
+    """A slowloris crowd: one thread each, none holding the accept loop, and the listen
+    backlog deep enough that the burst of connections is not slowed by dropped SYNs."""
+    crowd = []
+    try:
+        started = time.monotonic()
+        for index in range(150):
+            address = (
+                default_listeners.https_address if index % 2 else default_listeners.http_address
+            )
+            sock = socket.create_connection(address, timeout=30)
+            sock.sendall(b"GET / HTTP/1.1\r\nX-Slow: " if index % 2 == 0 else b"\x16\x03")
+            crowd.append(sock)
+        assert time.monotonic() - started < PROMPT
+        for tls, address in (
+            (False, default_listeners.http_address),
+            (True, default_listeners.https_address),
+        ):
+            started = time.monotonic()
+            assert _get(address, tls).startswith(b"HTTP/1.0 200 ")
+            assert time.monotonic() - started < PROMPT
+    finally:
+        for sock in crowd:
             sock.close()
 
 
