@@ -184,8 +184,10 @@ def test_three_years_of_rollovers_keep_every_certificate_verifiable(tmp_path: Pa
     assert len(generations) >= 50
     # Every CA after the first is distributed before it signs (passive phase), then signs
     # (active phase); signing never goes back to an older CA.
+    # (A CA that appeared in the last period of the run has not started signing yet.)
+    steps_per_period = round(CRT_LIFE / MEAN_STEP_DAYS)
     for serial, held_at in first_held.items():
-        if held_at:
+        if 0 < held_at < step - steps_per_period - 1:
             assert serial in first_signing and first_signing[serial] > held_at
     order = sorted(first_signing, key=first_signing.__getitem__)
     assert order == sorted(order, key=first_held.__getitem__)
