@@ -52,9 +52,7 @@ class Ledger:
     renewed: list[bytes] = field(default_factory=list)
     revoked: set[int] = field(default_factory=set)
     revoke_attempted: set[int] = field(default_factory=set)
-    submit_attempted: set[bytes] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
-    resets: list[str] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -119,8 +117,6 @@ class LoadClient:
 
     def submit(self, key: rsa.RSAPrivateKey, common_name: str) -> int:
         csr = make_csr(key, common_name)
-        with self.ledger.lock:
-            self.ledger.submit_attempted.add(csr)
         headers, _ = self._call("submit", "PUT", "/cas/csr", csr, PKCS10, 201)
         csr_id = int(headers["Location"])
         with self.ledger.lock:
@@ -190,9 +186,8 @@ def run_load(
 ) -> list[threading.Thread]:
     """Start one thread per client cycling until `stop` or `deadline`; the threads.
 
-    With `tolerate_io`, a request without an answer (server killed) ends that thread quietly.
-    Otherwise a connection reset is recorded (its effect is unknown) and the thread goes on
-    (see test_listen_backlog_absorbs_the_load); any other error ends the thread as a failure."""
+    With `tolerate_io`, a request without an answer (server killed) ends that thread quietly;
+    otherwise it ends the thread as a failure."""
 
     def work(thread: int, client: LoadClient) -> None:
         number = 0
@@ -202,10 +197,6 @@ def run_load(
             except (OSError, http.client.HTTPException) as error:
                 if tolerate_io:
                     return
-                if isinstance(error, ConnectionResetError):
-                    client.ledger.resets.append(f"thread {thread} {client.operation}")
-                    number += 1
-                    continue
                 client.ledger.failures.append(f"thread {thread} {client.operation}: {error!r}")
                 return
             except UnexpectedAnswer as error:
@@ -239,10 +230,7 @@ class CRLWatcher:
         while time.monotonic() < deadline:
             with self.ledger.lock:
                 acknowledged = set(self.ledger.revoked)
-            try:
-                status, _, body = request(self.server, "GET", "/cas/crl")
-            except ConnectionResetError:
-                continue
+            status, _, body = request(self.server, "GET", "/cas/crl")
             if status != 200:
                 self.violations.append(f"GET /cas/crl: {status}")
                 continue
@@ -303,7 +291,7 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
 def _report(title: str, ledger: Ledger) -> None:
     print(
         f"\n{title}: {ledger.requests} requests, 5xx: {ledger.server_errors}, "
-        f"connection resets: {len(ledger.resets)}, statuses {dict(ledger.statuses)}, "
+        f"statuses {dict(ledger.statuses)}, "
         f"operations {dict(ledger.operations)}"
     )
 
@@ -340,24 +328,14 @@ def test_parallel_clients_lose_nothing_and_duplicate_nothing(
     assert len(serials) == len(set(serials))
     ca_crt = ca_certificate(server)
     assert all(verifies(crt, ca_crt) for crt in issued)
-    # A reset connection leaves its request's effect unknown: only those may differ.
-    unknown = len(ledger.resets)
-    assert unknown <= ledger.requests // 100
-    served = crl_serials(server, ca_crt)
-    assert ledger.revoked <= served <= ledger.revoke_attempted
-    assert len(served - ledger.revoked) <= unknown
+    assert crl_serials(server, ca_crt) == ledger.revoked
 
     for csr_id, crt_pem in ledger.signed.items():
-        status, _, body = request(server, "GET", f"/cas/crt/{csr_id}")
-        assert status == 200 and (body == crt_pem or not crt_pem)
+        assert request(server, "GET", f"/cas/crt/{csr_id}")[2] == crt_pem
     status, _, listing = request(server, "GET", "/cas/csr", https=True, cert_file=user)
     assert status == 200
     listed = {int(item["id"]): item["csr"].encode() for item in json.loads(listing)}
-    assert set(listed.values()) <= ledger.submit_attempted
-    assert len(set(listed) - set(ledger.pending)) <= unknown
-    missing = [csr_id for csr_id in ledger.pending if listed.get(csr_id) != ledger.pending[csr_id]]
-    assert len(missing) <= unknown
-    assert all(request(server, "GET", f"/cas/crt/{csr_id}")[0] == 200 for csr_id in missing)
+    assert listed == ledger.pending
     assert len(set(ledger.pending) | set(ledger.signed)) == ledger.operations["submit"]
 
 
@@ -370,13 +348,8 @@ def _listen_backlog(port: int) -> int:
 
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
-@pytest.mark.xfail(
-    strict=True,
-    reason="httpd.CaucasedServer keeps socketserver's request_queue_size of 5 (as the "
-    "reference does): under 32 clients the accept queue overflows and some connections are "
-    "reset or stall for seconds; a backlog like socket.SOMAXCONN absorbs the load",
-)
 def test_listen_backlog_absorbs_the_load(server: RunningServer) -> None:
+    """With socketserver's default of 5, bursts of 32 clients had connections reset."""
     assert _listen_backlog(server.http_port) >= THREADS
     assert _listen_backlog(server.https_port) >= THREADS
 
@@ -430,17 +403,8 @@ def answer(
     headers: dict[str, str] | None = None,
     user: Path | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """A request retried while its connection is reset unanswered (the listen queue of
-    test_listen_backlog_absorbs_the_load overflowing). A retried request that had in fact
-    been processed could only turn a winner into a loser, never hide a double win."""
-    for _ in range(50):
-        try:
-            return request(
-                server, method, path, body, headers, https=user is not None, cert_file=user
-            )
-        except ConnectionResetError:
-            continue
-    raise AssertionError(f"{method} {path}: connection reset 50 times")
+    """A request, over HTTPS with the `user` credential when one is given."""
+    return request(server, method, path, body, headers, https=user is not None, cert_file=user)
 
 
 def submit_status(server: RunningServer, authority: str, csr: bytes) -> tuple[int, str]:
