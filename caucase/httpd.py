@@ -329,7 +329,7 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
     is_https = False
     # socketserver's default backlog of 5 drops SYNs under a burst of connections (each
     # dropped one costs its client a 1 s retransmission).
-    request_queue_size = 128
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(
         self,
