@@ -11,10 +11,8 @@ import contextlib
 import datetime
 import io
 import json
-import sqlite3
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ from hypothesis import strategies as st
 from caucase import backup, pemfile, x509util
 from caucase.exceptions import BackupError, NotACertificateSigningRequest
 from tests.conftest import FakeClock
+from tests.fuzz.db_state import Rows, read_rows
 from tests.wsgi_support import Deployment, call, deploy, make_csr, sign_envelope
 
 FUZZ = settings(
@@ -43,21 +42,7 @@ class Fixtures:
     csr: bytes
     crt: bytes
     key: rsa.RSAPrivateKey
-    rows: dict[str, list[tuple[object, ...]]]
-
-
-def _rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        names = [
-            r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        ]
-        return {
-            name: sorted(connection.execute(f'SELECT * FROM "{name}"').fetchall(), key=repr)
-            for name in sorted(names)
-        }
-    finally:
-        connection.close()
+    rows: Rows
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +57,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Fixtures:
         assert (
             call(dep.app, "GET", f"/{authority}/csr", https=True, cert=dep.user_crt).status == 200
         )
-    return Fixtures(dep, csr, dep.user_crt, key, _rows(tmp_path / "caucase.sqlite"))
+    return Fixtures(dep, csr, dep.user_crt, key, read_rows(tmp_path / "caucase.sqlite"))
 
 
 def _mutations(document: bytes) -> st.SearchStrategy[bytes]:
@@ -278,7 +263,7 @@ def _check_answer(fixtures: Fixtures, status: int, errors: str) -> None:
     event(f"status {status}")  # the spread shows with --hypothesis-show-statistics
     assert status < 500, errors
     db = fixtures.deployment.tmp_path / "caucase.sqlite"
-    rows = _rows(db)
+    rows = read_rows(db)
     if status >= 300:
         assert rows == fixtures.rows
     fixtures.rows = rows

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import socket
-import sqlite3
 import ssl
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.fuzz.db_state import read_rows
 from tests.servers import (
     OUR_BIN,
     RunningServer,
@@ -87,22 +87,6 @@ def _pem(label: str, der: bytes) -> bytes:
 # State (read-only views of the server)
 
 
-def _rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table, sorted, from a read-only connection."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        tables = [
-            row[0]
-            for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        ]
-        return {
-            table: sorted(connection.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr)
-            for table in sorted(tables)
-        }
-    finally:
-        connection.close()
-
-
 def _snapshot(server: RunningServer, user: Path) -> dict[str, object]:
     state: dict[str, object] = {}
     for authority in ("cas", "cau"):
@@ -113,7 +97,7 @@ def _snapshot(server: RunningServer, user: Path) -> dict[str, object]:
         status, _, body = request(server, "GET", f"/{authority}/csr", https=True, cert_file=user)
         assert status == 200
         state[f"{authority}/csr"] = json.loads(body)
-    state["rows"] = _rows(server.workdir / "caucase.sqlite")  # after the lazy CRL builds
+    state["rows"] = read_rows(server.workdir / "caucase.sqlite")  # after the lazy CRL builds
     return state
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import io
-import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ with atheris.instrument_imports():
     # Imported here so that atheris instruments them for coverage feedback.
     from caucase import cors, wsgi, wsgi_request, wsgi_routes, x509util  # noqa: F401
     from tests.conftest import FakeClock
+    from tests.fuzz.db_state import read_rows
     from tests.wsgi_support import Deployment, call, deploy, make_csr
 
 METHODS = ["GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH"]
@@ -47,23 +47,11 @@ class Target:
         for authority in ("cas", "cau"):  # the lazily built CRLs exist before the first input
             call(self.deployment.app, "GET", f"/{authority}/crl")
             call(self.deployment.app, "GET", f"/{authority}/csr", https=True, cert=self.user_crt)
-        self.rows = self.read_rows()
+        self.rows = read_rows(self.db)
 
     @property
     def user_crt(self) -> bytes:
         return self.deployment.user_crt
-
-    def read_rows(self) -> dict[str, list[tuple[object, ...]]]:
-        connection = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-        try:
-            query = "SELECT name FROM sqlite_master WHERE type='table'"
-            names = sorted(row[0] for row in connection.execute(query))
-            return {
-                name: sorted(connection.execute(f'SELECT * FROM "{name}"').fetchall(), key=repr)
-                for name in names
-            }
-        finally:
-            connection.close()
 
     def body(self, fdp: Any) -> bytes | None:
         choice = fdp.ConsumeIntInRange(0, 3)
@@ -108,7 +96,7 @@ class Target:
         )
         if reply.status >= 500:
             raise AssertionError(f"{reply.status} for {method} {path!r}:\n{reply.errors}")
-        rows = self.read_rows()
+        rows = read_rows(self.db)
         if reply.status >= 300 and rows != self.rows:
             raise AssertionError(f"state changed by a {reply.status} to {method} {path!r}")
         self.rows = rows
