@@ -78,14 +78,17 @@ def schema_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[st
 
 
 def index_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
-    """Indexes the reference lacks, so that no per-request query scans the crt table.
+    """Indexes the reference lacks, so that no per-request query scans the crt table,
+    and purging expired revocations does not scan the revoked table.
 
     SQLite maintains them whoever writes, and dumps carry them, so the reference still
     opens, backs up and restores these databases. A UNIQUE key_id is indexed already."""
     table = table_prefix + "crt"
+    revoked = table_prefix + "revoked"
     statements = [
         f"CREATE INDEX IF NOT EXISTS {table}_expiration_date ON {table} (expiration_date)",
         f"CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (id) WHERE crt IS NULL",
+        f"CREATE INDEX IF NOT EXISTS {revoked}_expiration_date ON {revoked} (expiration_date)",
     ]
     if not enforce_unique_key_id:
         statements.append(f"CREATE INDEX IF NOT EXISTS {table}_key_id ON {table} (key_id)")
@@ -468,18 +471,19 @@ class Storage:
         Rows whose serial is not a non-negative decimal integer (written by the reference
         from bad input) are skipped, never fatal."""
         table = self._table("revoked")
-        with self._transaction() as tx:
-            tx.execute(f"DELETE FROM {table} WHERE expiration_date < ?", (now,))
-            rows = tx.execute(
-                f"SELECT serial, revocation_date FROM {table} ORDER BY rowid"
-            ).fetchall()
+        expired = f"FROM {table} WHERE expiration_date < ?"
+        if self._select_one(f"SELECT 1 {expired} LIMIT 1", (now,)) is not None:
+            with self._transaction() as tx:
+                tx.execute(f"DELETE {expired}", (now,))
+        # Read outside the write transaction: other writers need not wait for a big read.
+        rows = self._select_all(f"SELECT serial, revocation_date FROM {table} ORDER BY rowid")
         revoked = []
         for serial, revocation_date in rows:
             text = serial if isinstance(serial, str) else _as_text(serial)
             if not (text.isdigit() and text.isascii()):
                 self._report_bad_serial(text)
                 continue
-            revoked.append((int(text), int(revocation_date)))
+            revoked.append((int(text), int(revocation_date or 0)))
         return revoked
 
     def _report_bad_serial(self, serial: str) -> None:

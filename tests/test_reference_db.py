@@ -211,6 +211,7 @@ def test_our_reader_decrypts_reference_backup(
     assert {s.split()[2] for s in ours if s.startswith("CREATE INDEX ")} == {
         "caucrt_expiration_date",
         "caucrt_pending",
+        "caurevoked_expiration_date",
     }
     user_key_id = key_id(reference_files.user_key)
     assert storage.get_certificate_by_key_id(user_key_id) == reference_files.user_crt_pem

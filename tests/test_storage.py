@@ -97,8 +97,10 @@ def test_schema_text_follows_reference_layout(cas: Storage, cau: Storage, db_pat
         "cascrt_expiration_date",
         "cascrt_pending",
         "cascrt_key_id",
+        "casrevoked_expiration_date",
         "caucrt_expiration_date",
         "caucrt_pending",
+        "caurevoked_expiration_date",
     }
 
 
