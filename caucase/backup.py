@@ -145,7 +145,7 @@ def _read_header(source: BinaryIO) -> dict[str, Any]:
                 raise TypeError("key_list entry fields are not strings")
             if not isinstance(entry["cipher"]["name"], str):
                 raise TypeError("key cipher name is not a string")
-    except (ValueError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, RecursionError) as error:
         raise BackupError(f"Invalid backup header: {error}") from None
     return header
 

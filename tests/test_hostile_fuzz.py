@@ -185,11 +185,6 @@ def test_tampered_backups_never_restore_other_statements(
     assert statements == [*STATEMENTS, "COMMIT;"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="caucase/backup.py _read_header: json.loads RecursionError on a deeply nested "
-    "header escapes as RecursionError instead of BackupError",
-)
 def test_deeply_nested_backup_header_is_a_backup_error() -> None:
     with pytest.raises(BackupError):
         backup.read_key_ids(io.BytesIO(_backup_header(b"[" * 100000)))
