@@ -27,6 +27,7 @@ from tests.ca_helpers import generate_keys, make_csr
 from tests.servers import (
     OUR_BIN,
     RunningServer,
+    free_port_pair,
     key_pem,
     make_user,
     request,
@@ -149,8 +150,17 @@ def user_crt(path: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def other_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_caucased(CAUCASED, tmp_path_factory.mktemp("other") / "server")
+def other_server(
+    server: RunningServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Another caucased with the same --netloc, hence CAs with exactly the same names."""
+    port = free_port_pair()
+    running = start_caucased(
+        CAUCASED,
+        tmp_path_factory.mktemp("other") / "server",
+        ["--netloc", server.netloc, "--base-port", str(port)],
+        http_port=port,
+    )
     yield running
     running.stop()
 
@@ -175,13 +185,19 @@ def _foreign_credential(
         crt = sign(server, admin, "cas", submit(server, "cas", make_csr(keys[1], "cas-as-user")))
         return credential(workdir / "cas.pem", keys[1], crt)
     if kind == "user of another caucased":
-        return make_user(other, workdir / "other.pem", "admin")
+        twin = make_user(other, workdir / "other.pem", "admin")
+        assert _issuer(twin) == _issuer(admin)
+        return twin
     if kind == "self-signed":
         return credential(workdir / "self.pem", keys[1], self_signed(keys[1], "admin"))
     status, _, ca_pem = request(server, "GET", "/cau/crt/ca.crt.pem")
     assert status == 200
     forged = x509.load_pem_x509_certificate(ca_pem).subject.rfc4514_string()
     return credential(workdir / "forged.pem", keys[1], self_signed(keys[1], forged))
+
+
+def _issuer(path: Path) -> x509.Name:
+    return x509.load_pem_x509_certificate(user_crt(path)).issuer
 
 
 def test_current_user_is_accepted(server: RunningServer, admin: Path) -> None:
