@@ -333,3 +333,66 @@ def test_rerequest_key_is_private(tmp_path: Path) -> None:
     )
     assert mode(tmp_path / "new.key") == PRIVATE
     assert mode(tmp_path / "new.csr") == 0o644
+
+
+def _key_only_file(path: Path) -> bytes:
+    """A new key in a 0600 file (what rerequest makes); the CSR for it."""
+    key, csr = make_key_and_csr("bootstrapped")
+    path.write_bytes(key_pem(key))
+    path.chmod(PRIVATE)
+    return csr
+
+
+def test_get_crt_appended_to_a_key_file_keeps_it_private(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "svc.pem"
+    csr = _key_only_file(key_file)
+    status, headers, _ = request(deployment.server, "PUT", "/cas/csr", csr, PKCS10)
+    assert status == 201
+    run(
+        OUR_BIN / "caucase",
+        "--ca-url",
+        deployment.server.http_url,
+        "--get-crt",
+        headers["Location"],
+        key_file,
+        cwd=tmp_path,
+    )
+    assert b"CERTIFICATE" in key_file.read_bytes()
+    assert mode(key_file) == PRIVATE
+
+
+def test_updater_bootstrap_into_a_key_file_keeps_it_private(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "svc.pem"
+    (tmp_path / "svc.csr").write_bytes(_key_only_file(key_file))
+    stores = ["--cas-ca", "cas.crt.pem", "--ca", "cas.crt.pem", "--crl", "cas.crl.pem"]
+    log = tmp_path / "updater.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                *UMASK_022,
+                str(OUR_BIN / "caucase-updater"),
+                "--ca-url",
+                deployment.server.http_url,
+                *stores,
+                "--crt",
+                "svc.pem",
+                "--csr",
+                "svc.csr",
+            ],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        poll(lambda: "Next wake-up at" in log.read_text(), "the bootstrap")
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert "Bootstrap done" in log.read_text()
+    assert b"CERTIFICATE" in key_file.read_bytes()
+    assert mode(key_file) == PRIVATE
