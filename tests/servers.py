@@ -18,12 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 OUR_BIN = Path(sys.executable).parent
+# Which caucased (or tool set) a parametrized test runs: ours, or the reference release's.
+IMPLEMENTATIONS = ["ours", pytest.param("reference", marks=pytest.mark.interop)]
 STARTUP_TIMEOUT = 60.0
 
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # System packages the test suite drives as real peers: nginx (a TLS server trusting caucase),
-# Chromium and its WebDriver (the CORS consent flow in a browser), and openssl.
+# Chromium and its WebDriver (the CORS consent flow in a browser), openssl, and ss (iproute2).
 # Installs what is missing with apt-get (as root, or through sudo).
 set -e
 missing=""
@@ -9,6 +9,7 @@ have nginx || missing="$missing nginx-light"
 have chromium || missing="$missing chromium"
 have chromedriver || missing="$missing chromium-driver"
 have openssl || missing="$missing openssl"
+have ss || missing="$missing iproute2"
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo"; fi
 $as_root apt-get update -qq

@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -347,7 +346,6 @@ def _listen_backlog(port: int) -> int:
     return int(output.split()[2])
 
 
-@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 def test_listen_backlog_absorbs_the_load(server: RunningServer) -> None:
     """With socketserver's default of 5, bursts of 32 clients had connections reset."""
     assert _listen_backlog(server.http_port) >= THREADS

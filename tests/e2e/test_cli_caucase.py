@@ -5,7 +5,6 @@ Every test runs against the reference caucased (interop) and against ours.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import subprocess
@@ -20,22 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase.cli.caucase import build_parser
-from tests.servers import OUR_BIN, RunningServer, key_pem, start_caucased
+from tests.servers import IMPLEMENTATIONS, OUR_BIN, RunningServer, key_pem, start_caucased
 
 CAUCASE = OUR_BIN / "caucase"
 
 
-def _caucased_params() -> list[object]:
-    ours_missing = importlib.util.find_spec("caucase.server") is None
-    return [
-        pytest.param("reference", marks=pytest.mark.interop),
-        pytest.param(
-            "ours", marks=pytest.mark.skipif(ours_missing, reason="caucase.server not written yet")
-        ),
-    ]
-
-
-@pytest.fixture(scope="module", params=_caucased_params())
+@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
 def caucased(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import http.server
-import importlib.util
 import io
 import json
 import threading
@@ -36,6 +35,7 @@ from caucase.exceptions import (
 )
 from tests.conftest import FakeClock
 from tests.servers import (
+    IMPLEMENTATIONS,
     OUR_BIN,
     RunningServer,
     free_port_pair,
@@ -45,17 +45,7 @@ from tests.servers import (
 )
 
 
-def _caucased_params() -> list[object]:
-    ours_missing = importlib.util.find_spec("caucase.server") is None
-    return [
-        pytest.param("reference", marks=pytest.mark.interop),
-        pytest.param(
-            "ours", marks=pytest.mark.skipif(ours_missing, reason="caucase.server not written yet")
-        ),
-    ]
-
-
-@pytest.fixture(scope="module", params=_caucased_params())
+@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
 def caucased(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:

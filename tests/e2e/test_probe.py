@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import http.server
-import importlib.util
 import ssl
 import subprocess
 import threading
@@ -17,22 +16,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.servers import OUR_BIN, RunningServer, free_port_pair, start_caucased
+from tests.servers import IMPLEMENTATIONS, OUR_BIN, RunningServer, free_port_pair, start_caucased
 
 PROBE = OUR_BIN / "caucase-probe"
 
 
-def _caucased_params() -> list[object]:
-    ours_missing = importlib.util.find_spec("caucase.server") is None
-    return [
-        pytest.param("reference", marks=pytest.mark.interop),
-        pytest.param(
-            "ours", marks=pytest.mark.skipif(ours_missing, reason="caucase.server not written yet")
-        ),
-    ]
-
-
-@pytest.fixture(scope="module", params=_caucased_params())
+@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
 def caucased(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:

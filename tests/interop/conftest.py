@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import OUR_BIN
-
-IMPLEMENTATIONS = ["ours", pytest.param("reference", marks=pytest.mark.interop)]
+from tests.servers import IMPLEMENTATIONS, OUR_BIN
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
