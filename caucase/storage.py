@@ -15,84 +15,25 @@ from collections.abc import Iterable, Iterator
 from typing import Union
 
 from caucase import exceptions, x509util
-from caucase.group_commit import GroupCommitter
+from caucase.storage_sql import (
+    ConnectionPool,
+    committer_for,
+    connect,
+    create_private_file,
+    index_statements,
+    schema_statements,
+)
 
 logger = logging.getLogger(__name__)
 
 DAY = 86400
-BUSY_TIMEOUT = 30.0
 RECEIVED_CSR = "received_csr"
 CRL_NUMBER = "crl_number"
 CRL_LAST_UPDATE = "crl_last_update"
 AUTO_SIGN_CSR_AMOUNT = "auto_sign_csr_amount"
 _SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
-MAX_IDLE_CONNECTIONS = 16
-
-# Column lists in the reference order; the DDL text layout is part of the dump (errata 9).
-_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ca", ("expiration_date INTEGER", "key TEXT", "crt TEXT")),
-    (
-        "crt",
-        (
-            "id INTEGER PRIMARY KEY",
-            "key_id TEXT {unique}",
-            "expiration_date INTEGER",
-            "csr TEXT",
-            "crt TEXT",
-        ),
-    ),
-    ("revoked", ("serial TEXT PRIMARY KEY", "revocation_date INTEGER", "expiration_date INTEGER")),
-    ("counter", ("name TEXT PRIMARY KEY", "value INTEGER")),
-    ("config_once", ("name TEXT PRIMARY KEY", "value TEXT")),
-    ("config", ("name TEXT PRIMARY KEY", "value TEXT")),
-)
 
 Cell = Union[str, bytes, int, None]
-
-# Writers of one database file within this process share a group committer: they queue
-# on it instead of polling SQLite's busy handler (which sleeps for milliseconds at a time),
-# and concurrent writers share one synchronous commit.
-_committers: dict[str, GroupCommitter] = {}
-_committers_guard = threading.Lock()
-
-
-def _committer(db_path: str) -> GroupCommitter:
-    path = os.path.realpath(db_path)
-    with _committers_guard:
-        committer = _committers.get(path)
-        if committer is None:
-            committer = _committers[path] = GroupCommitter(path, _connect)
-        return committer
-
-
-def schema_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
-    """The CREATE TABLE statements of one prefix, laid out like the reference's."""
-    unique = "UNIQUE" if enforce_unique_key_id else ""
-    statements = []
-    for suffix, columns in _TABLES:
-        body = ",\n".join(" " * 10 + column.format(unique=unique) for column in columns)
-        statements.append(
-            f"CREATE TABLE IF NOT EXISTS {table_prefix}{suffix} (\n{body}\n{' ' * 8})"
-        )
-    return statements
-
-
-def index_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
-    """Indexes the reference lacks, so that no per-request query scans the crt table,
-    and purging expired revocations does not scan the revoked table.
-
-    SQLite maintains them whoever writes, and dumps carry them, so the reference still
-    opens, backs up and restores these databases. A UNIQUE key_id is indexed already."""
-    table = table_prefix + "crt"
-    revoked = table_prefix + "revoked"
-    statements = [
-        f"CREATE INDEX IF NOT EXISTS {table}_expiration_date ON {table} (expiration_date)",
-        f"CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (id) WHERE crt IS NULL",
-        f"CREATE INDEX IF NOT EXISTS {revoked}_expiration_date ON {revoked} (expiration_date)",
-    ]
-    if not enforce_unique_key_id:
-        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_key_id ON {table} (key_id)")
-    return statements
 
 
 def _as_bytes(value: Cell) -> bytes:
@@ -106,25 +47,6 @@ def _as_bytes(value: Cell) -> bytes:
 
 def _as_text(value: Cell) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _create_private_file(path: str) -> None:
-    """Create the file 0600 if missing, so that it never exists with wider permissions.
-
-    Never opens an existing file: closing any descriptor of a file drops every POSIX lock
-    this process holds on it, SQLite's included, and a connection closing next would then
-    take itself for the last one and delete the WAL index under the others' feet."""
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    """Autocommit connection: transactions are opened explicitly (BEGIN IMMEDIATE)."""
-    connection = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-    )
-    connection.execute("PRAGMA synchronous=FULL")
-    return connection
 
 
 class Storage:
@@ -146,11 +68,10 @@ class Storage:
         self._crt_keep_time = crt_keep_time * DAY
         self._crt_read_keep_time = crt_read_keep_time * DAY
         self._local = threading.local()
-        self._idle: list[sqlite3.Connection] = []
-        self._idle_lock = threading.Lock()
-        self._committer = _committer(db_path)
+        self._pool = ConnectionPool(db_path)
+        self._committer = committer_for(db_path)
         self._reported_bad_serials: set[str] = set()
-        _create_private_file(db_path)
+        create_private_file(db_path)
         with self._borrow() as connection:
             # WAL side files inherit the database file's mode (SQLite's own rule), hence 0600.
             connection.execute("PRAGMA journal_mode=WAL")
@@ -166,30 +87,17 @@ class Storage:
 
     @contextlib.contextmanager
     def _borrow(self) -> Iterator[sqlite3.Connection]:
-        """A pooled connection for this thread; a nested use gets the same one.
-
-        Request threads are short-lived (one per HTTP connection): a pool spares each of
-        them opening and setting up its own connection."""
+        """A pooled connection for this thread; a nested use gets the same one."""
         active: sqlite3.Connection | None = getattr(self._local, "active", None)
         if active is not None:
             yield active
             return
-        with self._idle_lock:
-            connection = self._idle.pop() if self._idle else None
-        if connection is None:
-            _create_private_file(self._db_path)
-            connection = _connect(self._db_path)
-        self._local.active = connection
-        try:
-            yield connection
-        finally:
-            self._local.active = None
-            with self._idle_lock:
-                keep = len(self._idle) < MAX_IDLE_CONNECTIONS
-                if keep:
-                    self._idle.append(connection)
-            if not keep:
-                connection.close()
+        with self._pool.connection() as connection:
+            self._local.active = connection
+            try:
+                yield connection
+            finally:
+                self._local.active = None
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -223,10 +131,7 @@ class Storage:
 
     def close(self) -> None:
         """Close the idle pooled connections (new ones are opened if used again)."""
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
+        self._pool.close()
 
     def _migrate_legacy_crl_table(self, tx: sqlite3.Connection) -> None:
         """Older versions stored CRLs; keep only the newest thisUpdate (ca-profile 5.4)."""
@@ -563,7 +468,7 @@ class Storage:
 
         A dedicated connection holds one read transaction for the whole dump, so that
         concurrent writers neither block it nor show through half-way."""
-        connection = _connect(self._db_path)
+        connection = connect(self._db_path)
         try:
             connection.execute("BEGIN")
             # The snapshot starts with the first read, not with BEGIN.
