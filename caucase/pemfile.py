@@ -9,6 +9,7 @@ keep their mode.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
@@ -36,6 +37,9 @@ _BLOCK = re.compile(
 )
 _CSR_LABELS = (b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST")
 _KEY_SUFFIXES = (b"PRIVATE KEY", b"PUBLIC KEY", b"PRIVATE KEY BLOCK", b"PUBLIC KEY BLOCK")
+
+# Suffix of the new key staged beside a key file during a renewal.
+PENDING_KEY_SUFFIX = ".caucase-renewing"
 
 
 class BlockKind(enum.Enum):
@@ -353,13 +357,42 @@ def append_to_file(path: StrPath, data: bytes, *, private: bool = False) -> None
     write_file(path, current + data, private=private)
 
 
+def _pending_key_path(key_path: StrPath) -> str:
+    return os.path.realpath(key_path) + PENDING_KEY_SUFFIX
+
+
 def write_renewed(pair: KeyPair, crt_path: StrPath, key_pem: bytes, crt_pem: bytes) -> None:
-    """Store a renewed key and certificate where the old pair came from: both in
-    CRT_PATH (key first) for a combined file, else key to its file, certificate to
-    CRT_PATH (cli.md 3.3). The key is written first: it is the one that cannot be
-    fetched again."""
+    """Store a renewed key and certificate where the old pair came from (cli.md 3.3) so that
+    a crash leaves either the old pair or a new one `recover_interrupted_renewal` completes.
+
+    Combined file: one atomic replace. Separate files: the new key is first saved beside the
+    key file, then the certificate is replaced, then the key."""
     if pair.key_in_certificate_file:
         write_file(crt_path, key_pem + crt_pem, private=True)
+        return
+    target = os.path.realpath(pair.key_path)
+    pending = _pending_key_path(pair.key_path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pending)
+    write_file(pending, key_pem, private=True)
+    os.chmod(pending, stat.S_IMODE(os.stat(target).st_mode))
+    write_file(crt_path, crt_pem)
+    os.replace(pending, target)
+
+
+def recover_interrupted_renewal(crt_path: StrPath, key_path: StrPath | None) -> None:
+    """Finish (the new certificate is already in place) or discard (it is not) a renewal
+    whose key replacement was interrupted."""
+    if not key_path:
+        return
+    pending = _pending_key_path(key_path)
+    if not os.path.exists(pending):
+        return
+    try:
+        matches = same_public_key(read_one_certificate(crt_path), read_one_key(pending))
+    except PemFileError:
+        matches = False
+    if matches and count_keys(crt_path) == 0:
+        os.replace(pending, os.path.realpath(key_path))
     else:
-        write_file(pair.key_path, key_pem, private=True)
-        write_file(crt_path, crt_pem)
+        os.unlink(pending)

@@ -483,15 +483,6 @@ def test_updater_killed_after_each_write_step_recovers(
     assert not files.pending.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="caucase --renew-crt with separate files (pemfile.write_renewed, used by "
-    "cli/caucase.py) replaces the key, then the certificate, with no recovery: a crash "
-    "between the two leaves the new key beside the old certificate, the old key is lost and "
-    "the pair is unusable. Fix: reuse the updater's scheme (pending key file, certificate, "
-    "key; recover_interrupted_renewal at start) or write the certificate first and keep "
-    "the old key until the new certificate is in place",
-)
 def test_caucase_renew_crt_killed_between_key_and_certificate_keeps_a_pair(
     tmp_path: Path, servers: list[RunningServer]
 ) -> None:

@@ -289,6 +289,7 @@ class CaucaseRun:
     def renew_crt(self, crt_path: str, key_path: str) -> None:
         """Renew when within the threshold; the new key replaces the old one (cli.md 3.3)."""
         self.context = f"--renew-crt {crt_path} {key_path}"
+        pemfile.recover_interrupted_renewal(crt_path, key_path)
         pair = self.load_key_pair(crt_path, key_path)
         if pair is None:
             return

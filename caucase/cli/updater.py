@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -37,7 +36,6 @@ BOOTSTRAP_POLL = datetime.timedelta(seconds=60)
 MIN_SLEEP = datetime.timedelta(seconds=60)
 MAX_NAP = datetime.timedelta(minutes=10)
 HOOK_FAILED = 3
-PENDING_KEY_SUFFIX = ".caucase-renewing"
 Sleep = Callable[[float], None]
 
 
@@ -105,48 +103,6 @@ def _during(action: str) -> Iterator[None]:
         reason = error.body.decode("utf-8", "replace").strip().splitlines()[:1]
         detail = f": {reason[0][:200]}" if reason else ""
         raise CaucaseError(f"{action}: server answered HTTP {error.status}{detail}") from None
-
-
-def _pending_key_path(key_path: str) -> str:
-    return os.path.realpath(key_path) + PENDING_KEY_SUFFIX
-
-
-def write_renewed_pair(crt_path: str, key_path: str, key_pem: bytes, crt_pem: bytes) -> None:
-    """Replace the pair so that a crash leaves either the old pair or a recoverable new one.
-
-    Combined file: one atomic replace. Separate files: the new key is first saved beside the
-    key file, then the certificate is replaced, then the key; a crash between the last two
-    steps is completed by `recover_interrupted_renewal` at the next start."""
-    if not key_path:
-        pemfile.write_file(crt_path, key_pem + crt_pem, private=True)
-        return
-    target = os.path.realpath(key_path)
-    pending = _pending_key_path(key_path)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(pending)
-    pemfile.write_file(pending, key_pem, private=True)
-    os.chmod(pending, stat.S_IMODE(os.stat(target).st_mode))
-    pemfile.write_file(crt_path, crt_pem)
-    os.replace(pending, target)
-
-
-def recover_interrupted_renewal(crt_path: str, key_path: str | None) -> None:
-    """Finish (new certificate already in place) or discard (it is not) a renewal whose
-    key replacement was interrupted."""
-    if not key_path:
-        return
-    pending = _pending_key_path(key_path)
-    if not os.path.exists(pending):
-        return
-    try:
-        certificate = pemfile.read_one_certificate(crt_path)
-        matches = pemfile.same_public_key(certificate, pemfile.read_one_key(pending))
-    except PemFileError:
-        matches = False
-    if matches and pemfile.count_keys(crt_path) == 0:
-        os.replace(pending, os.path.realpath(key_path))
-    else:
-        os.unlink(pending)
 
 
 def crl_refresh_deadline(
@@ -325,7 +281,7 @@ class Updater:
         """Renew the certificate when within --threshold of expiry; its next renewal time."""
         args = self._args
         threshold = datetime.timedelta(days=args.threshold)
-        recover_interrupted_renewal(args.crt, args.key)
+        pemfile.recover_interrupted_renewal(args.crt, args.key)
         pair = pemfile.read_key_pair(args.crt, args.key)
         certificate = pair.certificate
         try:
@@ -339,9 +295,7 @@ class Updater:
                     certificate, pair.key, args.key_len
                 )
             with self._guard.critical():
-                write_renewed_pair(
-                    args.crt, pair.key_path, x509util.dump_private_key(new_key), crt_pem
-                )
+                pemfile.write_renewed(pair, args.crt, x509util.dump_private_key(new_key), crt_pem)
             certificate = x509.load_pem_x509_certificate(crt_pem)
             self._updated = True
         return certificate.not_valid_after_utc - threshold

@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from caucase import x509util
+from caucase import pemfile, x509util
 from caucase.cli import updater
 from caucase.exceptions import CaucaseError
 from tests.servers import (
@@ -525,17 +525,17 @@ def test_wait_until_notices_a_clock_jump() -> None:
 def test_interrupted_renewal_is_completed_or_discarded(tmp_path: Path) -> None:
     old_key, new_key = (make_key_and_csr("x")[0] for _ in range(2))
     key_path = tmp_path / "svc.key"
-    pending = Path(str(key_path) + updater.PENDING_KEY_SUFFIX)
+    pending = Path(str(key_path) + pemfile.PENDING_KEY_SUFFIX)
     key_path.write_bytes(key_pem(old_key))
     crt_path = tmp_path / "svc.crt"
     crt_path.write_bytes(_self_signed_pem(new_key))
     pending.write_bytes(key_pem(new_key))
 
-    updater.recover_interrupted_renewal(str(crt_path), str(key_path))
+    pemfile.recover_interrupted_renewal(str(crt_path), str(key_path))
 
     assert key_path.read_bytes() == key_pem(new_key) and not pending.exists()
     pending.write_bytes(key_pem(old_key))
-    updater.recover_interrupted_renewal(str(crt_path), str(key_path))
+    pemfile.recover_interrupted_renewal(str(crt_path), str(key_path))
     assert key_path.read_bytes() == key_pem(new_key) and not pending.exists()
 
 
