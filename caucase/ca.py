@@ -390,8 +390,13 @@ class CertificateAuthority:
         template: x509util.Template,
         mode: SigningMode,
     ) -> tuple[bytes, datetime.datetime]:
-        """A certificate PEM for the CSR's key from the active CA, and the "now" it used."""
+        """A certificate PEM for the CSR's key from the active CA, and the "now" it used.
+
+        Its life is cut to end with the CA's: a CA renewed late (nothing reached it at the
+        renewal point) keeps signing for a period with less than a period left, and a leaf
+        outliving its issuer would stop verifying before its own notAfter."""
         pair, now = self._active_pair()
+        life = min(self._crt_life, pair.not_after - (now - x509util.BACKDATE))
         crt = x509util.issue_certificate(
             pair.key,
             pair.crt,
@@ -399,7 +404,7 @@ class CertificateAuthority:
             template,
             mode,
             now,
-            self._crt_life,
+            life,
             self._crl_base_url,
         )
         return x509util.dump_certificate(crt), now

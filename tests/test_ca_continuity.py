@@ -16,7 +16,6 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -30,14 +29,6 @@ from tests.conftest import FakeClock
 
 CRT_LIFE = 10.0
 MEAN_STEP_DAYS = CRT_LIFE / 4
-OUTLIVING_REASON = (
-    "CA renewal is checked lazily and the old CA keeps signing for one period after a new "
-    "one appears (ca.CertificateAuthority._active_pair); when no call reaches the CA at the "
-    "2-period threshold (idle server) the renewal runs late by some delta, and leaves signed "
-    "at the end of the passive phase outlive their CA by up to delta - 10 s, then stop "
-    "verifying before their notAfter. Fix: cap notAfter at the signing CA's notAfter, or "
-    "switch to the new CA once the old one cannot cover a whole certificate life"
-)
 DURATION = datetime.timedelta(days=3 * 365)
 RESTART_EVERY = 25
 REVOKE_EVERY = 9
@@ -244,7 +235,6 @@ def test_rollover_raced_by_many_threads_makes_one_new_ca(tmp_path: Path) -> None
     assert daemon.ca.get_ca_certificate_list() == held
 
 
-@pytest.mark.xfail(strict=True, reason=OUTLIVING_REASON)
 def test_idle_server_never_issues_a_certificate_outliving_its_ca(tmp_path: Path) -> None:
     clock = FakeClock()
     daemon = Daemon(tmp_path / "caucase.sqlite", clock)
