@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase import x509util
 from caucase.clock import Clock, from_timestamp, to_timestamp, utcnow
+from caucase.envelope import sign_envelope
 from caucase.exceptions import (
     BadSerial,
     CertificateAuthorityException,
@@ -83,7 +84,7 @@ def _build_chain(pair_list: Sequence[_CAKeyPair]) -> list[dict[str, Any]]:
     chain = []
     for previous, current in zip(pair_list, pair_list[1:]):
         payload = json.dumps({"old_pem": previous.pem.decode(), "new_pem": current.pem.decode()})
-        chain.append(x509util.sign_envelope(previous.key, payload, CHAIN_DIGEST))
+        chain.append(sign_envelope(previous.key, payload, CHAIN_DIGEST))
     return chain
 
 

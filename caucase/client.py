@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from caucase import __version__, pemfile, x509util
 from caucase.clock import Clock, utcnow
+from caucase.envelope import sign_envelope, verify_envelope
 from caucase.exceptions import (
     CaucaseError,
     CaucaseHTTPError,
@@ -63,7 +64,7 @@ def _tls_context(user_key: str | None) -> ssl.SSLContext:
 def _sign(key: PrivateKeyTypes, payload: str) -> dict[str, Any]:
     """A signed envelope, or a clear error for keys that cannot sign one (non-RSA)."""
     try:
-        return x509util.sign_envelope(key, payload)
+        return sign_envelope(key, payload)
     except ValueError as error:
         raise CaucaseError(f"Cannot sign the request with this key: {error}") from None
 
@@ -338,7 +339,7 @@ def verify_ca_chain(
         envelope, old_pem, new_pem = parsed
         try:
             old = x509.load_pem_x509_certificate(old_pem)
-            x509util.verify_envelope(envelope, old.public_key())
+            verify_envelope(envelope, old.public_key())
         except (ValueError, CaucaseError):
             continue
         if previous is None:

@@ -21,6 +21,7 @@ from caucase import x509util
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, utcnow
 from caucase.cors import CorsConsent, CorsKeyStore, CorsPolicy, response_headers
+from caucase.envelope import DIGEST_LIST, verify_envelope
 from caucase.exceptions import (
     CaucaseError,
     CertificateAuthorityException,
@@ -184,7 +185,7 @@ class Application:
     @staticmethod
     def _signed_payload(envelope: dict[str, Any], certificate_key: str) -> dict[str, Any]:
         """The payload, after checking its signature with the key of the certificate it holds."""
-        if envelope["digest"] not in x509util.DIGEST_LIST:
+        if envelope["digest"] not in DIGEST_LIST:
             raise HTTPError(400, b"Unsupported digest")
         payload = _decode_payload(envelope)
         crt = x509util.load_certificate(_certificate_pem(payload, certificate_key))
@@ -193,7 +194,7 @@ class Application:
             raise HTTPError(400, b"Only RSA keys can sign an envelope")
         if not isinstance(envelope.get("signature"), str):
             raise HTTPError(400, b"Envelope has no signature")
-        x509util.verify_envelope(envelope, public_key)
+        verify_envelope(envelope, public_key)
         return payload
 
     # Authority routes (http-api 6)

@@ -33,7 +33,7 @@ from tests.servers import (
     request,
     start_caucased,
 )
-from tests.wsgi_support import sign_envelope
+from tests.wsgi_support import signed_body
 
 JSON = {"Content-Type": "application/json"}
 PKCS10 = {"Content-Type": "application/pkcs10"}
@@ -294,11 +294,11 @@ def test_expired_user_is_refused(tmp_path: Path) -> None:
 
 def renew_body(crt: bytes, signer: rsa.RSAPrivateKey, new_key: rsa.RSAPrivateKey) -> bytes:
     payload = {"crt_pem": crt.decode(), "renew_csr_pem": make_csr(new_key, "renewal").decode()}
-    return sign_envelope(signer, payload)
+    return signed_body(signer, payload)
 
 
 def revoke_body(crt: bytes, signer: rsa.RSAPrivateKey) -> bytes:
-    return sign_envelope(signer, {"revoke_crt_pem": crt.decode()})
+    return signed_body(signer, {"revoke_crt_pem": crt.decode()})
 
 
 def put(server: RunningServer, path: str, body: bytes) -> int:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase import x509util
 from caucase.ca import CertificateAuthority
+from caucase.envelope import verify_envelope
 from caucase.storage import Storage
 from tests.ca_helpers import CA_SUBJECT, crl_list, crl_number, generate_keys, make_csr
 from tests.conftest import FakeClock
@@ -51,7 +52,7 @@ class ChainFollower:
             old = x509.load_pem_x509_certificate(payload["old_pem"].encode())
             new = x509.load_pem_x509_certificate(payload["new_pem"].encode())
             if old in self.held and new not in self.held:
-                x509util.verify_envelope(item, old.public_key())
+                verify_envelope(item, old.public_key())
                 self.held.append(new)
         self.held = [ca for ca in self.held if ca.not_valid_after_utc > now]
 

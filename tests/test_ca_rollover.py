@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from caucase import x509util
 from caucase.ca import CertificateAuthority
+from caucase.envelope import verify_envelope
 from caucase.exceptions import (
     CertificateAuthorityException,
     CertificateVerificationError,
@@ -231,7 +232,7 @@ def test_chain_links_consecutive_cas(make_ca: MakeCA, clock: FakeClock) -> None:
     assert x509util.load_certificate(payload["old_pem"].encode()) == old
     assert x509util.load_certificate(payload["new_pem"].encode()) == new
     assert item["payload"] == json.dumps(payload)
-    x509util.verify_envelope(item, old.public_key())
+    verify_envelope(item, old.public_key())
     _verify_max_salt_pss(item, old.public_key())
     old_crl, new_crl = crl_list(ca)
     assert list(ca.get_crl_dict()) == [x509util.authority_key_id_int(crt) for crt in (old, new)]

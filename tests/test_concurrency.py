@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.ca_helpers import generate_keys, make_csr
 from tests.servers import OUR_BIN, RunningServer, make_user, request, start_caucased
-from tests.wsgi_support import sign_envelope
+from tests.wsgi_support import signed_body
 
 THREADS = 32
 LOAD_SECONDS = 20.0
@@ -136,7 +136,7 @@ class LoadClient:
         self, crt: bytes, key: rsa.RSAPrivateKey, new_key: rsa.RSAPrivateKey, tag: str
     ) -> bytes:
         payload = {"crt_pem": crt.decode(), "renew_csr_pem": make_csr(new_key, tag).decode()}
-        body = sign_envelope(key, payload)
+        body = signed_body(key, payload)
         _, new_crt = self._call("renew", "PUT", "/cas/crt/renew", body, JSON, 200)
         with self.ledger.lock:
             self.ledger.renewed.append(new_crt)
@@ -144,7 +144,7 @@ class LoadClient:
 
     def revoke_by_key(self, crt: bytes, key: rsa.RSAPrivateKey) -> None:
         serial = x509.load_pem_x509_certificate(crt).serial_number
-        body = sign_envelope(key, {"revoke_crt_pem": crt.decode()})
+        body = signed_body(key, {"revoke_crt_pem": crt.decode()})
         self._revoke("revoke-by-key", serial, body, https=False)
 
     def revoke_by_serial(self, crt: bytes) -> None:
@@ -471,13 +471,13 @@ def test_only_one_of_identical_raced_requests_wins(
     crt = request(server, "GET", f"/cas/crt/{location}")[2]
 
     renewal = {"crt_pem": crt.decode(), "renew_csr_pem": make_csr(keys[1], "new").decode()}
-    renew_body = sign_envelope(keys[0], renewal)
+    renew_body = signed_body(keys[0], renewal)
     renewals = race(
         THREADS, lambda _: answer(server, "PUT", "/cas/crt/renew", renew_body, JSON)[0]
     )
     assert renewals.count(200) == 1 and not [status for status in renewals if status >= 500]
 
-    revoke_body = sign_envelope(keys[0], {"revoke_crt_pem": crt.decode()})
+    revoke_body = signed_body(keys[0], {"revoke_crt_pem": crt.decode()})
     revocations = race(
         THREADS, lambda _: answer(server, "PUT", "/cas/crt/revoke", revoke_body, JSON)[0]
     )

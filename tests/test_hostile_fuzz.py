@@ -24,7 +24,7 @@ from caucase import backup, pemfile, x509util
 from caucase.exceptions import BackupError, NotACertificateSigningRequest
 from tests.conftest import FakeClock
 from tests.fuzz.db_state import Rows, read_rows
-from tests.wsgi_support import Deployment, call, deploy, make_csr, sign_envelope
+from tests.wsgi_support import Deployment, call, deploy, make_csr, signed_body
 
 FUZZ = settings(
     max_examples=200,
@@ -303,7 +303,7 @@ def test_signed_envelopes_with_hostile_payloads(fixtures: Fixtures, data: Any) -
         )
     )
     digest = data.draw(st.sampled_from(["sha256", "sha384", "sha512"]))
-    body = sign_envelope(dep.user_key, payload, digest)
+    body = signed_body(dep.user_key, payload, digest)
     route = data.draw(st.sampled_from(["renew", "revoke"]))
     reply = call(dep.app, "PUT", f"/cau/crt/{route}", body, content_type="application/json")
     _check_answer(fixtures, reply.status, reply.errors)

@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from caucase import x509util
+from caucase.envelope import sign_envelope
 from tests.conftest import FakeClock
-from tests.wsgi_support import Deployment, call, deploy, make_csr, self_signed, sign_envelope
+from tests.wsgi_support import Deployment, call, deploy, make_csr, self_signed, signed_body
 
 JSON = "application/json"
 
@@ -46,7 +47,7 @@ def renew_body(
     crt: bytes, key: rsa.RSAPrivateKey, new_key: rsa.RSAPrivateKey, digest: str = "sha256"
 ) -> bytes:
     payload = {"crt_pem": crt.decode(), "renew_csr_pem": make_csr(new_key, "ignored").decode()}
-    return sign_envelope(key, payload, digest)
+    return signed_body(key, payload, digest)
 
 
 @pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])
@@ -100,7 +101,7 @@ def test_bad_renewal_requests_are_400_and_store_nothing(
         "lone surrogate in payload": _tamper(
             good, payload=json.dumps(payload)[:-1] + ', "x": "\ud800"}'
         ),
-        "lone surrogate in csr": sign_envelope(keys[1], {**payload, "renew_csr_pem": "\ud800"}),
+        "lone surrogate in csr": signed_body(keys[1], {**payload, "renew_csr_pem": "\ud800"}),
         "non-base64 signature": _tamper(good, signature="!!!"),
         "not utf-8": b"\xff",
         "not an object": b"[1]",
@@ -112,9 +113,9 @@ def test_bad_renewal_requests_are_400_and_store_nothing(
         "no payload": _tamper(good, payload=KeyError),
         "payload not json": sign_envelope_raw(keys[1], "{nope"),
         "payload not object": sign_envelope_raw(keys[1], "[1]"),
-        "no renew csr": sign_envelope(keys[1], {"crt_pem": crt.decode()}),
-        "no crt": sign_envelope(keys[1], {"renew_csr_pem": payload["renew_csr_pem"]}),
-        "garbage crt": sign_envelope(
+        "no renew csr": signed_body(keys[1], {"crt_pem": crt.decode()}),
+        "no crt": signed_body(keys[1], {"renew_csr_pem": payload["renew_csr_pem"]}),
+        "garbage crt": signed_body(
             keys[1], {**payload, "crt_pem": "-----BEGIN CERTIFICATE-----\n"}
         ),
         "ec crt": _tamper(good, payload=json.dumps({**payload, "crt_pem": ec_crt.decode()})),
@@ -139,14 +140,14 @@ def test_bad_renewal_requests_are_400_and_store_nothing(
 
 
 def sign_envelope_raw(key: rsa.RSAPrivateKey, payload: str) -> bytes:
-    return json.dumps(x509util.sign_envelope(key, payload)).encode()
+    return json.dumps(sign_envelope(key, payload)).encode()
 
 
 def test_invalid_renewal_csr_is_400_with_empty_body(
     dep: Deployment, keys: list[rsa.RSAPrivateKey]
 ) -> None:
     crt = service_crt(dep, keys[1])
-    body = sign_envelope(keys[1], {"crt_pem": crt.decode(), "renew_csr_pem": "nope"})
+    body = signed_body(keys[1], {"crt_pem": crt.decode(), "renew_csr_pem": "nope"})
     reply = call(dep.app, "PUT", "/cas/crt/renew", body, content_type=JSON)
     assert (reply.status, reply.body) == (400, b"")
 
@@ -161,7 +162,7 @@ def _crl_serials(dep: Deployment) -> set[int]:
 
 def test_revoke_by_key_possession(dep: Deployment, keys: list[rsa.RSAPrivateKey]) -> None:
     crt = service_crt(dep, keys[1])
-    body = sign_envelope(keys[1], {"revoke_crt_pem": crt.decode()})
+    body = signed_body(keys[1], {"revoke_crt_pem": crt.decode()})
     reply = call(dep.app, "PUT", "/cas/crt/revoke", body, content_type=JSON)
     assert (reply.status, reply.header("Cache-Control")) == (204, None)
     assert x509util.load_certificate(crt).serial_number in _crl_serials(dep)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from caucase import x509util
+from caucase.envelope import DIGEST_LIST, sign_envelope, verify_envelope
 from caucase.exceptions import (
     BadEnvelope,
     CertificateAuthorityException,
@@ -759,18 +760,18 @@ def test_is_valid_ca(ca_crt: x509.Certificate, leaf: x509.Certificate, clock: Fa
 PAYLOAD = json.dumps({"crt_pem": "-----BEGIN CERTIFICATE-----\nMII\u00e9\n", "renew_csr_pem": "x"})
 
 
-@pytest.mark.parametrize("digest", x509util.DIGEST_LIST)
+@pytest.mark.parametrize("digest", DIGEST_LIST)
 def test_envelope_round_trip(leaf_key: rsa.RSAPrivateKey, digest: str) -> None:
-    envelope = x509util.sign_envelope(leaf_key, PAYLOAD, digest)
+    envelope = sign_envelope(leaf_key, PAYLOAD, digest)
     assert envelope["payload"] == PAYLOAD and envelope["digest"] == digest
     assert envelope["signature"].endswith("\n")
-    x509util.verify_envelope(json.loads(json.dumps(envelope)), leaf_key.public_key())
+    verify_envelope(json.loads(json.dumps(envelope)), leaf_key.public_key())
     stripped = dict(envelope, signature=envelope["signature"].rstrip("\n"))
-    x509util.verify_envelope(stripped, leaf_key.public_key())
+    verify_envelope(stripped, leaf_key.public_key())
 
 
 def test_envelope_uses_the_maximum_salt(leaf_key: rsa.RSAPrivateKey) -> None:
-    envelope = x509util.sign_envelope(leaf_key, PAYLOAD)
+    envelope = sign_envelope(leaf_key, PAYLOAD)
     salt_length = 2048 // 8 - 32 - 2
     leaf_key.public_key().verify(
         base64.b64decode(envelope["signature"]),
@@ -791,11 +792,11 @@ def test_envelope_with_a_32_byte_salt_is_accepted(leaf_key: rsa.RSAPrivateKey) -
         "digest": "sha512",
         "signature": base64.b64encode(signature).decode(),
     }
-    x509util.verify_envelope(envelope, leaf_key.public_key())
+    verify_envelope(envelope, leaf_key.public_key())
 
 
 def _signed(key: rsa.RSAPrivateKey) -> dict[str, Any]:
-    return x509util.sign_envelope(key, PAYLOAD)
+    return sign_envelope(key, PAYLOAD)
 
 
 @pytest.mark.parametrize(
@@ -819,7 +820,7 @@ def test_envelope_tampering_is_refused(
 ) -> None:
     envelope = {**_signed(leaf_key), **change}
     with pytest.raises(BadEnvelope):
-        x509util.verify_envelope(envelope, leaf_key.public_key())
+        verify_envelope(envelope, leaf_key.public_key())
 
 
 def test_envelope_without_a_field_is_refused(leaf_key: rsa.RSAPrivateKey) -> None:
@@ -827,22 +828,22 @@ def test_envelope_without_a_field_is_refused(leaf_key: rsa.RSAPrivateKey) -> Non
         envelope = _signed(leaf_key)
         del envelope[field]
         with pytest.raises(BadEnvelope):
-            x509util.verify_envelope(envelope, leaf_key.public_key())
+            verify_envelope(envelope, leaf_key.public_key())
 
 
 def test_envelope_signed_by_another_key_is_refused(keys: list[rsa.RSAPrivateKey]) -> None:
     with pytest.raises(BadEnvelope):
-        x509util.verify_envelope(_signed(keys[1]), keys[2].public_key())
+        verify_envelope(_signed(keys[1]), keys[2].public_key())
 
 
 def test_envelope_needs_rsa(leaf_key: rsa.RSAPrivateKey) -> None:
     ec_key = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(BadEnvelope):
-        x509util.verify_envelope(_signed(leaf_key), ec_key.public_key())
+        verify_envelope(_signed(leaf_key), ec_key.public_key())
     with pytest.raises(ValueError):
-        x509util.sign_envelope(ec_key, PAYLOAD)
+        sign_envelope(ec_key, PAYLOAD)
     with pytest.raises(ValueError):
-        x509util.sign_envelope(leaf_key, PAYLOAD, "md5")
+        sign_envelope(leaf_key, PAYLOAD, "md5")
 
 
 # --- PEM loading -----------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from caucase import x509util
 from caucase.ca import CertificateAuthority
+from caucase.envelope import sign_envelope
 from caucase.storage import Storage
 from caucase.wsgi import Application
 from tests.conftest import FakeClock
@@ -172,5 +172,5 @@ def deploy(
     return Deployment(cau, cas, app, user_key, user_crt, tmp_path, clock)
 
 
-def sign_envelope(key: Any, payload: dict[str, Any], digest: str = "sha256") -> bytes:
-    return json.dumps(x509util.sign_envelope(key, json.dumps(payload), digest)).encode()
+def signed_body(key: Any, payload: dict[str, Any], digest: str = "sha256") -> bytes:
+    return json.dumps(sign_envelope(key, json.dumps(payload), digest)).encode()

@@ -27,6 +27,7 @@ from caucase.client import (
     verify_ca_chain,
 )
 from caucase.clock import utcnow
+from caucase.envelope import sign_envelope
 from caucase.exceptions import (
     CaucaseError,
     CaucaseHTTPError,
@@ -296,7 +297,7 @@ def _link(
             "new_pem": x509util.dump_certificate(new).decode(),
         }
     )
-    return x509util.sign_envelope(signer, payload)
+    return sign_envelope(signer, payload)
 
 
 def _pem(certificate: x509.Certificate) -> bytes:
