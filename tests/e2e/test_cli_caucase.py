@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,22 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase.cli.caucase import build_parser
-from tests.servers import IMPLEMENTATIONS, OUR_BIN, RunningServer, key_pem, start_caucased
+from tests.servers import OUR_BIN, RunningServer, key_pem
 
 CAUCASE = OUR_BIN / "caucase"
-
-
-@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
-def caucased(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    if request.param == "reference":
-        command = request.getfixturevalue("reference_bin") / "caucased"
-    else:
-        command = OUR_BIN / "caucased"
-    server = start_caucased([command], tmp_path_factory.mktemp(f"caucased-{request.param}"))
-    yield server
-    server.stop()
 
 
 def run(server: RunningServer, cwd: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -36,27 +36,11 @@ from caucase.exceptions import (
 )
 from tests.conftest import FakeClock
 from tests.servers import (
-    IMPLEMENTATIONS,
-    OUR_BIN,
     RunningServer,
     free_port_pair,
     make_key_and_csr,
     make_user,
-    start_caucased,
 )
-
-
-@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
-def caucased(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    if request.param == "reference":
-        command = request.getfixturevalue("reference_bin") / "caucased"
-    else:
-        command = OUR_BIN / "caucased"
-    server = start_caucased([command], tmp_path_factory.mktemp(f"caucased-{request.param}"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,22 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.servers import IMPLEMENTATIONS, OUR_BIN, RunningServer, free_port_pair, start_caucased
+from tests.servers import OUR_BIN, RunningServer, free_port_pair
 
 PROBE = OUR_BIN / "caucase-probe"
-
-
-@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
-def caucased(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    if request.param == "reference":
-        command = request.getfixturevalue("reference_bin") / "caucased"
-    else:
-        command = OUR_BIN / "caucased"
-    server = start_caucased([command], tmp_path_factory.mktemp(f"caucased-{request.param}"))
-    yield server
-    server.stop()
 
 
 def _probe(url: str) -> subprocess.CompletedProcess[str]:
