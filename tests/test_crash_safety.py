@@ -24,8 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import x509util
-from caucase.cli import updater
+from caucase import pemfile, x509util
 from tests.ca_helpers import generate_keys
 from tests.servers import (
     OUR_BIN,
@@ -229,7 +228,7 @@ class PairFiles:
 
     @property
     def pending(self) -> Path | None:
-        return Path(str(self.key) + updater.PENDING_KEY_SUFFIX) if self.key else None
+        return Path(str(self.key) + pemfile.PENDING_KEY_SUFFIX) if self.key else None
 
 
 def _same_key(crt: x509.Certificate, key: rsa.RSAPrivateKey) -> bool:
@@ -279,7 +278,7 @@ def _wait_for_write(workdir: Path, process: subprocess.Popen[bytes], timeout: fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         if any(
-            name.startswith(".svc") or name.endswith(updater.PENDING_KEY_SUFFIX)
+            name.startswith(".svc") or name.endswith(pemfile.PENDING_KEY_SUFFIX)
             for name in set(os.listdir(workdir)) - before
         ):
             return True
