@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase import backup
 from caucase.storage import Storage, restore_database, schema_statements
+from tests.servers import free_port_pair
 
 pytestmark = pytest.mark.interop
 
@@ -34,13 +35,6 @@ class ReferenceFiles:
     backup: Path
     user_key: rsa.RSAPrivateKey
     user_crt_pem: bytes
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -135,11 +129,12 @@ def reference_files(
 ) -> ReferenceFiles:
     workdir = tmp_path_factory.mktemp("reference")
     (workdir / "backups").mkdir()
-    port = free_port()
+    port = free_port_pair()
     user_key = rsa.generate_private_key(65537, 2048)
-    with reference_caucased(reference_bin, workdir, port):
+    with reference_caucased(reference_bin, workdir, port) as process:
         wait_for(lambda: has_every_ca(workdir / "db.sqlite"), "the reference CAs")
-        wait_for(lambda: is_listening(port), "the reference to listen")
+        wait_for(lambda: is_listening(port) or process.poll() is not None, "it to listen")
+        assert process.poll() is None, (workdir / "caucased.log").read_text()
         user_crt_pem = submit_user(port, user_key)
     # With no backup yet, a backup is due at start-up, and now there is a user to encrypt for.
     with reference_caucased(reference_bin, workdir, port, "--backup-directory", "backups"):
@@ -305,7 +300,7 @@ def test_reference_runs_on_a_database_we_created(reference_bin: Path, tmp_path: 
         storage = Storage(str(db), prefix, enforce_unique_key_id=unique)
         storage.lock_auto_sign_amount(0)
         storage.close()
-    port = free_port()
+    port = free_port_pair()
     with reference_caucased(reference_bin, tmp_path, port) as process:
         wait_for(lambda: has_every_ca(db) or process.poll() is not None, "the reference CAs")
         assert process.poll() is None, (tmp_path / "caucased.log").read_text()
