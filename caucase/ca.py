@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import x509util
+from caucase import verification, x509util
 from caucase.clock import Clock, from_timestamp, to_timestamp, utcnow
 from caucase.envelope import sign_envelope
 from caucase.exceptions import (
@@ -74,7 +74,7 @@ def _load_ca_key_pair(key_pem: bytes, crt_pem: bytes, now: datetime.datetime) ->
         raise ValueError("CA key is not RSA")
     if _public_der(key.public_key()) != _public_der(crt.public_key()):
         raise ValueError("CA certificate does not match its key")
-    if not x509util.is_valid_ca(crt, now):
+    if not verification.is_valid_ca(crt, now):
         raise ValueError("not a valid self-signed CA certificate")
     return _CAKeyPair(key, crt, x509util.dump_certificate(crt), x509util.authority_key_id_int(crt))
 
@@ -459,7 +459,7 @@ class CertificateAuthority:
 
     def verify_certificate(self, crt: x509.Certificate) -> None:
         """CertificateVerificationError unless issued by a held CA, valid now, not revoked."""
-        x509util.verify_certificate(crt, *self._verification_context())
+        verification.verify_certificate(crt, *self._verification_context())
 
     def _verification_context(
         self,
@@ -514,7 +514,7 @@ class CertificateAuthority:
         for crt_pem in self._storage.iter_certificates():
             try:
                 crt = x509util.load_certificate(crt_pem)
-                x509util.verify_certificate(crt, ca_list, revoked_serials, now)
+                verification.verify_certificate(crt, ca_list, revoked_serials, now)
             except (ValueError, CertificateVerificationError):
                 continue
             yield crt

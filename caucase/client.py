@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from caucase import __version__, pemfile, x509util
+from caucase import __version__, pemfile, verification, x509util
 from caucase.clock import Clock, utcnow
 from caucase.envelope import sign_envelope, verify_envelope
 from caucase.exceptions import (
@@ -305,7 +305,7 @@ def load_valid_ca_list(
             certificate = x509.load_pem_x509_certificate(pem)
         except ValueError:
             continue
-        if x509util.is_valid_ca(certificate, now):
+        if verification.is_valid_ca(certificate, now):
             result.append(certificate)
     return result
 
@@ -343,7 +343,7 @@ def verify_ca_chain(
         except (ValueError, CaucaseError):
             continue
         if previous is None:
-            if old != anchor or not x509util.is_valid_ca(old, now):
+            if old != anchor or not verification.is_valid_ca(old, now):
                 continue
             previous = anchor
         if old != previous:

@@ -21,3 +21,10 @@ def to_timestamp(value: datetime.datetime) -> int:
 def from_timestamp(value: float) -> datetime.datetime:
     """Aware UTC datetime from Unix seconds."""
     return datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+
+
+def as_utc(moment: datetime.datetime) -> datetime.datetime:
+    """Naive datetimes are taken as UTC, so they compare with cryptography's aware ones."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.timezone.utc)
+    return moment

@@ -11,12 +11,12 @@ import datetime
 import enum
 import ipaddress
 import os
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Union
 
 import pem as pemlib
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from caucase import exceptions
+from caucase.clock import as_utc
 
 BACKDATE = datetime.timedelta(seconds=10)
 CAUCASE_OID_TOP = "1.3.6.1.4.1.37476.9000.70.0"
@@ -42,8 +43,6 @@ _Extension = tuple[x509.ExtensionType, bool]
 
 # Errors cryptography raises when it cannot read the extensions of a document.
 _EXTENSION_ERRORS = (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
-# Errors cryptography raises while checking a signature it cannot or will not verify.
-_VERIFY_ERRORS = (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError)
 
 
 class SigningMode(enum.Enum):
@@ -202,13 +201,6 @@ def name_constraints_for_host(host: str) -> x509.Extension[x509.NameConstraints]
     return x509.Extension(ExtensionOID.NAME_CONSTRAINTS, True, constraints)
 
 
-def _as_utc(moment: datetime.datetime) -> datetime.datetime:
-    """Naive datetimes are taken as UTC, so they compare with cryptography's aware ones."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=datetime.timezone.utc)
-    return moment
-
-
 def _certificate_builder(
     subject: x509.Name,
     issuer: x509.Name,
@@ -217,7 +209,7 @@ def _certificate_builder(
     life: datetime.timedelta,
 ) -> x509.CertificateBuilder:
     """Back-dated validity, random serial; the encoder floors sub-seconds (ca-profile 1.1)."""
-    not_before = _as_utc(now) - BACKDATE
+    not_before = as_utc(now) - BACKDATE
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -435,7 +427,7 @@ def revoked_entry(serial: int, revocation_date: datetime.datetime) -> x509.Revok
     if serial < 0:
         raise ValueError("Negative serial numbers are not supported in CRLs")
     return x509.RevokedCertificateBuilder(
-        serial_number=serial, revocation_date=_as_utc(revocation_date)
+        serial_number=serial, revocation_date=as_utc(revocation_date)
     ).build()
 
 
@@ -458,8 +450,8 @@ def make_crl(
     ]
     builder = x509.CertificateRevocationListBuilder(
         issuer_name=ca_crt.subject,
-        last_update=_as_utc(this_update),
-        next_update=_as_utc(next_update),
+        last_update=as_utc(this_update),
+        next_update=as_utc(next_update),
         revoked_certificates=entries,
     )
     builder = builder.add_extension(x509.CRLNumber(number), critical=False)
@@ -496,47 +488,3 @@ def is_auto_signed(crt: x509.Certificate) -> bool:
         return False
     marks = (AUTO_SIGNED_OID, LEGACY_AUTO_SIGNED_OID)
     return any(policy.policy_identifier.dotted_string in marks for policy in policies)
-
-
-def _is_issued_by(crt: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        crt.verify_directly_issued_by(issuer)
-    except _VERIFY_ERRORS:
-        return False
-    return True
-
-
-def is_valid_ca(crt: x509.Certificate, now: datetime.datetime) -> bool:
-    """Self-signed (signature verifies with its own key) and within its validity at `now`."""
-    moment = _as_utc(now)
-    return crt.not_valid_before_utc <= moment <= crt.not_valid_after_utc and _is_issued_by(
-        crt, crt
-    )
-
-
-def verify_certificate(
-    crt: x509.Certificate,
-    ca_list: Sequence[x509.Certificate],
-    revoked_serials: Container[int],
-    now: datetime.datetime,
-) -> None:
-    """Raise CertificateVerificationError unless `crt` is issued by one of `ca_list`,
-    within validity at `now`, and its serial is not in `revoked_serials` (a container of int).
-
-    Checks run in OpenSSL's order (issuer, then revocation, then time) and fail with its
-    messages, so a revoked and expired certificate reports "certificate revoked" as the
-    reference does; no X509Store is built, which keeps this cheap per request."""
-    issuers = sorted(
-        (ca for ca in ca_list if ca.subject == crt.issuer),
-        key=lambda ca: ca.not_valid_before_utc,
-        reverse=True,
-    )
-    if not any(_is_issued_by(crt, issuer) for issuer in issuers):
-        raise exceptions.CertificateVerificationError("unable to get local issuer certificate")
-    if crt.serial_number in revoked_serials:
-        raise exceptions.CertificateVerificationError("certificate revoked")
-    moment = _as_utc(now)
-    if moment < crt.not_valid_before_utc:
-        raise exceptions.CertificateVerificationError("certificate is not yet valid")
-    if moment > crt.not_valid_after_utc:
-        raise exceptions.CertificateVerificationError("certificate has expired")

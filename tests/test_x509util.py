@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from caucase import x509util
+from caucase import verification, x509util
 from caucase.envelope import DIGEST_LIST, sign_envelope, verify_envelope
 from caucase.exceptions import (
     BadEnvelope,
@@ -151,7 +151,7 @@ def test_ca_certificate_profile(ca_key: rsa.RSAPrivateKey, ca_crt: x509.Certific
     assert values[1].public_bytes() == bytes.fromhex("30168014") + ski.digest
     assert values[2].public_bytes() == bytes.fromhex("30060101ff020100")
     assert values[3].public_bytes() == bytes.fromhex("03020106")
-    assert x509util.is_valid_ca(ca_crt, NOW)
+    assert verification.is_valid_ca(ca_crt, NOW)
 
 
 def test_https_ca_gets_name_constraints_last(ca_key: rsa.RSAPrivateKey) -> None:
@@ -206,7 +206,7 @@ def test_renewed_ca_copies_subject_and_extensions(
     assert renewed.extensions[0].value == new_ski
     assert renewed.extensions[1].value.key_identifier == new_ski.digest
     assert list(renewed.extensions)[2:] == list(first.extensions)[2:]
-    assert x509util.is_valid_ca(renewed, later)
+    assert verification.is_valid_ca(renewed, later)
 
 
 # --- leaf certificates -----------------------------------------------------------------------
@@ -700,7 +700,7 @@ def _reason(
     revoked: frozenset[int] = frozenset(),
 ) -> str | None:
     try:
-        x509util.verify_certificate(crt, ca_list, revoked, now)
+        verification.verify_certificate(crt, ca_list, revoked, now)
     except CertificateVerificationError as error:
         return error.reason
     return None
@@ -749,10 +749,10 @@ def test_verify_finds_the_issuer_among_generations(
 
 
 def test_is_valid_ca(ca_crt: x509.Certificate, leaf: x509.Certificate, clock: FakeClock) -> None:
-    assert x509util.is_valid_ca(ca_crt, clock())
-    assert not x509util.is_valid_ca(ca_crt, clock() + CA_LIFE + DAY)
-    assert not x509util.is_valid_ca(ca_crt, clock() - DAY)
-    assert not x509util.is_valid_ca(leaf, clock())
+    assert verification.is_valid_ca(ca_crt, clock())
+    assert not verification.is_valid_ca(ca_crt, clock() + CA_LIFE + DAY)
+    assert not verification.is_valid_ca(ca_crt, clock() - DAY)
+    assert not verification.is_valid_ca(leaf, clock())
 
 
 # --- envelopes -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from cryptography import x509
 
-from caucase import __version__, pemfile, x509util
+from caucase import __version__, pemfile, verification, x509util
 from caucase.client import (
     CaucaseClient,
     load_valid_ca_list,
@@ -238,7 +238,7 @@ class CaucaseRun:
             certificate = x509util.load_certificate(crt_pem)
         except ValueError:
             raise CaucaseError("server returned a malformed certificate") from None
-        x509util.verify_certificate(certificate, self.ca_list, (), self.clock())
+        verification.verify_certificate(certificate, self.ca_list, (), self.clock())
         how = "automatically" if x509util.is_auto_signed(certificate) else "manually"
         self.say(f"{identifier} was (originally) {how} approved")
         holds_key = self.check_key_file(path, certificate)
@@ -295,7 +295,7 @@ class CaucaseRun:
             return
         now = self.clock()
         try:
-            x509util.verify_certificate(pair.certificate, self.ca_list, (), now)
+            verification.verify_certificate(pair.certificate, self.ca_list, (), now)
         except CaucaseError:
             self.say(
                 f"{crt_path} was not signed by this CA, revoked or otherwise invalid, skipping"

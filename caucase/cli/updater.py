@@ -21,7 +21,7 @@ from typing import Callable, TextIO
 
 from cryptography import x509
 
-from caucase import __version__, pemfile, x509util
+from caucase import __version__, pemfile, verification, x509util
 from caucase.client import (
     CaucaseClient,
     RetryingCaucaseClient,
@@ -285,7 +285,7 @@ class Updater:
         pair = pemfile.read_key_pair(args.crt, args.key)
         certificate = pair.certificate
         try:
-            x509util.verify_certificate(certificate, ca_list, (), now)
+            verification.verify_certificate(certificate, ca_list, (), now)
         except CaucaseError as error:
             raise CaucaseError(f"{args.crt}: {error}") from None
         if certificate.not_valid_after_utc - threshold <= now:
