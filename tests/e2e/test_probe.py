@@ -113,18 +113,25 @@ def impostor(tmp_path: Path) -> Iterator[tuple[int, bytes, bytes, Path]]:
     yield port, first, second, tls_file
 
 
+def _probe_impostor(
+    port: int, tls_file: Path, http_files: dict[str, bytes], https_files: dict[str, bytes]
+) -> subprocess.CompletedProcess[str]:
+    """Probe a pair of plain web servers standing in for caucased's two listeners."""
+    servers = [_serving(port, http_files), _serving(port + 1, https_files, tls_file)]
+    try:
+        return _probe(f"http://127.0.0.1:{port}")
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
 def test_http_and_https_serving_different_cas_is_a_failure(
     impostor: tuple[int, bytes, bytes, Path],
 ) -> None:
     port, first, second, tls_file = impostor
     path = "/cas/crt/ca.crt.pem"
-    servers = [_serving(port, {path: first}), _serving(port + 1, {path: second}, tls_file)]
-    try:
-        result = _probe(f"http://127.0.0.1:{port}")
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+    result = _probe_impostor(port, tls_file, {path: first}, {path: second})
 
     _assert_one_line_failure(result)
     assert "do not serve the same caucase database" in result.stderr
@@ -133,26 +140,14 @@ def test_http_and_https_serving_different_cas_is_a_failure(
 def test_same_ca_on_both_listeners_passes(impostor: tuple[int, bytes, bytes, Path]) -> None:
     port, first, _, tls_file = impostor
     path = "/cas/crt/ca.crt.pem"
-    servers = [_serving(port, {path: first}), _serving(port + 1, {path: first}, tls_file)]
-    try:
-        result = _probe(f"http://127.0.0.1:{port}")
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+    result = _probe_impostor(port, tls_file, {path: first}, {path: first})
 
     assert (result.returncode, result.stderr) == (0, "")
 
 
 def test_web_server_that_is_not_caucased(impostor: tuple[int, bytes, bytes, Path]) -> None:
     port, _, _, tls_file = impostor
-    servers = [_serving(port, {}), _serving(port + 1, {}, tls_file)]
-    try:
-        result = _probe(f"http://127.0.0.1:{port}")
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+    result = _probe_impostor(port, tls_file, {}, {})
 
     _assert_one_line_failure(result)
     assert "HTTP 404" in result.stderr

@@ -25,6 +25,7 @@ from caucase import pemfile, x509util
 from caucase.cli import updater
 from caucase.exceptions import CaucaseError
 from tests.servers import (
+    IMPLEMENTATIONS,
     OUR_BIN,
     RunningServer,
     free_port_pair,
@@ -36,10 +37,9 @@ from tests.servers import (
 )
 
 UPDATER = OUR_BIN / "caucase-updater"
-CAUCASED_KINDS = [pytest.param("reference", marks=pytest.mark.interop), "ours"]
 
 
-@pytest.fixture(params=CAUCASED_KINDS)
+@pytest.fixture(params=IMPLEMENTATIONS)
 def caucased_command(request: pytest.FixtureRequest) -> Path:
     if request.param == "reference":
         return Path(request.getfixturevalue("reference_bin")) / "caucased"
