@@ -48,7 +48,7 @@ setup(
             "caucase-probe = caucase.cli.probe:main",
             "caucase-rerequest = caucase.cli.rerequest:main",
             "caucase-key-id = caucase.cli.key_id:main",
-            "caucased = caucase.server:main",
+            "caucased = caucase.cli.server:main",
             "caucased-manage = caucase.cli.manage:main",
         ],
     },

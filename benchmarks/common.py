@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import (  # noqa: E402
+from tests.support.servers import (  # noqa: E402
     OUR_BIN,
     RunningServer,
     make_key_and_csr,

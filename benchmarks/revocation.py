@@ -27,7 +27,7 @@ from common import (
     tls_ceiling,
 )
 
-from tests.servers import RunningServer, make_user, start_caucased
+from tests.support.servers import RunningServer, make_user, start_caucased
 
 
 def revoke(server: RunningServer, user: Path, serial: int) -> None:

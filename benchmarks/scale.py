@@ -17,7 +17,7 @@ from pathlib import Path
 from common import implementations, make_csrs
 from issuance import issue_all
 
-from tests.servers import RunningServer, start_caucased
+from tests.support.servers import RunningServer, start_caucased
 
 AUTO_APPROVE = ["--service-auto-approve-count", "1000000000"]
 

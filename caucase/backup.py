@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
+from caucase.crypto.x509util import key_id
 from caucase.exceptions import BackupError
-from caucase.x509util import key_id
 
 MAGIC = b"caucase\0"
 CHUNK_SIZE = 10 * 1024 * 1024

@@ -18,7 +18,7 @@ from caucase import backup
 from caucase.ca import CertificateAuthority
 from caucase.clock import from_timestamp
 from caucase.exceptions import BackupError, CaucaseError
-from caucase.httpd import write_line
+from caucase.http.server import write_line
 from caucase.storage import Storage
 
 SUFFIX = ".sql.caucased"

@@ -19,9 +19,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import verification, x509util
 from caucase.clock import Clock, from_timestamp, to_timestamp, utcnow
-from caucase.envelope import sign_envelope
+from caucase.crypto import verification, x509util
+from caucase.crypto.envelope import sign_envelope
+from caucase.crypto.x509util import SigningMode
 from caucase.exceptions import (
     BadSerial,
     CertificateAuthorityException,
@@ -30,7 +31,6 @@ from caucase.exceptions import (
     NotFound,
 )
 from caucase.storage import Storage
-from caucase.x509util import SigningMode
 
 logger = logging.getLogger(__name__)
 

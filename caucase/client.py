@@ -24,9 +24,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from caucase import __version__, pemfile, verification, x509util
+from caucase import __version__
 from caucase.clock import Clock, utcnow
-from caucase.envelope import sign_envelope, verify_envelope
+from caucase.crypto import pemfile, verification, x509util
+from caucase.crypto.envelope import sign_envelope, verify_envelope
 from caucase.exceptions import (
     CaucaseError,
     CaucaseHTTPError,

@@ -53,6 +53,12 @@ class KeyAlreadyUsed(CertificateAuthorityException):
     """The CAU already holds a row for this public key (HTTP 400; the reference gave 500)."""
 
 
+class StorageError(CaucaseError):
+    """The database failed (unreachable, locked past the busy timeout, read-only, full,
+    corrupt): nothing was written. The HTTP layer answers 503 with Retry-After; background
+    tasks log one line and try again later."""
+
+
 class BackupError(CaucaseError):
     """A backup file is malformed, truncated, tampered with, or not for this key."""
 

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.ca_helpers import generate_keys, make_csr
-from tests.servers import (
+from tests.support.ca_helpers import generate_keys, make_csr
+from tests.support.servers import (
     OUR_BIN,
     RunningServer,
     free_port_pair,
@@ -33,7 +33,7 @@ from tests.servers import (
     request,
     start_caucased,
 )
-from tests.wsgi_support import signed_body
+from tests.support.wsgi_support import signed_body
 
 JSON = {"Content-Type": "application/json"}
 PKCS10 = {"Content-Type": "application/pkcs10"}

@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtensionOID
 
-from caucase import x509util
 from caucase.ca import CertificateAuthority
+from caucase.crypto import x509util
+from caucase.crypto.x509util import SigningMode
 from caucase.exceptions import (
     BadSerial,
     CertificateVerificationError,
@@ -27,8 +28,8 @@ from caucase.exceptions import (
     NotFound,
 )
 from caucase.storage import Storage
-from caucase.x509util import SigningMode
-from tests.ca_helpers import (
+from tests.conftest import FakeClock
+from tests.support.ca_helpers import (
     CA_SUBJECT,
     CRT_LIFE,
     MakeCA,
@@ -39,7 +40,6 @@ from tests.ca_helpers import (
     name,
     signed,
 )
-from tests.conftest import FakeClock
 
 
 @pytest.fixture(scope="module")

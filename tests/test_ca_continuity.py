@@ -21,12 +21,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import x509util
 from caucase.ca import CertificateAuthority
-from caucase.envelope import verify_envelope
+from caucase.crypto import x509util
+from caucase.crypto.envelope import verify_envelope
 from caucase.storage import Storage
-from tests.ca_helpers import CA_SUBJECT, crl_list, crl_number, generate_keys, make_csr
 from tests.conftest import FakeClock
+from tests.support.ca_helpers import CA_SUBJECT, crl_list, crl_number, generate_keys, make_csr
 
 CRT_LIFE = 10.0
 MEAN_STEP_DAYS = CRT_LIFE / 4

@@ -21,16 +21,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from caucase import x509util
 from caucase.ca import CertificateAuthority
-from caucase.envelope import verify_envelope
+from caucase.crypto import x509util
+from caucase.crypto.envelope import verify_envelope
 from caucase.exceptions import (
     CertificateAuthorityException,
     CertificateVerificationError,
     NotFound,
 )
 from caucase.storage import Storage
-from tests.ca_helpers import (
+from tests.conftest import FakeClock
+from tests.support.ca_helpers import (
     CA_SUBJECT,
     CRT_LIFE,
     MakeCA,
@@ -42,8 +43,7 @@ from tests.ca_helpers import (
     pem,
     signed,
 )
-from tests.conftest import FakeClock
-from tests.servers import make_user, request, start_caucased
+from tests.support.servers import make_user, request, start_caucased
 
 ROLLOVER_CRT_LIFE = 30.0  # days: a CA lives 120 days and is renewed every 60
 STEP = datetime.timedelta(days=5)

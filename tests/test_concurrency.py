@@ -22,9 +22,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.ca_helpers import generate_keys, make_csr
-from tests.servers import OUR_BIN, RunningServer, make_user, request, start_caucased
-from tests.wsgi_support import signed_body
+from tests.support.ca_helpers import generate_keys, make_csr
+from tests.support.servers import OUR_BIN, RunningServer, make_user, request, start_caucased
+from tests.support.wsgi_support import signed_body
 
 THREADS = 32
 LOAD_SECONDS = 20.0

@@ -24,9 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import pemfile, x509util
-from tests.ca_helpers import generate_keys
-from tests.servers import (
+from caucase.crypto import pemfile, x509util
+from tests.support.ca_helpers import generate_keys
+from tests.support.servers import (
     OUR_BIN,
     RunningServer,
     free_port_pair,

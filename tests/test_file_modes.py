@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.servers import (
+from tests.support.servers import (
     OUR_BIN,
     RunningServer,
     key_pem,

@@ -20,11 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from caucase import backup, pemfile, x509util
+from caucase import backup
+from caucase.crypto import pemfile, x509util
 from caucase.exceptions import BackupError, NotACertificateSigningRequest
 from tests.conftest import FakeClock
 from tests.fuzz.db_state import Rows, read_rows
-from tests.wsgi_support import Deployment, call, deploy, make_csr, signed_body
+from tests.support.wsgi_support import Deployment, call, deploy, make_csr, signed_body
 
 FUZZ = settings(
     max_examples=200,

@@ -23,8 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.fuzz.db_state import read_rows
-from tests.raw_http import TRUNCATING, Answer, Case, exchange
-from tests.servers import (
+from tests.support.raw_http import TRUNCATING, Answer, Case, exchange
+from tests.support.servers import (
     OUR_BIN,
     RunningServer,
     make_key_and_csr,

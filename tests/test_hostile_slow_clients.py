@@ -21,9 +21,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase.httpd import CaucasedServer, CaucasedTLSServer, start_serving, stop_serving
+from caucase.http.server import CaucasedServer, CaucasedTLSServer, start_serving, stop_serving
 from tests.conftest import FakeClock
-from tests.wsgi_support import deploy, name
+from tests.support.wsgi_support import deploy, name
 
 PROMPT = 5.0  # a normal request must complete well within this, slow clients or not
 SHORT_TIMEOUT = 1.0

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from caucase import backup
 from caucase.cli import key_id
-from tests.servers import OUR_BIN
+from tests.support.servers import OUR_BIN
 
 
 @pytest.fixture(scope="module")

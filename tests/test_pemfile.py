@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from caucase import pemfile
+from caucase.crypto import pemfile
+from caucase.crypto.pemfile import BlockKind
 from caucase.exceptions import PemFileError
-from caucase.pemfile import BlockKind
 
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.timezone.utc)
 

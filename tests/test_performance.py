@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from caucase import x509util
 from caucase.ca import CertificateAuthority
+from caucase.crypto import x509util
 from caucase.storage import Storage
-from tests.servers import OUR_BIN, RunningServer, make_key_and_csr, start_caucased
+from tests.support.servers import OUR_BIN, RunningServer, make_key_and_csr, start_caucased
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "perf CA")])

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase import backup
 from caucase.storage import Storage, restore_database, schema_statements
-from tests.servers import free_port_pair
+from tests.support.servers import free_port_pair
 
 pytestmark = pytest.mark.interop
 

@@ -17,7 +17,7 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import AttributeOID, NameOID
 
 from caucase.cli import rerequest
-from tests.servers import OUR_BIN
+from tests.support.servers import OUR_BIN
 
 PRIVATE_OID = x509.ObjectIdentifier("1.3.6.1.4.1.37476.9000.70.99")
 

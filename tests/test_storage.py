@@ -279,7 +279,7 @@ def test_poisoned_serials_are_skipped_and_logged_once(
         for serial in ("12", "-5", "0x10", "1.5", "True", "0"):
             connection.execute("INSERT INTO casrevoked VALUES (?, ?, ?)", (serial, NOW, NOW + 9))
     connection.close()
-    with caplog.at_level(logging.WARNING, logger="caucase.storage"):
+    with caplog.at_level(logging.WARNING, logger="caucase.storage.sqlite"):
         assert cas.get_revoked(NOW) == [(12, NOW), (0, NOW)]
         assert cas.get_revoked(NOW) == [(12, NOW), (0, NOW)]
     assert len(caplog.records) == 4

@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import x509util
+from caucase.crypto import x509util
 from tests.conftest import FakeClock
-from tests.wsgi_support import (
+from tests.support.wsgi_support import (
     Deployment,
     ExplodingInput,
     call,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import cors
+from caucase.http import cors
 from tests.conftest import FakeClock
-from tests.wsgi_support import Deployment, Reply, call, deploy
+from tests.support.wsgi_support import Deployment, Reply, call, deploy
 
 APP_ORIGIN = "https://app.example"
 FORM = "application/x-www-form-urlencoded"
@@ -357,7 +357,7 @@ def test_empty_or_invalid_key_store_is_tolerated(
 ) -> None:
     store = dep.tmp_path / "cors.key"
     store.write_text(content)
-    with caplog.at_level(logging.WARNING, logger="caucase.cors"):
+    with caplog.at_level(logging.WARNING, logger="caucase.http.cors"):
         dep.app = dep.restart_app()
     assert bool(caplog.records) == bool(content.strip())
     assert read_ca(dep, cookie_header(decide(dep, True))).status == 200
@@ -386,7 +386,7 @@ def test_unwritable_key_store_keeps_consent_working(
     dep: Deployment, caplog: pytest.LogCaptureFixture
 ) -> None:
     dep.app = dep.restart_app(cors_key_store=str(dep.tmp_path / "missing-dir" / "cors.key"))
-    with caplog.at_level(logging.WARNING, logger="caucase.cors"):
+    with caplog.at_level(logging.WARNING, logger="caucase.http.cors"):
         posted = decide(dep, True)
     assert posted.status == 302
     assert "Cannot save CORS key store" in caplog.text

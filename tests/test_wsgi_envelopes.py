@@ -12,10 +12,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from caucase import x509util
-from caucase.envelope import sign_envelope
+from caucase.crypto import x509util
+from caucase.crypto.envelope import sign_envelope
 from tests.conftest import FakeClock
-from tests.wsgi_support import Deployment, call, deploy, make_csr, self_signed, signed_body
+from tests.support.wsgi_support import Deployment, call, deploy, make_csr, self_signed, signed_body
 
 JSON = "application/json"
 

@@ -18,17 +18,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from caucase import verification, x509util
-from caucase.envelope import DIGEST_LIST, sign_envelope, verify_envelope
+from caucase.crypto import verification, x509util
+from caucase.crypto.envelope import DIGEST_LIST, sign_envelope, verify_envelope
+from caucase.crypto.x509util import SigningMode
 from caucase.exceptions import (
     BadEnvelope,
     CertificateAuthorityException,
     CertificateVerificationError,
     NotACertificateSigningRequest,
 )
-from caucase.x509util import SigningMode
 from tests.conftest import FakeClock
-from tests.servers import request, start_caucased
+from tests.support.servers import request, start_caucased
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

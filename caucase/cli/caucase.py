@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from cryptography import x509
 
-from caucase import __version__, pemfile, verification, x509util
+from caucase import __version__
 from caucase.client import (
     CaucaseClient,
     load_valid_ca_list,
@@ -25,6 +25,7 @@ from caucase.client import (
     update_crl_store,
 )
 from caucase.clock import Clock, utcnow
+from caucase.crypto import pemfile, verification, x509util
 from caucase.exceptions import CaucaseError, CaucaseHTTPError, PemFileError
 
 EXIT_ERROR = 1

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from caucase import __version__, backup, pemfile, x509util
+from caucase import __version__, backup
+from caucase.crypto import pemfile, x509util
 from caucase.exceptions import BackupError, PemFileError
 
 

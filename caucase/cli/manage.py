@@ -21,11 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from caucase import __version__, backup, x509util
+from caucase import __version__, backup
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, to_timestamp, utcnow
+from caucase.crypto import x509util
+from caucase.crypto.pemfile import BlockKind, PemBlock, append_to_file, read_blocks, read_one_csr
 from caucase.exceptions import CaucaseError, NotFound
-from caucase.pemfile import BlockKind, PemBlock, append_to_file, read_blocks, read_one_csr
 from caucase.storage import Storage, restore_database
 
 _DB_SIDE_SUFFIXES = ("", "-wal", "-shm", "-journal")

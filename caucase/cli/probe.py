@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from caucase import __version__, pemfile
+from caucase import __version__
 from caucase.client import CaucaseClient, Response
+from caucase.crypto import pemfile
 from caucase.exceptions import CaucaseError, CaucaseHTTPError
 
 CA_PATH = "/crt/ca.crt.pem"

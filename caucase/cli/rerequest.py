@@ -15,7 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import __version__, pemfile, x509util
+from caucase import __version__
+from caucase.crypto import pemfile, x509util
 from caucase.exceptions import CaucaseError
 
 

@@ -21,7 +21,7 @@ from typing import Callable, TextIO
 
 from cryptography import x509
 
-from caucase import __version__, pemfile, verification, x509util
+from caucase import __version__
 from caucase.client import (
     CaucaseClient,
     RetryingCaucaseClient,
@@ -30,6 +30,7 @@ from caucase.client import (
     update_crl_store,
 )
 from caucase.clock import Clock, utcnow
+from caucase.crypto import pemfile, verification, x509util
 from caucase.exceptions import CaucaseError, CaucaseHTTPError, PemFileError
 
 BOOTSTRAP_POLL = datetime.timedelta(seconds=60)

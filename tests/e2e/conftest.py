@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import IMPLEMENTATIONS, OUR_BIN, RunningServer, start_caucased
+from tests.support.servers import IMPLEMENTATIONS, OUR_BIN, RunningServer, start_caucased
 
 
 @pytest.fixture(scope="module", params=IMPLEMENTATIONS)

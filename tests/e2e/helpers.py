@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from cryptography import x509
 
-from tests.servers import (
+from tests.support.servers import (
     OUR_BIN,
     RunningServer,
     key_pem,

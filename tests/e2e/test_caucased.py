@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from caucase import backup, x509util
+from caucase import backup
+from caucase.crypto import x509util
 from tests.e2e.helpers import (
     CAUCASED,
     certificate_of,
@@ -28,7 +29,7 @@ from tests.e2e.helpers import (
     signed_credential,
     submit_csr,
 )
-from tests.servers import (
+from tests.support.servers import (
     RunningServer,
     make_key_and_csr,
     make_user,

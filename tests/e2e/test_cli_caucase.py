@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase.cli.caucase import build_parser
-from tests.servers import OUR_BIN, RunningServer, key_pem
+from tests.support.servers import OUR_BIN, RunningServer, key_pem
 
 CAUCASE = OUR_BIN / "caucase"
 

@@ -15,7 +15,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from caucase import pemfile, x509util
 from caucase.client import (
     USER_AGENT,
     CaucaseClient,
@@ -27,7 +26,8 @@ from caucase.client import (
     verify_ca_chain,
 )
 from caucase.clock import utcnow
-from caucase.envelope import sign_envelope
+from caucase.crypto import pemfile, x509util
+from caucase.crypto.envelope import sign_envelope
 from caucase.exceptions import (
     CaucaseError,
     CaucaseHTTPError,
@@ -35,7 +35,7 @@ from caucase.exceptions import (
     PemFileError,
 )
 from tests.conftest import FakeClock
-from tests.servers import (
+from tests.support.servers import (
     RunningServer,
     free_port_pair,
     make_key_and_csr,

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from caucase import x509util
+from caucase.crypto import x509util
 from caucase.storage import Storage
 from tests.e2e.helpers import CAUCASED, MANAGE, certificate_of, poll
-from tests.servers import key_pem, make_key_and_csr, make_user, request, start_caucased
+from tests.support.servers import key_pem, make_key_and_csr, make_user, request, start_caucased
 
 
 @dataclass(frozen=True)

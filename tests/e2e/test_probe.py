@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.servers import OUR_BIN, RunningServer, free_port_pair
+from tests.support.servers import OUR_BIN, RunningServer, free_port_pair
 
 PROBE = OUR_BIN / "caucase-probe"
 

@@ -21,10 +21,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from caucase import pemfile, x509util
 from caucase.cli import updater
+from caucase.crypto import pemfile, x509util
 from caucase.exceptions import CaucaseError
-from tests.servers import (
+from tests.support.servers import (
     IMPLEMENTATIONS,
     OUR_BIN,
     RunningServer,

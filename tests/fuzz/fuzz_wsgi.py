@@ -19,10 +19,11 @@ with atheris.instrument_imports():
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     # Imported here so that atheris instruments them for coverage feedback.
-    from caucase import cors, wsgi, wsgi_request, wsgi_routes, x509util  # noqa: F401
+    from caucase.crypto import x509util  # noqa: F401
+    from caucase.http import app, cors, request, routes  # noqa: F401
     from tests.conftest import FakeClock
     from tests.fuzz.db_state import read_rows
-    from tests.wsgi_support import Deployment, call, deploy, make_csr
+    from tests.support.wsgi_support import Deployment, call, deploy, make_csr
 
 METHODS = ["GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH"]
 SUBPATHS = ("", "/crl", "/csr", "/crt", "/crt/ca.crt.pem", "/crt/ca.crt.json", "/crt/revoke")

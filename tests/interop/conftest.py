@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import IMPLEMENTATIONS, OUR_BIN
+from tests.support.servers import IMPLEMENTATIONS, OUR_BIN
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

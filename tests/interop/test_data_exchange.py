@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.servers import (
+from tests.support.servers import (
     OUR_BIN,
     RunningServer,
     key_pem,

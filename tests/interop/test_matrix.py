@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.servers import OUR_BIN, RunningServer, key_pem, make_key_and_csr, start_caucased
+from tests.support.servers import OUR_BIN, RunningServer, key_pem, make_key_and_csr, start_caucased
 
 pytestmark = [pytest.mark.slow, pytest.mark.interop]
 DEADLINE = 60.0

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.servers import (
+from tests.support.servers import (
     OUR_BIN,
     RunningServer,
     make_key_and_csr,

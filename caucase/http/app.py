@@ -17,11 +17,10 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import x509util
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, utcnow
-from caucase.cors import CorsConsent, CorsKeyStore, CorsPolicy, response_headers
-from caucase.envelope import DIGEST_LIST, verify_envelope
+from caucase.crypto import x509util
+from caucase.crypto.envelope import DIGEST_LIST, verify_envelope
 from caucase.exceptions import (
     CaucaseError,
     CertificateAuthorityException,
@@ -31,8 +30,9 @@ from caucase.exceptions import (
     NotFound,
     NotJSON,
 )
-from caucase.wsgi_request import HTTPError, Request, Response, unauthorized
-from caucase.wsgi_routes import (
+from caucase.http.cors import CorsConsent, CorsKeyStore, CorsPolicy, response_headers
+from caucase.http.request import HTTPError, Request, Response, unauthorized
+from caucase.http.routes import (
     Auth,
     authority_hal_body,
     build_tree,

@@ -23,21 +23,22 @@ from typing import Any, Callable
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from caucase import __version__, x509util
+from caucase import __version__
 from caucase.backup_schedule import BackupSchedule, check_backup_directory
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, utcnow
+from caucase.crypto import x509util
 from caucase.exceptions import CaucaseError
-from caucase.httpd import (
+from caucase.http.app import Application
+from caucase.http.server import (
     CaucasedServer,
     CaucasedTLSServer,
     start_serving,
     stop_serving,
     write_line,
 )
+from caucase.http.tls import ServerIdentity
 from caucase.storage import Storage
-from caucase.tls import ServerIdentity
-from caucase.wsgi import Application
 
 MAX_CN_LENGTH = 64
 # A CAU rollover must reach the TLS trust list without waiting for the next renewal.

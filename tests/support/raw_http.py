@@ -12,7 +12,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import RunningServer
+from tests.support.servers import RunningServer
 
 ANSWER_TIMEOUT = 30.0
 # Framings that end the body with a half-close rather than a length or a last chunk.

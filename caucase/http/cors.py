@@ -26,7 +26,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from caucase.clock import Clock, from_timestamp, to_timestamp, utcnow
-from caucase.wsgi_request import HTTPError, Request, Response
+from caucase.http.request import HTTPError, Request, Response
 
 COOKIE_NAME = "cors"
 COOKIE_MAX_AGE = 31536000

@@ -14,15 +14,15 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Union
 
-from caucase import exceptions, x509util
-from caucase.storage_sql import (
+from caucase import exceptions
+from caucase.crypto import x509util
+from caucase.storage.connection import (
     ConnectionPool,
     committer_for,
     connect,
     create_private_file,
-    index_statements,
-    schema_statements,
 )
+from caucase.storage.schema import index_statements, schema_statements
 
 logger = logging.getLogger(__name__)
 

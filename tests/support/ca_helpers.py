@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from caucase import x509util
 from caucase.ca import CertificateAuthority
+from caucase.crypto import x509util
 from caucase.storage import Storage
 from tests.conftest import FakeClock
 

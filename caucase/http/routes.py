@@ -1,6 +1,6 @@
 """The route table of the caucased API (http-api 5, 10), as data.
 
-It drives both dispatch (caucase.wsgi) and the HAL+JSON self-description built here.
+It drives both dispatch (caucase.http.app) and the HAL+JSON self-description built here.
 A handler is named by the Application method that serves it.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from caucase.cors import CorsPolicy
-from caucase.wsgi_request import HTTPError
+from caucase.http.cors import CorsPolicy
+from caucase.http.request import HTTPError
 
 MAX_ID = 2**63
 AUTHORITY_NAMES = ("cas", "cau")

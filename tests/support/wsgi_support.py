@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase.ca import CertificateAuthority
-from caucase.envelope import sign_envelope
+from caucase.crypto.envelope import sign_envelope
+from caucase.http.app import Application
 from caucase.storage import Storage
-from caucase.wsgi import Application
 from tests.conftest import FakeClock
 
 HOST = "127.0.0.1:18640"

@@ -14,11 +14,11 @@ import ssl
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase import x509util
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock
+from caucase.crypto import x509util
+from caucase.crypto.pemfile import BlockKind, split_blocks, write_file
 from caucase.exceptions import CaucaseError, PemFileError
-from caucase.pemfile import BlockKind, split_blocks, write_file
 
 LoadedIdentity = tuple[rsa.RSAPrivateKey, x509.Certificate]
 

@@ -1,0 +1,9 @@
+"""caucased's HTTP API and listeners.
+
+- ``routes``: the route table (dispatch and the HAL self-description).
+- ``request``: request parsing and responses.
+- ``cors``: the CORS consent mechanism.
+- ``app``: the WSGI application serving both authorities.
+- ``server``: threaded HTTP and HTTPS listeners on wsgiref.
+- ``tls``: caucased's own HTTPS identity and its TLS context.
+"""

@@ -1,0 +1,52 @@
+"""The SQL schema of one CA instance, laid out like the reference's (ca-profile 5.2)."""
+
+from __future__ import annotations
+
+# Column lists in the reference order; the DDL text layout is part of the dump (errata 9).
+_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ca", ("expiration_date INTEGER", "key TEXT", "crt TEXT")),
+    (
+        "crt",
+        (
+            "id INTEGER PRIMARY KEY",
+            "key_id TEXT {unique}",
+            "expiration_date INTEGER",
+            "csr TEXT",
+            "crt TEXT",
+        ),
+    ),
+    ("revoked", ("serial TEXT PRIMARY KEY", "revocation_date INTEGER", "expiration_date INTEGER")),
+    ("counter", ("name TEXT PRIMARY KEY", "value INTEGER")),
+    ("config_once", ("name TEXT PRIMARY KEY", "value TEXT")),
+    ("config", ("name TEXT PRIMARY KEY", "value TEXT")),
+)
+
+
+def schema_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
+    """The CREATE TABLE statements of one prefix, laid out like the reference's."""
+    unique = "UNIQUE" if enforce_unique_key_id else ""
+    statements = []
+    for suffix, columns in _TABLES:
+        body = ",\n".join(" " * 10 + column.format(unique=unique) for column in columns)
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {table_prefix}{suffix} (\n{body}\n{' ' * 8})"
+        )
+    return statements
+
+
+def index_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
+    """Indexes the reference lacks, so that no per-request query scans the crt table,
+    and purging expired revocations does not scan the revoked table.
+
+    SQLite maintains them whoever writes, and dumps carry them, so the reference still
+    opens, backs up and restores these databases. A UNIQUE key_id is indexed already."""
+    table = table_prefix + "crt"
+    revoked = table_prefix + "revoked"
+    statements = [
+        f"CREATE INDEX IF NOT EXISTS {table}_expiration_date ON {table} (expiration_date)",
+        f"CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (id) WHERE crt IS NULL",
+        f"CREATE INDEX IF NOT EXISTS {revoked}_expiration_date ON {revoked} (expiration_date)",
+    ]
+    if not enforce_unique_key_id:
+        statements.append(f"CREATE INDEX IF NOT EXISTS {table}_key_id ON {table} (key_id)")
+    return statements
