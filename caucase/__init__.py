@@ -15,4 +15,4 @@ Layers, lowest first (nothing imports a layer above it):
 - ``cli``: one module per console script (``server`` is caucased's).
 """
 
-__version__ = "0.9.17"
+__version__ = "1.0.0"
