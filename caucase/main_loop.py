@@ -65,10 +65,7 @@ class StopSignal:
 
 
 class MainLoop:
-    """Own-certificate renewal, TLS trust refresh and backups, until a stop signal.
-
-    None of these tasks ever stops the server: a failure is one log line, and the task
-    is tried again later."""
+    """Own-certificate renewal, TLS trust refresh and backups, until a stop signal."""
 
     def __init__(
         self,

@@ -3,6 +3,10 @@
 Three certificate authorities in one SQLite file (users, services, and the private one
 signing our own HTTPS certificate), served over HTTP and HTTPS by threaded listeners,
 with periodic encrypted backups. SIGINT and SIGTERM both stop it cleanly.
+
+Start-up binds every listener before it opens the database, and says `Listening` only
+once it is ready to serve: a start-up that fails (busy port, database in use or
+unusable) creates no database, server key or CORS store of its own.
 """
 
 from __future__ import annotations
