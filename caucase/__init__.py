@@ -10,9 +10,10 @@ Layers, lowest first (nothing imports a layer above it):
 - ``ca``: the policy of one certificate authority.
 - ``http``: the HTTP API (``app``, ``routes``, ``request``, ``cors``) and caucased's
   listeners (``server``) and HTTPS identity (``tls``).
-- ``backup_schedule``: caucased's periodic backups.
+- ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop
+  (own certificate renewal, TLS trust of new CAU CAs, backups, stop signals).
 - ``client``: the HTTP client every client command uses.
 - ``cli``: one module per console script (``server`` is caucased's).
 """
 
-__version__ = "0.9.17"
+__version__ = "1.0.0"

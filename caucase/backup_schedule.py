@@ -1,9 +1,11 @@
 """caucased's periodic encrypted backups (cli 8.4, ca-profile 6.1, errata 2).
 
 Backups are written inside the backup directory under a temporary 0600 name, then renamed
-to `<UTC YYYYmmddHHMMSS>.sql.caucased`, so a reader never sees a partial file. A backup
-that cannot be made (no user yet, disk full, ...) is logged and tried again later: it
-never stops the server.
+to `<UTC YYYYmmddHHMMSS>.sql.caucased`, so a reader never sees a partial file. Each backup
+written is logged. A backup that cannot be made (no user yet, database or disk failure)
+is logged and tried again on the period's scale: it never stops the server. With a keep
+count, older backups are pruned after each new one; only files named as caucased names
+its backups are ever deleted, never the one just written.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import datetime
 import glob
 import os
+import re
+import sqlite3
+import stat
 import sys
 import tempfile
 
@@ -22,7 +27,13 @@ from caucase.http.server import write_line
 from caucase.storage import Storage
 
 SUFFIX = ".sql.caucased"
-RETRY_DELAY = datetime.timedelta(seconds=3600)
+BACKUP_NAME = re.compile(r"\d{14}" + re.escape(SUFFIX))
+# A failed or skipped backup is retried after one period, but never later than this.
+MAX_RETRY_DELAY = datetime.timedelta(hours=1)
+# What a background task of caucased survives (logged, then retried): database failures
+# (sqlite3.Error until storage reports them all as StorageError, a CaucaseError), and
+# file system or network ones.
+TASK_ERRORS = (CaucaseError, OSError, sqlite3.Error)
 
 
 def check_backup_directory(path: str) -> str | None:
@@ -34,8 +45,13 @@ def check_backup_directory(path: str) -> str | None:
     return None
 
 
+def describe_delay(delay: datetime.timedelta) -> str:
+    """A delay as a log line says it: whole seconds."""
+    return f"{delay.total_seconds():.0f} s"
+
+
 class BackupSchedule:
-    """When the next backup is due, and how to make one."""
+    """When the next backup is due, how to make one, and which old ones to prune."""
 
     def __init__(
         self,
@@ -43,11 +59,15 @@ class BackupSchedule:
         period_days: float,
         cau: CertificateAuthority,
         storage: Storage,
+        keep: int = 0,
     ) -> None:
+        """`keep` is how many backups to keep, the new one included; 0 keeps them all."""
         self._directory = directory
         self._period = datetime.timedelta(days=period_days)
+        self._retry_delay = min(self._period, MAX_RETRY_DELAY)
         self._cau = cau
         self._storage = storage
+        self._keep = keep
 
     def first_due(self, now: datetime.datetime) -> datetime.datetime:
         """Newest existing backup's ctime plus one period, or now when there is none."""
@@ -62,16 +82,21 @@ class BackupSchedule:
         return from_timestamp(max(ctimes)) + self._period
 
     def run(self, now: datetime.datetime) -> datetime.datetime:
-        """Make one backup; return when the next one is due."""
+        """Make one backup, then prune; return when the next backup is due."""
         name = now.strftime("%Y%m%d%H%M%S") + SUFFIX
+        path = os.path.join(self._directory, name)
+        retry = describe_delay(self._retry_delay)
         try:
-            self._write(os.path.join(self._directory, name))
+            self._write(path)
         except BackupError as error:
-            write_line(sys.stderr, f"Backup skipped: {error}; retrying in 1 hour\n")
-            return now + RETRY_DELAY
-        except (OSError, CaucaseError) as error:
-            write_line(sys.stderr, f"Backup failed: {error}; retrying in 1 hour\n")
-            return now + RETRY_DELAY
+            write_line(sys.stderr, f"Backup skipped: {error}; retrying in {retry}\n")
+            return now + self._retry_delay
+        except TASK_ERRORS as error:
+            write_line(sys.stderr, f"Backup failed: {error}; retrying in {retry}\n")
+            return now + self._retry_delay
+        write_line(sys.stderr, f"Backup written: {path}\n")
+        if self._keep:
+            self._prune(name)
         return now + self._period
 
     def _write(self, target: str) -> None:
@@ -87,3 +112,25 @@ class BackupSchedule:
         except BaseException:
             os.unlink(temporary)
             raise
+
+    def _prune(self, written: str) -> None:
+        """Delete our oldest backups beyond the keep count; a failure is one log line."""
+        try:
+            older = sorted(name for name in self._own_backups() if name != written)
+            for name in older[: max(len(older) - (self._keep - 1), 0)]:
+                os.unlink(os.path.join(self._directory, name))
+                write_line(sys.stderr, f"Backup pruned: {os.path.join(self._directory, name)}\n")
+        except OSError as error:
+            write_line(sys.stderr, f"Backup pruning failed: {error}\n")
+
+    def _own_backups(self) -> list[str]:
+        """Regular files named `<14 digits>.sql.caucased`: what caucased itself writes.
+        The timestamp in the name orders them."""
+        found = []
+        with os.scandir(self._directory) as entries:
+            for entry in entries:
+                if BACKUP_NAME.fullmatch(entry.name) and stat.S_ISREG(
+                    entry.stat(follow_symlinks=False).st_mode
+                ):
+                    found.append(entry.name)
+        return found

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from caucase import backup
+from caucase import __version__, backup
 from caucase.cli import key_id
 from tests.support.servers import OUR_BIN
 
@@ -172,7 +172,7 @@ def test_console_script_version() -> None:
     result = subprocess.run(
         [str(OUR_BIN / "caucase-key-id"), "--version"], capture_output=True, text=True, check=False
     )
-    assert (result.returncode, result.stdout) == (0, "0.9.17\n")
+    assert (result.returncode, result.stdout) == (0, __version__ + "\n")
 
 
 @pytest.mark.interop

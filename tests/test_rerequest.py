@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import AttributeOID, NameOID
 
+from caucase import __version__
 from caucase.cli import rerequest
 from tests.support.servers import OUR_BIN
 
@@ -255,7 +256,7 @@ def test_usage_errors_and_version(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert (result.returncode, result.stdout) == (0, "0.9.17\n")
+    assert (result.returncode, result.stdout) == (0, __version__ + "\n")
 
 
 @pytest.mark.interop

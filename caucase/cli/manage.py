@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
+import datetime
 import os
 import sqlite3
 import sys
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from caucase import __version__, backup
 from caucase.ca import CertificateAuthority
+from caucase.cli.passphrase import Passphrases
 from caucase.clock import Clock, to_timestamp, utcnow
 from caucase.crypto import x509util
 from caucase.crypto.pemfile import BlockKind, PemBlock, append_to_file, read_blocks, read_one_csr
@@ -37,24 +38,73 @@ class ManageError(CaucaseError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Options, arities and repetition rules of cli 9.1."""
+    """Options, arities and repetition rules of cli 9.1, metavars as the reference
+    shows them."""
     parser = argparse.ArgumentParser(
-        prog="caucased-manage", description="caucase database management tool"
+        prog="caucased-manage",
+        description="caucased database maintenance, while caucased is stopped: restore a "
+        "backup, import or export the service CA, import CRLs.",
     )
     parser.add_argument("--version", action="version", version=__version__)
     add = parser.add_argument
-    add("--db", default="caucase.sqlite", help="Path to the SQLite database.")
-    add("--user-crt-validity", type=float, default=93, help="Days, for --restore-backup.")
+    add(
+        "--db",
+        default="caucase.sqlite",
+        help="caucased's database; import and export create it (mode 0600) when missing "
+        "(default: %(default)s)",
+    )
+    add(
+        "--user-crt-validity",
+        type=float,
+        default=93,
+        metavar="DAYS",
+        help="validity in days of the user certificate --restore-backup issues "
+        "(default: %(default)s days)",
+    )
     add(
         "--restore-backup",
         nargs=4,
         metavar=("BACKUP_PATH", "KEY_PATH", "CSR_PATH", "CRT_PATH"),
-        help="Rebuild --db from a backup, replacing the restoring user's certificate.",
+        help="rebuild the missing --db from the backup at BACKUP_PATH, opened with the "
+        "user key at KEY_PATH; that user's certificate is revoked, and a new one for the "
+        "key of CSR_PATH is appended to CRT_PATH",
     )
-    add("--import-ca", action="append", default=[], metavar="PEM_FILE", help="CAS CA pairs.")
-    add("--import-bad-ca", action="store_true", help="Skip the CA sanity checks.")
-    add("--import-crl", action="append", default=[], metavar="PEM_FILE", help="CAS CRLs.")
-    add("--export-ca", metavar="PEM_FILE", help="Export CAS CA pairs, keys encrypted.")
+    add(
+        "--import-ca",
+        action="append",
+        default=[],
+        metavar="PEM_FILE",
+        help="add the CA certificates of this file, with their keys (here or in another "
+        "--import-ca file), to the service CA; repeatable; encrypted keys need a "
+        "passphrase",
+    )
+    add(
+        "--import-bad-ca",
+        action="store_true",
+        help="import CA certificates that fail the checks of a CA certificate "
+        "(critical CA basic constraints, keyCertSign and cRLSign usages)",
+    )
+    add(
+        "--import-crl",
+        action="append",
+        default=[],
+        metavar="PEM_FILE",
+        help="revoke in the service CA every serial of this CRL, which one of its CAs "
+        "must have signed; repeatable",
+    )
+    add(
+        "--export-ca",
+        metavar="PEM_FILE",
+        help="write every service CA certificate and its key, encrypted with a "
+        "passphrase, into this new file (mode 0600)",
+    )
+    add(
+        "--passphrase-file",
+        metavar="FILE",
+        help="the passphrase of --import-ca keys and of --export-ca is this file's "
+        "first line (default: asked on the terminal, or read as one line of standard "
+        "input when there is no terminal)",
+    )
     return parser
 
 
@@ -145,33 +195,36 @@ class _Candidate:
 
 
 class _KeyReader:
-    """Loads key blocks, trying every passphrase given so far before asking for one."""
+    """Loads key blocks, trying every passphrase known so far before asking for one."""
 
-    def __init__(self) -> None:
-        self.passphrases: list[bytes | None] = [None]
+    def __init__(self, passphrases: Passphrases) -> None:
+        self._source = passphrases
+        self._known: list[bytes | None] = [None]
+        if passphrases.given is not None:
+            self._known.append(passphrases.given)
 
     def load(self, block: PemBlock, name: str) -> PrivateKeyTypes | None:
-        for passphrase in self.passphrases:
+        for passphrase in self._known:
             try:
                 return x509util.load_private_key(block.text, passphrase)
             except (ValueError, TypeError):
                 continue
-        answer = getpass.getpass(f"Passphrase for key at {name} (empty to skip file): ")
-        if not answer:
+        answer = self._source.for_key(name)
+        if answer is None:
             print("File skipped")
             return None
         try:
-            key = x509util.load_private_key(block.text, answer.encode("utf-8"))
+            key = x509util.load_private_key(block.text, answer)
         except (ValueError, TypeError):
             raise ManageError(f"Wrong passphrase for key at {name}") from None
-        self.passphrases.append(answer.encode("utf-8"))
+        self._known.append(answer)
         return key
 
 
-def _collect_candidates(path_list: Sequence[str]) -> list[_Candidate]:
+def _collect_candidates(path_list: Sequence[str], passphrases: Passphrases) -> list[_Candidate]:
     """Every key and certificate of the files, paired by key id, in first-seen order."""
     by_key_id: dict[str, _Candidate] = {}
-    keys = _KeyReader()
+    keys = _KeyReader(passphrases)
 
     def candidate_for(public_key: object, name: str) -> _Candidate:
         candidate = by_key_id.setdefault(x509util.key_id(public_key), _Candidate())
@@ -204,11 +257,17 @@ def _is_ca_certificate(crt: x509.Certificate) -> bool:
     return constraints.critical and constraints.value.ca and usage.key_cert_sign and usage.crl_sign
 
 
-def import_ca(args: argparse.Namespace, storage: Storage, clock: Clock) -> None:
-    """Add CA key pairs to the CAS (cli 9.4)."""
+CAPair = tuple[x509.Certificate, rsa.RSAPrivateKey]
+
+
+def select_ca_pairs(
+    args: argparse.Namespace, passphrases: Passphrases, clock: Clock
+) -> list[CAPair]:
+    """The CA key pairs of the --import-ca files that qualify (cli 9.4), each refusal
+    said on stdout; read before the database is touched."""
     now = clock()
-    imported = 0
-    for candidate in _collect_candidates(args.import_ca):
+    pairs = []
+    for candidate in _collect_candidates(args.import_ca, passphrases):
         origin = ", ".join(candidate.origins)
         crt = candidate.certificate
         if crt is None:
@@ -220,15 +279,21 @@ def import_ca(args: argparse.Namespace, storage: Storage, clock: Clock) -> None:
         elif candidate.key is None:
             print(f"No private key correspond to {origin} - skipping")
         else:
-            storage.append_ca_key_pair(
-                to_timestamp(crt.not_valid_after_utc),
-                x509util.dump_private_key(candidate.key),
-                x509util.dump_certificate(crt),
-            )
-            imported += 1
-    if not imported:
+            pairs.append((crt, candidate.key))
+    if not pairs:
         raise ManageError("No CA certificate imported")
-    print(f"Imported {imported} CA certificates")
+    return pairs
+
+
+def import_ca(storage: Storage, pairs: list[CAPair]) -> None:
+    """Add the CA key pairs to the CAS."""
+    for crt, key in pairs:
+        storage.append_ca_key_pair(
+            to_timestamp(crt.not_valid_after_utc),
+            x509util.dump_private_key(key),
+            x509util.dump_certificate(crt),
+        )
+    print(f"Imported {len(pairs)} CA certificates")
 
 
 # Import CRL (cli 9.5)
@@ -244,58 +309,61 @@ def _first_crl(path: str) -> x509.CertificateRevocationList:
     raise ManageError(f"{path}: no CRL found")
 
 
-def import_crl(args: argparse.Namespace, storage: Storage, clock: Clock) -> None:
-    """Revoke, in the CAS, every serial listed by CRLs the CAS issued (cli 9.5)."""
-    now = clock()
-    ca_list = [
-        x509util.load_certificate(crt) for _, crt in storage.get_ca_key_pairs(to_timestamp(now))
-    ]
+@dataclass(frozen=True)
+class Revocations:
+    """What the --import-crl files revoke, checked against the CAS CAs."""
+
+    serials: list[int]
+    crl_number: int
+    last_update: datetime.datetime
+    expiration: datetime.datetime
+
+
+def check_crls(
+    db: str,
+    crls: list[tuple[str, x509.CertificateRevocationList]],
+    ca_list: list[x509.Certificate],
+) -> Revocations:
+    """Every CRL must be signed by one of `ca_list` and carry a CRL number."""
     if not ca_list:
-        raise ManageError(f"{args.db!r} holds no valid CAS certificate authority")
+        raise ManageError(f"{db!r} holds no valid CAS certificate authority")
     serials: list[int] = []
-    number = last_update = None
-    for path in args.import_crl:
-        crl = _first_crl(path)
+    numbers, last_updates = [], []
+    for path, crl in crls:
         if not any(crl.is_signature_valid(ca.public_key()) for ca in ca_list):  # type: ignore[arg-type]
             raise ManageError(f"{path}: CRL not issued by any CA of this database")
         try:
-            crl_number = crl.extensions.get_extension_for_class(x509.CRLNumber).value
+            numbers.append(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
         except x509.ExtensionNotFound:
             raise ManageError(f"{path}: CRL has no CRL number") from None
-        number = max(number or 0, crl_number.crl_number)
-        last_update = max(last_update or crl.last_update_utc, crl.last_update_utc)
+        last_updates.append(crl.last_update_utc)
         serials.extend(entry.serial_number for entry in crl)
-    assert number is not None and last_update is not None
     expiration = max(ca.not_valid_after_utc for ca in ca_list)
-    revoked, already = storage.revoke_many(serials, to_timestamp(now), to_timestamp(expiration))
-    storage.set_crl_state(number, to_timestamp(last_update))
-    print(f"Set CRL number to {number} and last update to {last_update}")
+    return Revocations(serials, max(numbers), max(last_updates), expiration)
+
+
+def import_crl(storage: Storage, revocations: Revocations, clock: Clock) -> None:
+    """Revoke every serial, retained until the latest CA expires; store the CRL state."""
+    revoked, already = storage.revoke_many(
+        revocations.serials, to_timestamp(clock()), to_timestamp(revocations.expiration)
+    )
+    storage.set_crl_state(revocations.crl_number, to_timestamp(revocations.last_update))
+    print(
+        f"Set CRL number to {revocations.crl_number} and last update to {revocations.last_update}"
+    )
     print(f"Revoked {revoked} certificates ({already} were already revoked)")
 
 
 # Export CA (cli 9.6)
 
 
-def _ask_export_passphrase() -> bytes:
-    while True:
-        first = getpass.getpass("CA export passphrase: ")
-        second = getpass.getpass("             (again): ")
-        if first == second:
-            break
-        print("Error: Input does not match, retrying")
-    if not first:
-        raise ManageError("Empty passphrase, nothing exported")
-    return first.encode("utf-8")
-
-
-def export_ca(args: argparse.Namespace, storage: Storage, clock: Clock) -> None:
+def export_ca(path: str, storage: Storage, clock: Clock, passphrase: bytes) -> None:
     """Write every CAS CA certificate and its encrypted key, 0600, never over a file."""
-    passphrase = _ask_export_passphrase()
     output = []
     for key_pem, crt_pem in storage.get_ca_key_pairs(to_timestamp(clock())):
         key = x509util.load_private_key(key_pem)
         output.append(crt_pem + x509util.dump_private_key(key, passphrase))
-    _create_private_file(args.export_ca, b"".join(output))
+    _create_private_file(path, b"".join(output))
 
 
 def _create_private_file(path: str, data: bytes) -> None:
@@ -314,22 +382,59 @@ def _create_private_file(path: str, data: bytes) -> None:
         os.unlink(temporary)
 
 
+@dataclass
+class Inputs:
+    """Every file read and passphrase answered before the database is touched, so that
+    a bad file or a wrong passphrase changes and creates nothing."""
+
+    ca_pairs: list[CAPair]
+    crls: list[tuple[str, x509.CertificateRevocationList]]
+    export_passphrase: bytes | None
+
+
+def read_inputs(args: argparse.Namespace, clock: Clock) -> Inputs:
+    """In the reference's prompting order: import keys first, then the export."""
+    passphrases = Passphrases(args.passphrase_file)
+    pairs = select_ca_pairs(args, passphrases, clock) if args.import_ca else []
+    crls = [(path, _first_crl(path)) for path in args.import_crl]
+    export_passphrase = passphrases.for_export() if args.export_ca else None
+    return Inputs(pairs, crls, export_passphrase)
+
+
+def maintain(args: argparse.Namespace, inputs: Inputs, storage: Storage, clock: Clock) -> None:
+    """Import CAs, import CRLs, export CAs; every check comes before the first write."""
+    revocations = None
+    if inputs.crls:
+        held = storage.get_ca_key_pairs(to_timestamp(clock()))
+        ca_list = [x509util.load_certificate(crt) for _, crt in held]
+        ca_list += [crt for crt, _ in inputs.ca_pairs]
+        revocations = check_crls(args.db, inputs.crls, ca_list)
+    if inputs.ca_pairs:
+        import_ca(storage, inputs.ca_pairs)
+    if revocations is not None:
+        import_crl(storage, revocations, clock)
+    if inputs.export_passphrase is not None:
+        export_ca(args.export_ca, storage, clock, inputs.export_passphrase)
+
+
 def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
-    """The actions asked for, in the fixed order of cli 9.2."""
+    """The actions asked for, in the fixed order of cli 9.2. A database this run
+    creates for import or export is removed again when they fail."""
     if args.restore_backup:
         restore(args, clock)
     if not (args.import_ca or args.import_crl or args.export_ca):
         return
+    inputs = read_inputs(args, clock)
+    created = not os.path.lexists(args.db)
     storage = Storage(args.db, "cas")
     try:
-        if args.import_ca:
-            import_ca(args, storage, clock)
-        if args.import_crl:
-            import_crl(args, storage, clock)
-        if args.export_ca:
-            export_ca(args, storage, clock)
-    finally:
+        maintain(args, inputs, storage, clock)
+    except BaseException:
         storage.close()
+        if created:
+            _remove_database(args.db)
+        raise
+    storage.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,21 +3,23 @@
 Three certificate authorities in one SQLite file (users, services, and the private one
 signing our own HTTPS certificate), served over HTTP and HTTPS by threaded listeners,
 with periodic encrypted backups. SIGINT and SIGTERM both stop it cleanly.
+
+Start-up binds every listener before it opens the database, and says `Listening` only
+once it is ready to serve: a start-up that fails (busy port, database in use or
+unusable) creates no database, server key or CORS store of its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import select
-import signal
+import os
 import socket
 import sqlite3
+import ssl
 import sys
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any, Callable
 
 from cryptography import x509
@@ -38,16 +40,10 @@ from caucase.http.server import (
     write_line,
 )
 from caucase.http.tls import ServerIdentity
+from caucase.main_loop import MainLoop, StopSignal
 from caucase.storage import Storage
 
 MAX_CN_LENGTH = 64
-# A CAU rollover must reach the TLS trust list without waiting for the next renewal.
-CA_LIST_CHECK = datetime.timedelta(seconds=600)
-RENEWAL_RETRY = datetime.timedelta(seconds=60)
-# With --threshold close to the validity every new certificate is already due: the
-# reference then renews in a tight loop; we pace it instead.
-MIN_RENEWAL_INTERVAL = datetime.timedelta(seconds=10)
-MAX_SLEEP_STEP = 600.0
 
 
 class StartupError(CaucaseError):
@@ -67,30 +63,164 @@ class Endpoint:
         return 443 if self.http_port == 80 else self.http_port + 1
 
 
+def _positive_days(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of days, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count of 0 or more, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Options, defaults, arities and repetition rules of cli 8.1."""
-    parser = argparse.ArgumentParser(prog="caucased", description="caucase server")
+    """Options, defaults, arities and repetition rules of cli 8.1, metavars as the
+    reference shows them."""
+    parser = argparse.ArgumentParser(
+        prog="caucased",
+        description="caucase certificate authority server: a CAU signing user "
+        "certificates and a CAS signing service certificates, over HTTP and HTTPS.",
+    )
     parser.add_argument("--version", action="version", version=__version__)
     add = parser.add_argument
-    add("--db", default="caucase.sqlite", help="Path to the SQLite database.")
-    add("--server-key", default="server.key.pem", help="HTTPS key and certificate file.")
-    add("--cors-key-store", default="cors.key", help="CORS token secrets file.")
-    add("--cors-whitelist", nargs="+", default=[], metavar="URL", help="Trusted origins.")
-    add("--netloc", required=True, help="Public host[:port] of this service.")
-    add("--base-port", type=int, help="Local HTTP port (HTTPS is the next one, or 443).")
-    add("--bind", action="append", help="Local address to listen on (repeatable).")
-    add("--threshold", type=float, default=31, help="Renew own certificate days ahead.")
-    add("--key-len", type=int, default=2048, help="RSA key size for new keys.")
-    add("--service-crt-validity", type=float, default=93, help="CAS certificate days.")
-    add("--user-crt-validity", type=float, default=93, help="CAU certificate days.")
-    add("--service-max-csr", type=int, default=50, help="Max pending CAS CSRs.")
-    add("--user-max-csr", type=int, default=50, help="Max pending CAU CSRs.")
-    add("--service-auto-approve-count", type=int, default=0, help="Auto-signed CAS CSRs.")
-    add("--user-auto-approve-count", type=int, default=1, help="Auto-signed CAU CSRs.")
-    add("--lock-auto-approve-count", action="store_true", help="Store the counts forever.")
-    add("--backup-directory", help="Existing directory receiving encrypted backups.")
-    add("--backup-period", type=float, default=1, help="Days between backups.")
+    add(
+        "--db",
+        default="caucase.sqlite",
+        help="SQLite database of the authorities, created (mode 0600) when missing "
+        "(default: %(default)s)",
+    )
+    add(
+        "--server-key",
+        default="server.key.pem",
+        metavar="KEY_PATH",
+        help="file holding caucased's own HTTPS key and certificate, made or renewed "
+        "as needed (default: %(default)s)",
+    )
+    add(
+        "--cors-key-store",
+        default="cors.key",
+        metavar="PATH",
+        help="file keeping the secrets that sign CORS consent tokens (default: %(default)s)",
+    )
+    add(
+        "--cors-whitelist",
+        nargs="+",
+        default=[],
+        metavar="URL",
+        help="origins always allowed to use credentials cross-origin, compared "
+        "exactly with the Origin header (default: none)",
+    )
+    add(
+        "--netloc",
+        required=True,
+        help="host[:port] by which clients reach this service, written into CA names, "
+        "CRL URLs and the HTTPS certificate; ASCII only, IDNA-encode other host names "
+        "(required)",
+    )
+    add(
+        "--base-port",
+        type=int,
+        help="local HTTP port; HTTPS listens on the next port, or on 443 when this "
+        "is 80 (default: the port of --netloc, else 80)",
+    )
+    add(
+        "--bind",
+        action="append",
+        help="local address to listen on, repeatable (default: every address the "
+        "--netloc host resolves to)",
+    )
+    add(
+        "--threshold",
+        type=float,
+        default=31,
+        help="renew the HTTPS certificate when it has fewer days of validity left "
+        "than this (default: %(default)s days)",
+    )
+    add(
+        "--key-len",
+        type=int,
+        default=2048,
+        metavar="BITLENGTH",
+        help="size in bits of new RSA keys: CA keys and the HTTPS key (default: %(default)s bits)",
+    )
+    add(
+        "--lock-auto-approve-count",
+        action="store_true",
+        help="store both auto-approve counts in the database the first time this is "
+        "given; every later start uses the stored counts, whatever it is told",
+    )
+    _add_authority_options(parser)
+    backups = parser.add_argument_group("backups")
+    backups.add_argument(
+        "--backup-directory",
+        help="existing directory receiving encrypted backups, which the key of any "
+        "user valid at backup time opens (default: none, no backups)",
+    )
+    backups.add_argument(
+        "--backup-period",
+        type=_positive_days,
+        default=1,
+        help="days between backups; a skipped or failed backup is retried after one "
+        "period, or 1 hour when the period is longer (default: %(default)s day)",
+    )
+    backups.add_argument(
+        "--backup-keep",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="after each backup, delete the oldest backups caucased wrote in "
+        "--backup-directory so that N remain, the new one included; other files are "
+        "never touched; 0 keeps every backup (default: %(default)s, keep all)",
+    )
     return parser
+
+
+def _add_authority_options(parser: argparse.ArgumentParser) -> None:
+    """The options of each authority, CAS then CAU."""
+    validity = "in days, validity of the certificates it issues"
+    max_csr = (
+        "pending CSRs it holds at most; more are refused (HTTP 507) until some are "
+        "signed or rejected (default: %(default)s)"
+    )
+    cas = parser.add_argument_group("service certificates (CAS)")
+    cas.add_argument(
+        "--service-crt-validity",
+        type=float,
+        default=93,
+        metavar="DAYS",
+        help=validity + " and of caucased's own HTTPS certificate; its CA "
+        "certificates live 4 times as long (default: %(default)s days)",
+    )
+    cas.add_argument("--service-max-csr", type=int, default=50, help=max_csr)
+    cas.add_argument(
+        "--service-auto-approve-count",
+        type=int,
+        default=0,
+        metavar="COUNT",
+        help="number of first service CSRs signed on arrival, without a user's "
+        "approval (default: %(default)s)",
+    )
+    cau = parser.add_argument_group("user certificates (CAU: users approve CSRs, open backups)")
+    cau.add_argument(
+        "--user-crt-validity",
+        type=float,
+        default=93,
+        metavar="DAYS",
+        help=validity + "; its CA certificates live 4 times as long (default: %(default)s days)",
+    )
+    cau.add_argument("--user-max-csr", type=int, default=50, help=max_csr)
+    cau.add_argument(
+        "--user-auto-approve-count",
+        type=int,
+        default=1,
+        metavar="COUNT",
+        help="number of first user CSRs signed on arrival, without approval; the "
+        "default lets the first user in (default: %(default)s)",
+    )
 
 
 def parse_endpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Endpoint:
@@ -186,123 +316,49 @@ def resolve_addresses(
     return found
 
 
-def make_listeners(
-    addresses: list[tuple[socket.AddressFamily, str]],
-    endpoint: Endpoint,
-    identity: ServerIdentity,
+def bind_listeners(
+    addresses: list[tuple[socket.AddressFamily, str]], endpoint: Endpoint
 ) -> tuple[list[CaucasedServer], list[CaucasedTLSServer]]:
-    """One HTTP and one HTTPS listener per address, announced on stderr, not yet bound."""
-    context = identity.make_context()
-    plain: list[CaucasedServer] = []
-    secure: list[CaucasedTLSServer] = []
-    for family, address in addresses:
-        write_line(
-            sys.stderr,
-            f"Listening on [{address}]:{endpoint.http_port}-{endpoint.https_port}\n",
-        )
-        plain.append(CaucasedServer((address, endpoint.http_port), family))
-        secure.append(CaucasedTLSServer((address, endpoint.https_port), family, context))
-    return plain, secure
+    """One HTTP and one HTTPS listener per address, all bound, HTTP ones first; a clear
+    error, with every socket closed, when an address is unusable.
 
-
-def listen_all(servers: Sequence[CaucasedServer]) -> None:
-    """Bind every listener, HTTP ones first; a clear error when an address is unusable."""
+    They are bound before the database is opened, so that a busy port creates nothing.
+    The HTTPS ones get their real TLS context before serving starts; until then they
+    hold one without a certificate."""
+    placeholder = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    plain = [
+        CaucasedServer((address, endpoint.http_port), family) for family, address in addresses
+    ]
+    secure = [
+        CaucasedTLSServer((address, endpoint.https_port), family, placeholder)
+        for family, address in addresses
+    ]
+    servers: list[CaucasedServer] = [*plain, *secure]
     for index, server in enumerate(servers):
         try:
             server.listen()
         except OSError as error:
-            for opened in servers[:index]:
-                opened.server_close()
+            close_listeners(servers[:index])
             host, port = server.server_address[:2]
             raise StartupError(f"cannot listen on [{host!s}]:{port}: {error.strerror}") from None
+    return plain, secure
 
 
-class StopSignal:
-    """SIGINT/SIGTERM set a flag and wake the main loop through a self-pipe."""
-
-    def __init__(self) -> None:
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
-        self.received = False
-        signal.set_wakeup_fd(self._writer.fileno())
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received = True
-
-    def wait(self, seconds: float) -> None:
-        """Sleep up to `seconds`, returning early when a signal arrives."""
-        if not self.received:
-            select.select([self._reader], [], [], max(seconds, 0))
-        try:
-            while self._reader.recv(256):
-                pass
-        except BlockingIOError:
-            pass
-
-    def sleep_until(self, deadline: datetime.datetime, clock: Clock) -> bool:
-        """Wait for `deadline` with the cli 2.9 strategy; False when interrupted."""
-        while not self.received:
-            remaining = (deadline - clock()).total_seconds()
-            if remaining <= 0:
-                return True
-            self.wait(max(remaining / 2, min(remaining, MAX_SLEEP_STEP)))
-        return False
+def close_listeners(servers: Sequence[CaucasedServer]) -> None:
+    """Close listeners that never served (stop_serving would wait for their loops)."""
+    for server in servers:
+        server.server_close()
 
 
-class MainLoop:
-    """Own-certificate renewal, TLS trust refresh and backups, until a stop signal."""
-
-    def __init__(
-        self,
-        identity: ServerIdentity,
-        secure: list[CaucasedTLSServer],
-        backups: BackupSchedule | None,
-        clock: Clock,
-    ) -> None:
-        self._identity = identity
-        self._secure = secure
-        self._backups = backups
-        self._clock = clock
-        now = clock()
-        self._tls_due = max(identity.renewal_due, now + MIN_RENEWAL_INTERVAL)
-        self._backup_due = backups.first_due(now) if backups else None
-        self._ca_check_due = now + CA_LIST_CHECK
-
-    def _next_deadline(self) -> datetime.datetime:
-        deadlines = [self._tls_due, self._ca_check_due]
-        if self._backup_due is not None:
-            deadlines.append(self._backup_due)
-        return min(deadlines)
-
-    def _swap_context(self) -> None:
-        context = self._identity.make_context()
-        for server in self._secure:
-            server.ssl_context = context
-
-    def _renew_certificate(self, now: datetime.datetime) -> None:
-        try:
-            self._identity.renew()
-            self._swap_context()
-            self._tls_due = max(self._identity.renewal_due, now + MIN_RENEWAL_INTERVAL)
-        except (CaucaseError, OSError, ValueError) as error:
-            write_line(sys.stderr, f"HTTPS certificate renewal failed: {error}\n")
-            self._tls_due = now + RENEWAL_RETRY
-
-    def run(self, stop: StopSignal) -> None:
-        """Serve deadlines until a stop signal arrives."""
-        while stop.sleep_until(self._next_deadline(), self._clock):
-            now = self._clock()
-            if now >= self._tls_due:
-                self._renew_certificate(now)
-            if now >= self._ca_check_due:
-                self._ca_check_due = now + CA_LIST_CHECK
-                if self._identity.user_ca_list() != self._identity.trusted_user_cas:
-                    self._swap_context()
-            if self._backups is not None and self._backup_due and now >= self._backup_due:
-                self._backup_due = self._backups.run(now)
+def announce_listeners(
+    addresses: list[tuple[socket.AddressFamily, str]], endpoint: Endpoint
+) -> None:
+    """cli 8.2's `Listening on` lines, once every listener is bound and ready."""
+    for _, address in addresses:
+        write_line(
+            sys.stderr,
+            f"Listening on [{address}]:{endpoint.http_port}-{endpoint.https_port}\n",
+        )
 
 
 def make_application(args: argparse.Namespace, authorities: Authorities) -> Callable[..., Any]:
@@ -315,19 +371,29 @@ def make_application(args: argparse.Namespace, authorities: Authorities) -> Call
     )
 
 
-def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> None:
-    """Open everything, listen, and run the main loop until stopped."""
-    clock = utcnow
+@dataclass
+class Service:
+    """What the listeners serve and the main loop keeps up, once the database is open."""
+
+    application: Callable[..., Any]
+    identity: ServerIdentity
+    backups: BackupSchedule | None
+
+
+def open_service(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> Service:
+    """Open the database, create what is missing (CAs, server key), build the app."""
     authorities = open_authorities(args, endpoint, clock)
     backups = None
     if args.backup_directory is not None:
         backups = BackupSchedule(
-            args.backup_directory, args.backup_period, authorities.cau, authorities.cau_storage
+            args.backup_directory,
+            args.backup_period,
+            authorities.cau,
+            authorities.cau_storage,
+            keep=args.backup_keep,
         )
     authorities.cau.prepare_crl_entries()
     authorities.cas.prepare_crl_entries()
-    application = make_application(args, authorities)
-    addresses = resolve_addresses(args.bind or [endpoint.host], endpoint.http_port)
     identity = ServerIdentity(
         args.server_key,
         authorities.http_cas,
@@ -338,15 +404,45 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
         clock,
     )
     identity.prepare()
-    plain, secure = make_listeners(addresses, endpoint, identity)
+    return Service(make_application(args, authorities), identity, backups)
+
+
+def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> None:
+    """Bind, open everything, say Listening, and run the main loop until stopped."""
+    clock = utcnow
+    addresses = resolve_addresses(args.bind or [endpoint.host], endpoint.http_port)
+    plain, secure = bind_listeners(addresses, endpoint)
     servers: list[CaucasedServer] = [*plain, *secure]
-    listen_all(servers)
-    start_serving(servers, application)
     try:
-        MainLoop(identity, secure, backups, clock).run(stop)
+        service = open_service(args, endpoint, clock)
+        context = service.identity.make_context()
+    except BaseException:
+        close_listeners(servers)
+        raise
+    for server in secure:
+        server.ssl_context = context
+    announce_listeners(addresses, endpoint)
+    start_serving(servers, service.application)
+    try:
+        MainLoop(service.identity, secure, service.backups, clock).run(stop)
     finally:
         write_line(sys.stderr, "Exiting\n")
         stop_serving(servers)
+
+
+def check_parent_directories(args: argparse.Namespace) -> str | None:
+    """Why a file caucased writes cannot be created, checked before anything is."""
+    for option, path in (
+        ("--db", args.db),
+        ("--server-key", args.server_key),
+        ("--cors-key-store", args.cors_key_store),
+    ):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            return f"{option} {path!r}: directory {parent!r} does not exist"
+    if args.backup_directory is not None:
+        return check_backup_directory(args.backup_directory)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -354,10 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     endpoint = parse_endpoint(parser, args)
-    if args.backup_directory is not None:
-        problem = check_backup_directory(args.backup_directory)
-        if problem is not None:
-            parser.error(problem)
+    problem = check_parent_directories(args)
+    if problem is not None:
+        parser.error(problem)
     stop = StopSignal()
     try:
         serve(args, endpoint, stop)

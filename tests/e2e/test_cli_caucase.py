@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from caucase import __version__
 from caucase.cli.caucase import build_parser
 from tests.support.servers import OUR_BIN, RunningServer, key_pem
 
@@ -116,7 +117,7 @@ def openssl_verify(cwd: Path, crt_path: Path, *extra: str) -> subprocess.Complet
 def test_version_prints_the_reference_version() -> None:
     result = subprocess.run([str(CAUCASE), "--version"], capture_output=True, text=True)
 
-    assert (result.returncode, result.stdout) == (0, "0.9.17\n")
+    assert (result.returncode, result.stdout) == (0, __version__ + "\n")
 
 
 def test_option_prefixes_append_and_last_wins() -> None:

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from caucase import __version__
 from caucase.client import (
     USER_AGENT,
     CaucaseClient,
@@ -90,7 +91,7 @@ def test_requests_carry_the_user_agent() -> None:
         recorder.shutdown()
         recorder.server_close()
 
-    assert recorder.seen_headers[0]["User-Agent"] == USER_AGENT == "caucase 0.9.17"  # type: ignore[attr-defined]
+    assert recorder.seen_headers[0]["User-Agent"] == USER_AGENT == "caucase " + __version__  # type: ignore[attr-defined]
 
 
 def test_scheme_is_ignored(caucased: RunningServer) -> None:

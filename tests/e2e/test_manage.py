@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from caucase import __version__
 from caucase.crypto import x509util
 from caucase.storage import Storage
 from tests.e2e.helpers import CAUCASED, MANAGE, certificate_of, poll
@@ -57,12 +58,14 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Populated]:
     yield Populated(workdir, user, found[0], cas_ca_pem)
 
 
-def manage(args: list[str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run caucased-manage without a terminal, so passphrases are read from stdin."""
+def manage(args: list[str], cwd: Path, stdin: str | None = "") -> subprocess.CompletedProcess[str]:
+    """Run caucased-manage without a terminal, so passphrases are read from stdin
+    (None: stdin is /dev/null, as under cron)."""
     return subprocess.run(
         [MANAGE, *args],
         cwd=cwd,
         input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
         capture_output=True,
         text=True,
         timeout=120,
@@ -74,6 +77,7 @@ def assert_clean_failure(result: subprocess.CompletedProcess[str], message: str)
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
 
 
 def new_csr(path: Path) -> rsa.RSAPrivateKey:
@@ -199,6 +203,95 @@ def test_export_refuses_an_existing_file(populated: Populated, tmp_path: Path) -
     assert exported.read_bytes() == b"keep me"
 
 
+@pytest.fixture(scope="module")
+def exported(populated: Populated, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CAS CA of `populated`, exported with the passphrase "secret" from a file."""
+    workdir = tmp_path_factory.mktemp("exported")
+    secret = workdir / "secret.txt"
+    secret.write_text("secret\n")
+    db = workdir / "copy.sqlite"
+    shutil.copy(populated.db, db)
+    path = workdir / "ca.pem"
+    args = ["--db", str(db), "--export-ca", str(path), "--passphrase-file", str(secret)]
+    result = manage(args, workdir, stdin=None)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    return path
+
+
+def test_passphrase_file_imports_without_asking(
+    exported: Path, populated: Populated, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret\n")
+    fresh = tmp_path / "fresh.sqlite"
+    args = ["--db", str(fresh), "--import-ca", str(exported), "--passphrase-file", str(secret)]
+    result = manage(args, tmp_path, stdin=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Imported 1 CA certificates\n"
+    assert result.stderr == ""
+    storage = Storage(str(fresh), "cas")
+    try:
+        crt_pem = storage.get_ca_key_pairs(int(time.time()))[0][1]
+    finally:
+        storage.close()
+    assert crt_pem == populated.cas_ca_pem
+
+
+def test_export_without_terminal_nor_input_fails_in_one_line(tmp_path: Path) -> None:
+    fresh, exported = tmp_path / "fresh.sqlite", tmp_path / "ca.pem"
+    result = manage(["--db", str(fresh), "--export-ca", str(exported)], tmp_path, stdin=None)
+    assert_clean_failure(result, "--passphrase-file")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_without_terminal_nor_input_fails_in_one_line(
+    exported: Path, tmp_path: Path
+) -> None:
+    fresh = tmp_path / "fresh.sqlite"
+    result = manage(["--db", str(fresh), "--import-ca", str(exported)], tmp_path, stdin=None)
+    assert_clean_failure(result, "--passphrase-file")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_with_a_wrong_passphrase_creates_no_database(
+    exported: Path, tmp_path: Path
+) -> None:
+    fresh = tmp_path / "fresh.sqlite"
+    result = manage(["--db", str(fresh), "--import-ca", str(exported)], tmp_path, "wrong\n")
+    assert_clean_failure(result, "Wrong passphrase for key at ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_import_with_a_wrong_passphrase_file_creates_no_database(
+    exported: Path, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("wrong\n")
+    fresh = tmp_path / "fresh.sqlite"
+    args = ["--db", str(fresh), "--import-ca", str(exported), "--passphrase-file", str(wrong)]
+    result = manage(args, tmp_path, stdin=None)
+    assert_clean_failure(result, "does not decrypt the key at ")
+    assert [path.name for path in tmp_path.iterdir()] == ["wrong.txt"]
+
+
+def test_a_refused_crl_import_creates_no_database(exported: Path, tmp_path: Path) -> None:
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    crl = tmp_path / "foreign.crl.pem"
+    crl.write_bytes(_crl(stranger, x509.Name([]), [9]))
+    fresh = tmp_path / "fresh.sqlite"
+    args = ["--db", str(fresh), "--import-ca", str(exported), "--import-crl", str(crl)]
+    result = manage(args, tmp_path, "secret\n")
+    assert_clean_failure(result, "not issued by any CA")
+    assert [path.name for path in tmp_path.iterdir()] == ["foreign.crl.pem"]
+
+
+def test_help_offers_a_passphrase_file(tmp_path: Path) -> None:
+    result = manage(["--help"], tmp_path)
+    assert "--passphrase-file FILE" in result.stdout
+    assert "asked on the" in result.stdout
+
+
 def test_import_skips_certificates_that_are_not_cas(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")])
@@ -270,7 +363,7 @@ def test_import_crl_from_another_ca_fails(populated: Populated, tmp_path: Path) 
 
 def test_version(tmp_path: Path) -> None:
     result = manage(["--version"], tmp_path)
-    assert (result.returncode, result.stdout) == (0, "0.9.17\n")
+    assert (result.returncode, result.stdout) == (0, __version__ + "\n")
 
 
 @pytest.mark.interop

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from caucase import __version__
 from tests.support.servers import OUR_BIN, RunningServer, free_port_pair
 
 PROBE = OUR_BIN / "caucase-probe"
@@ -159,5 +160,5 @@ def test_version_and_usage() -> None:
     )
     usage = subprocess.run([str(PROBE)], capture_output=True, text=True, check=False)
 
-    assert (version.returncode, version.stdout) == (0, "0.9.17\n")
+    assert (version.returncode, version.stdout) == (0, __version__ + "\n")
     assert usage.returncode == 2 and "usage:" in usage.stderr
