@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from caucase import backup
+from caucase import __version__, backup
 from caucase.crypto import x509util
 from tests.e2e.helpers import (
     CAUCASED,
@@ -247,7 +247,7 @@ def test_too_long_netloc_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_version(tmp_path: Path) -> None:
     result = _run_caucased(["--version"], tmp_path)
-    assert (result.returncode, result.stdout) == (0, "0.9.17\n")
+    assert (result.returncode, result.stdout) == (0, __version__ + "\n")
 
 
 @pytest.mark.interop
@@ -310,7 +310,7 @@ def _raw_exchange(server: RunningServer, data: bytes) -> bytes:
 def test_protocol_errors_are_answered_by_the_http_layer(server: RunningServer) -> None:
     too_long = _raw_exchange(server, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n")
     assert too_long.startswith(b"HTTP/1.0 414 ")
-    assert b"\r\nServer: caucased 0.9.17 Python/" in too_long
+    assert ("\r\nServer: caucased " + __version__ + " Python/").encode() in too_long
     future = _raw_exchange(server, b"GET / HTTP/2.0\r\n\r\n")
     assert future.startswith(b"<!DOCTYPE HTML>")
     assert b"505" in future
