@@ -11,7 +11,8 @@ Layers, lowest first (nothing imports a layer above it):
 - ``http``: the HTTP API (``app``, ``routes``, ``request``, ``cors``) and caucased's
   listeners (``server``) and HTTPS identity (``tls``).
 - ``backup_schedule``: caucased's periodic backups.
-- ``client``: the HTTP client every client command uses.
+- ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL
+  stores kept up to date through it.
 - ``cli``: one module per console script (``server`` is caucased's).
 """
 

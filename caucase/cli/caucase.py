@@ -18,15 +18,11 @@ from typing import Any, TextIO
 from cryptography import x509
 
 from caucase import __version__
-from caucase.client import (
-    CaucaseClient,
-    load_valid_ca_list,
-    update_ca_store,
-    update_crl_store,
-)
+from caucase.client import CaucaseClient
 from caucase.clock import Clock, utcnow
 from caucase.crypto import pemfile, verification, x509util
 from caucase.exceptions import CaucaseError, CaucaseHTTPError, PemFileError
+from caucase.trust_stores import load_valid_ca_list, update_ca_store, update_crl_store
 
 EXIT_ERROR = 1
 EXIT_PENDING = 2

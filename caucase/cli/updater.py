@@ -22,16 +22,11 @@ from typing import Callable, TextIO
 from cryptography import x509
 
 from caucase import __version__
-from caucase.client import (
-    CaucaseClient,
-    RetryingCaucaseClient,
-    load_valid_ca_list,
-    update_ca_store,
-    update_crl_store,
-)
+from caucase.client import CaucaseClient, RetryingCaucaseClient
 from caucase.clock import Clock, utcnow
 from caucase.crypto import pemfile, verification, x509util
 from caucase.exceptions import CaucaseError, CaucaseHTTPError, PemFileError
+from caucase.trust_stores import load_valid_ca_list, update_ca_store, update_crl_store
 
 BOOTSTRAP_POLL = datetime.timedelta(seconds=60)
 MIN_SLEEP = datetime.timedelta(seconds=60)

@@ -15,16 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from caucase.client import (
-    USER_AGENT,
-    CaucaseClient,
-    RetryingCaucaseClient,
-    https_port_for,
-    load_valid_ca_list,
-    update_ca_store,
-    update_crl_store,
-    verify_ca_chain,
-)
+from caucase.client import USER_AGENT, CaucaseClient, RetryingCaucaseClient, https_port_for
 from caucase.clock import utcnow
 from caucase.crypto import pemfile, x509util
 from caucase.crypto.envelope import sign_envelope
@@ -33,6 +24,12 @@ from caucase.exceptions import (
     CaucaseHTTPError,
     CaucaseNetworkError,
     PemFileError,
+)
+from caucase.trust_stores import (
+    load_valid_ca_list,
+    update_ca_store,
+    update_crl_store,
+    verify_ca_chain,
 )
 from tests.conftest import FakeClock
 from tests.support.servers import (
