@@ -400,7 +400,10 @@ def test_network_errors_are_retried_until_the_server_comes(
 
     line = output.splitlines()[0]
     assert line.startswith("Got a network error, retrying at ")
-    assert line.endswith(" +0000, ConnectionRefusedError: '[Errno 111] Connection refused'")
+    assert line.endswith(
+        " +0000, ConnectionRefusedError: '[Errno 111] Connection refused' "
+        f"(GET http://127.0.0.1:{port}/cas/crt/ca.crt.pem)"
+    )
     assert (tmp_path / "cas.crt.pem").exists() and (tmp_path / "cas.crl.pem").exists()
 
 
