@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -18,6 +17,7 @@ from typing import Any, TextIO
 from cryptography import x509
 
 from caucase import __version__
+from caucase.cli.hook import describe_outcome, run_hook
 from caucase.client import CaucaseClient
 from caucase.clock import Clock, utcnow
 from caucase.crypto import pemfile, verification, x509util
@@ -336,11 +336,14 @@ class CaucaseRun:
             self.client.close()
 
     def run_hook(self) -> int:
-        """Exit status of the `--on-renew` hook (0 when none ran)."""
+        """Return code of the `--on-renew` hook (0 when none ran); a failure is told."""
         if not (self.updated and self.args.on_renew):
             return 0
         self.out.flush()
-        return subprocess.run(self.args.on_renew, shell=True, check=False).returncode
+        returncode = run_hook(self.args.on_renew)
+        if returncode:
+            print(f"caucase: --on-renew hook {describe_outcome(returncode)}", file=self.err)
+        return returncode
 
     def exit_status(self) -> int:
         if self.error:

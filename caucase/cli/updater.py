@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ from typing import Callable, TextIO
 from cryptography import x509
 
 from caucase import __version__
+from caucase.cli.hook import describe_outcome, run_hook
 from caucase.client import CaucaseClient, RetryingCaucaseClient
 from caucase.clock import Clock, utcnow
 from caucase.crypto import pemfile, verification, x509util
@@ -83,11 +83,6 @@ def wait_until(deadline: datetime.datetime, clock: Clock, sleep: Sleep) -> datet
 
 def format_time(value: datetime.datetime) -> str:
     return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S +0000")
-
-
-def raw_wait_status(returncode: int) -> int:
-    """The POSIX wait status the reference prints: exit code * 256, or the signal number."""
-    return -returncode if returncode < 0 else returncode << 8
 
 
 @contextlib.contextmanager
@@ -177,9 +172,9 @@ class Updater:
             self._say(f"Next wake-up at {format_time(deadline)}")
             deadline = self.iterate(self.wait(deadline))
             if self._updated:
-                status = self.run_hook()
-                if status:
-                    print(f"Renewal hook exited with status: {status}", file=sys.stderr)
+                returncode = self.run_hook()
+                if returncode:
+                    print(f"Renewal hook {describe_outcome(returncode)}", file=sys.stderr)
                     return HOOK_FAILED
                 self._updated = False
 
@@ -297,12 +292,11 @@ class Updater:
         return certificate.not_valid_after_utc - threshold
 
     def run_hook(self) -> int:
-        """Run --on-renew through the shell; its raw wait status (0 when there is none)."""
+        """Run --on-renew through the shell; its return code (0 when there is none)."""
         if not self._args.on_renew:
             return 0
         with self._guard.critical():
-            returncode = subprocess.call(self._args.on_renew, shell=True)
-        return raw_wait_status(returncode)
+            return run_hook(self._args.on_renew)
 
 
 def _parser() -> argparse.ArgumentParser:

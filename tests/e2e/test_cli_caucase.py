@@ -284,6 +284,7 @@ def test_renew_combined_file_respects_threshold_and_runs_hook(
     content = service.key_path.read_bytes()
     assert content.index(b"RSA PRIVATE KEY") < content.index(b"CERTIFICATE")
     (new,) = certificates_in(service.key_path)
+    assert renewed.stderr == "caucase: --on-renew hook exited with status 3\n"
     assert new.subject == old.subject and new.serial_number != old.serial_number
     assert new.public_key() != service.key.public_key()
     assert stat.S_IMODE(service.key_path.stat().st_mode) == 0o600
