@@ -13,7 +13,8 @@ Layers, lowest first (nothing imports a layer above it):
 - ``backup_schedule``: caucased's periodic backups.
 - ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL
   stores kept up to date through it.
-- ``cli``: one module per console script (``server`` is caucased's).
+- ``cli``: one module per console script (``server`` is caucased's), and the parts the
+  client scripts share (``caucase_options``, ``user_key``, ``hook``).
 """
 
 __version__ = "0.9.17"

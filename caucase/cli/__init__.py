@@ -1,1 +1,6 @@
-"""One module per console script: parse arguments, call the library, print, exit."""
+"""One module per console script: parse arguments, call the library, print, exit.
+
+Beside them, what several scripts share: ``caucase_options`` (the options of ``caucase``, and
+the store layout both clients describe), ``user_key`` (why caucased refused a user
+certificate) and ``hook`` (the ``--on-renew`` shell command and its outcome).
+"""
