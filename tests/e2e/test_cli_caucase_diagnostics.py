@@ -1,11 +1,12 @@
 """`caucase` says what is wrong: bad URLs, unusable or refused user keys, serial numbers in
-the forms openssl prints.
+the forms openssl prints, help texts with defaults and the reference's metavars.
 
 Runs against our caucased and the reference one, as test_cli_caucase does.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import subprocess
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from caucase.cli import caucase_options, rerequest, updater
 from caucase.cli.caucase_options import build_parser
 from caucase.cli.user_key import explain_refusal
 from caucase.exceptions import CaucaseHTTPError
@@ -27,7 +29,7 @@ from tests.e2e.test_cli_caucase import (
     send_csr,
     signed_service,
 )
-from tests.support.servers import RunningServer, key_pem
+from tests.support.servers import OUR_BIN, RunningServer, key_pem
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +271,50 @@ def test_authenticated_action_without_user_key_fails_before_anything(
         "and its private key\n"
     )
     assert os.listdir(tmp_path) == []
+
+
+# Help texts
+
+
+def _help_lines_without_default(parser: argparse.ArgumentParser) -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if action.default in (None, False, [], argparse.SUPPRESS) or action.help is None:
+            continue
+        if "Default: %(default)s" not in action.help:
+            missing.append(action.option_strings[0])
+    return missing
+
+
+def test_every_default_is_shown_in_help() -> None:
+    parsers = [build_parser(), updater._parser(), rerequest._parser()]
+
+    assert [_help_lines_without_default(parser) for parser in parsers] == [[], [], []]
+    assert "Default: 31 days" in build_parser().format_help()
+    assert "Default: 2048 bits" in rerequest._parser().format_help()
+    assert "shell command" in caucase_options.build_parser().format_help().lower()
+
+
+def _usage(command: Path) -> str:
+    text = subprocess.run([str(command), "-h"], capture_output=True, text=True, check=True).stdout
+    return " ".join(text.split("\n\n")[0].split())
+
+
+# Our additions and fixes to the reference's usage lines.
+USAGE_DIFFERENCES = {
+    "caucase-updater": [("--crl CRT_PATH", "--crl CRL_PATH")],
+    "caucase-rerequest": [("[--key-len BITLENGTH]", "[--key-len BITLENGTH] [--force]")],
+}
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(
+    "command",
+    ["caucase", "caucase-updater", "caucase-probe", "caucase-rerequest", "caucase-key-id"],
+)
+def test_usage_has_the_reference_options_and_metavars(command: str, reference_bin: Path) -> None:
+    expected = _usage(reference_bin / command)
+    for theirs, ours in USAGE_DIFFERENCES.get(command, []):
+        expected = expected.replace(theirs, ours)
+
+    assert _usage(OUR_BIN / command) == expected

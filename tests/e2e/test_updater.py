@@ -450,7 +450,8 @@ def test_user_mode_bootstraps_a_user_certificate(
         ("no-csr", "no --csr was given"),
         ("two-certificates", "more than one certificate"),
         ("foreign-csr", "does not request a certificate for the private key"),
-        ("no-key", "no private key"),
+        ("no-key", "svc.crt: no such file (it must hold the private key, or give --key)"),
+        ("key-less-crt", "svc.crt holds no private key and no --key was given"),
     ],
 )
 def test_unusable_files_give_one_line_and_status_1(
@@ -472,6 +473,9 @@ def test_unusable_files_give_one_line_and_status_1(
         _write_key_and_csr(tmp_path, "other")
         args[-1] = "other.csr"
     elif setup == "no-key":
+        args = ["--crt", "svc.crt", "--csr", "svc.csr"]
+    elif setup == "key-less-crt":
+        (tmp_path / "svc.crt").write_bytes(b"")
         args = ["--crt", "svc.crt", "--csr", "svc.csr"]
 
     process = run_updater(*_stores(server.http_url), *args)

@@ -15,6 +15,9 @@ import pytest
 from tests.support.servers import (
     OUR_BIN,
     RunningServer,
+    key_pem,
+    make_key_and_csr,
+    make_user,
     request,
 )
 
@@ -54,3 +57,61 @@ def test_failing_hook_is_reported_by_exit_code_or_signal(
 
     assert result.returncode == 3
     assert result.stderr.splitlines()[-1] == line
+
+
+def test_url_without_scheme_is_one_line(caucased: RunningServer, tmp_path: Path) -> None:
+    result = _updater(tmp_path, caucased.netloc)
+
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"caucase-updater: --ca-url: {caucased.netloc!r} is not an http:// or https:// URL "
+        f"(did you mean http://{caucased.netloc} ?)\n"
+    )
+
+
+def test_url_of_the_https_port_is_not_retried_forever(
+    caucased: RunningServer, tmp_path: Path
+) -> None:
+    result = _updater(tmp_path, f"http://{caucased.host}:{caucased.https_port}")
+
+    assert result.returncode == 1
+    assert "network error" not in result.stdout
+    assert result.stderr.count("\n") == 1
+    assert f"port {caucased.https_port} speaks TLS" in result.stderr
+
+
+def test_missing_crt_without_key_says_no_such_file(
+    caucased: RunningServer, tmp_path: Path
+) -> None:
+    _, csr = make_key_and_csr("svc")
+    (tmp_path / "svc.csr").write_bytes(csr)
+
+    result = _updater(tmp_path, caucased.http_url, "--crt", "missing.pem", "--csr", "svc.csr")
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        "caucase-updater: missing.pem: no such file "
+        "(it must hold the private key, or give --key)\n"
+    )
+
+
+def test_unwritable_crt_is_refused_before_the_csr_is_submitted(
+    caucased: RunningServer, tmp_path: Path
+) -> None:
+    user = make_user(caucased, tmp_path / "user.pem")
+    key, csr = make_key_and_csr("svc")
+    (tmp_path / "svc.key").write_bytes(key_pem(key))
+    (tmp_path / "svc.csr").write_bytes(csr)
+    pending = _pending_csr_count(caucased, user)
+
+    result = _updater(
+        tmp_path, caucased.http_url,
+        "--crt", "gone/svc.crt", "--key", "svc.key", "--csr", "svc.csr",
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"caucase-updater: gone/svc.crt: no such directory: {tmp_path / 'gone'}\n"
+    )
+    assert "Waiting for signature" not in result.stdout
+    assert _pending_csr_count(caucased, user) == pending
