@@ -12,8 +12,10 @@ Layers, lowest first (nothing imports a layer above it):
   listeners (``server``) and HTTPS identity (``tls``).
 - ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop
   (own certificate renewal, TLS trust of new CAU CAs, backups, stop signals).
-- ``client``: the HTTP client every client command uses.
-- ``cli``: one module per console script (``server`` is caucased's).
+- ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL
+  stores kept up to date through it.
+- ``cli``: one module per console script (``server`` is caucased's), and the parts
+  several scripts share (``caucase_options``, ``user_key``, ``hook``, ``passphrase``).
 """
 
 __version__ = "1.0.0"

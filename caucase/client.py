@@ -1,4 +1,4 @@
-"""CaucaseClient: the HTTP(S) library every client command uses (http-api 16, cli.md 2.4-2.6).
+"""CaucaseClient: the HTTP(S) library every client command uses (http-api 16, cli.md 2.6).
 
 One client talks to one authority (`<base>/cas` or `<base>/cau`). Anonymous calls go
 over plain HTTP on the URL's port, whatever its scheme; authenticated calls go over
@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
-import os
+import select
+import socket
 import ssl
 import sys
 import time
@@ -26,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from caucase import __version__
 from caucase.clock import Clock, utcnow
-from caucase.crypto import pemfile, verification, x509util
-from caucase.crypto.envelope import sign_envelope, verify_envelope
+from caucase.crypto import pemfile, x509util
+from caucase.crypto.envelope import sign_envelope
 from caucase.exceptions import (
     CaucaseError,
     CaucaseHTTPError,
@@ -35,10 +36,25 @@ from caucase.exceptions import (
     CaucaseTLSError,
     PemFileError,
 )
+from caucase.trust_stores import verify_ca_chain
 
 USER_AGENT = "caucase " + __version__
 RETRY_DELAY = 10.0
+TLS_PROBE_TIMEOUT = 5.0
 _CRL_BLOCK = pemfile.BlockKind.CRL
+# What a connection the server already closed raises when it is used again.
+_CLOSED_CONNECTION = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+# What a plain HTTP request gets from a TLS listener (caucased resets it).
+_NOT_HTTP = (http.client.BadStatusLine, ConnectionResetError, BrokenPipeError)
+# RFC 9110 9.2.1: requests that change nothing on the server, so safe to send again.
+_SAFE_METHODS = ("GET", "HEAD")
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 
@@ -48,18 +64,87 @@ def https_port_for(http_port: int) -> int:
     return 443 if http_port == 80 else http_port + 1
 
 
+def parse_ca_url(ca_url: str) -> tuple[str, int, str]:
+    """Host, HTTP port and path of a caucased URL. The scheme must be given (http or https,
+    ignored as by the reference): without it, "host:port" reads as a scheme or a path."""
+    parsed = urllib.parse.urlsplit(ca_url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        hint = "" if "://" in ca_url else f" (did you mean http://{ca_url} ?)"
+        raise CaucaseError(f"{ca_url!r} is not an http:// or https:// URL{hint}")
+    try:
+        port = parsed.port or 80
+    except ValueError:
+        raise CaucaseError(f"Invalid port in URL {ca_url!r}") from None
+    return parsed.hostname, port, parsed.path
+
+
+def _user_key_problem(path: str) -> str | None:
+    """Why a user key file cannot authenticate, as `load_cert_chain` sees it: its first
+    private key and its first certificate, which must match; None when they do."""
+    blocks = pemfile.read_blocks(path)
+    keys = [block for block in blocks if block.kind is pemfile.BlockKind.KEY]
+    private = [block for block in keys if "PRIVATE" in block.label]
+    certificates = [block for block in blocks if block.kind is pemfile.BlockKind.CERTIFICATE]
+    need = "the file needs the private key and its certificate"
+    if not private:
+        return f"{path} holds no private key: {need}"
+    if not certificates:
+        return f"{path} holds no certificate: {need}"
+    try:
+        key = x509util.load_private_key(private[0].text)
+    except (ValueError, TypeError) as error:
+        return f"{path}: unusable private key ({error}); it must not be encrypted"
+    certificate = pemfile.parse_certificate(path, certificates[0])
+    if not pemfile.same_public_key(certificate, key):
+        return f"{path}: its certificate does not belong to its private key: {need}"
+    return None
+
+
 def _tls_context(user_key: str | None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     if user_key is not None:
-        if not os.path.exists(user_key):
-            raise PemFileError(user_key, f"Failed to load user key: {user_key}: no such file")
+        # Checked first: the messages of OpenSSL ("PEM lib") do not say what is wrong, and
+        # it would prompt on the terminal for an encrypted key.
+        try:
+            problem = _user_key_problem(user_key)
+        except PemFileError as error:
+            problem = str(error)
+        if problem is not None:
+            raise PemFileError(user_key, f"Failed to load user key: {problem}")
         try:
             context.load_cert_chain(user_key)
         except (ssl.SSLError, OSError) as error:
             raise PemFileError(user_key, f"Failed to load user key: {user_key}: {error}") from None
     return context
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection is unusable: readable before any request was
+    sent means the server closed it (its idle timeout) or sent something unsolicited."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _speaks_tls(host: str, port: int) -> bool:
+    """Whether a TLS handshake succeeds on host:port."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=TLS_PROBE_TIMEOUT) as raw,
+            context.wrap_socket(raw),
+        ):
+            return True
+    except OSError:
+        return False
 
 
 def _sign(key: PrivateKeyTypes, payload: str) -> dict[str, Any]:
@@ -70,6 +155,15 @@ def _sign(key: PrivateKeyTypes, payload: str) -> dict[str, Any]:
         raise CaucaseError(f"Cannot sign the request with this key: {error}") from None
 
 
+class _Failed(Exception):
+    """A failed attempt: the error to raise, and whether the request was sent whole."""
+
+    def __init__(self, error: CaucaseNetworkError, sent: bool) -> None:
+        super().__init__(error)
+        self.error = error
+        self.sent = sent
+
+
 class CaucaseClient:
     """Requests to one authority of a caucased, one persistent connection per scheme.
 
@@ -77,14 +171,8 @@ class CaucaseClient:
     `CaucaseTLSError` subclass) when no HTTP answer could be obtained."""
 
     def __init__(self, ca_url: str, user_key: str | None = None) -> None:
-        parsed = urllib.parse.urlsplit(ca_url)
-        host = parsed.hostname or "localhost"
-        try:
-            port = parsed.port or 80
-        except ValueError:
-            raise CaucaseError(f"Invalid port in URL {ca_url!r}") from None
+        host, port, self._prefix = parse_ca_url(ca_url)
         self.ca_url = ca_url
-        self._prefix = parsed.path
         self._http = http.client.HTTPConnection(host, port)
         self._https = http.client.HTTPSConnection(
             host, https_port_for(port), context=_tls_context(user_key)
@@ -111,22 +199,66 @@ class CaucaseClient:
     def _exchange(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str], https: bool
     ) -> Response:
-        """One request and its full response, network failures as CaucaseNetworkError."""
+        """One request and its full response, network failures as CaucaseNetworkError.
+
+        A kept-alive connection the server closed meanwhile (caucased drops idle ones after
+        a few seconds) is replaced before sending. When one closes while the request is on
+        its way, the request is sent again on a new connection only if it was not sent
+        whole (so the server cannot have acted on it) or is a GET."""
         connection = self._https if https else self._http
+        if connection.sock is not None and _closed_by_peer(connection.sock):
+            connection.close()
+        reused = connection.sock is not None
+        try:
+            return self._attempt(connection, method, path, body, headers, https)
+        except _Failed as failure:
+            error = failure.error
+            resendable = not failure.sent or method in _SAFE_METHODS
+            if reused and resendable and isinstance(error.cause, _CLOSED_CONNECTION):
+                try:
+                    return self._attempt(connection, method, path, body, headers, https)
+                except _Failed as second:
+                    error = second.error
+            elif not reused and not https and isinstance(error.cause, _NOT_HTTP):
+                self._refuse_tls_port(connection, error)
+            raise error from error.cause
+
+    def _attempt(
+        self,
+        connection: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        https: bool,
+    ) -> Response:
         all_headers = {"User-Agent": USER_AGENT, **headers}
+        sent = False
         try:
             connection.request(method, self._prefix + path, body=body, headers=all_headers)
+            sent = True
             response = connection.getresponse()
             data = response.read()
-        except ssl.SSLError as error:
-            connection.close()
-            raise CaucaseTLSError(self._url(path, https), error) from error
         except (OSError, http.client.HTTPException) as error:
             connection.close()
-            raise CaucaseNetworkError(self._url(path, https), error) from error
+            url = self._url(path, https)
+            if isinstance(error, ssl.SSLError):
+                raise _Failed(CaucaseTLSError(url, error), sent) from error
+            raise _Failed(CaucaseNetworkError(url, error), sent) from error
         if response.will_close:
             connection.close()
         return response.status, response.getheaders(), data
+
+    def _refuse_tls_port(
+        self, connection: http.client.HTTPConnection, error: CaucaseNetworkError
+    ) -> None:
+        """A clear error when the URL names caucased's HTTPS port instead of its HTTP one."""
+        if _speaks_tls(connection.host, connection.port):
+            http_port = 80 if connection.port == 443 else connection.port - 1
+            raise CaucaseError(
+                f"{error.url}: port {connection.port} speaks TLS: the URL must give "
+                f"caucased's HTTP port (usually {http_port}), not its HTTPS one"
+            ) from None
 
     def _request(
         self,
@@ -289,150 +421,8 @@ class RetryingCaucaseClient(CaucaseClient):
                 print(
                     "Got a network error, retrying at "
                     f"{retry_at.strftime('%Y-%m-%d %H:%M:%S +0000')}, "
-                    f"{type(error.cause).__name__}: {str(error.cause)!r}",
+                    f"{type(error.cause).__name__}: {str(error.cause)!r} ({method} {error.url})",
                     file=log,
                     flush=True,
                 )
                 self._wait(RETRY_DELAY)
-
-
-def load_valid_ca_list(
-    pem_list: Sequence[bytes], now: datetime.datetime
-) -> list[x509.Certificate]:
-    """The self-signed CA certificates of `pem_list` valid at `now`, in order."""
-    result = []
-    for pem in pem_list:
-        try:
-            certificate = x509.load_pem_x509_certificate(pem)
-        except ValueError:
-            continue
-        if verification.is_valid_ca(certificate, now):
-            result.append(certificate)
-    return result
-
-
-def _chain_item(item: object) -> tuple[dict[str, Any], bytes, bytes] | None:
-    """The envelope and its (old_pem, new_pem), or None when the item is malformed."""
-    if not isinstance(item, dict) or not isinstance(item.get("payload"), str):
-        return None
-    try:
-        payload = json.loads(item["payload"])
-        return item, payload["old_pem"].encode("ascii"), payload["new_pem"].encode("ascii")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-def verify_ca_chain(
-    items: object, trusted_pem_list: Sequence[bytes], now: datetime.datetime
-) -> list[bytes]:
-    """Walk `ca.crt.json` from the newest trusted CA: each accepted new CA is signed by
-    the previous one (http-api 8.2). Returns the accepted new CA PEMs, in order."""
-    trusted = load_valid_ca_list(trusted_pem_list, now)
-    if not trusted or not isinstance(items, list):
-        return []
-    anchor = max(trusted, key=lambda certificate: certificate.not_valid_before_utc)
-    previous: x509.Certificate | None = None
-    result: list[bytes] = []
-    for item in items:
-        parsed = _chain_item(item)
-        if parsed is None:
-            continue
-        envelope, old_pem, new_pem = parsed
-        try:
-            old = x509.load_pem_x509_certificate(old_pem)
-            verify_envelope(envelope, old.public_key())
-        except (ValueError, CaucaseError):
-            continue
-        if previous is None:
-            if old != anchor or not verification.is_valid_ca(old, now):
-                continue
-            previous = anchor
-        if old != previous:
-            raise CaucaseError("CA signature chain broken")
-        new_list = load_valid_ca_list([new_pem], now)
-        if new_list:
-            previous = new_list[0]
-            result.append(new_pem)
-    return result
-
-
-def update_ca_store(client: CaucaseClient, path: str, now: datetime.datetime) -> bool:
-    """Bootstrap (trust on first use) or extend a CA store (cli.md 2.4); whether it changed."""
-    loaded = pemfile.read_ca_store(path)
-    bootstrapped = not loaded
-    if bootstrapped:
-        ca_pem = client.get_ca_certificate()
-        blocks = pemfile.split_blocks(ca_pem)
-        if len(blocks) != 1 or blocks[0].kind is not pemfile.BlockKind.CERTIFICATE:
-            raise CaucaseError(f"{client.ca_url} did not return a CA certificate")
-        pemfile.save_ca_store(path, [blocks[0].text])
-        loaded = pemfile.read_ca_store(path)
-    valid = [pem for pem in loaded if load_valid_ca_list([pem], now)]
-    if not valid and not bootstrapped:
-        raise CaucaseError(f"Local trust store is unusable: {path}")
-    newer = client.get_ca_certificate_chain(valid, now)
-    result = valid + [pem for pem in newer if pem not in valid]
-    if result != loaded:
-        pemfile.save_ca_store(path, result)
-        return True
-    return bootstrapped
-
-
-def _crl_authority(crl: x509.CertificateRevocationList) -> int | None:
-    try:
-        aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
-    except x509.ExtensionNotFound:
-        return None
-    identifier = aki.value.key_identifier
-    return None if identifier is None else int.from_bytes(identifier, "big")
-
-
-def _verified_crl(
-    pem: bytes, ca_list: Sequence[x509.Certificate]
-) -> x509.CertificateRevocationList | None:
-    try:
-        crl = x509.load_pem_x509_crl(pem)
-    except ValueError:
-        return None
-    for ca in ca_list:
-        try:
-            if crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-                return crl
-        except (TypeError, ValueError):
-            continue
-    return None
-
-
-def _index_crls(
-    pem_list: Sequence[bytes], ca_list: Sequence[x509.Certificate]
-) -> tuple[dict[int | None, bytes], bool]:
-    """Verified CRLs keyed by authority key id; and whether one lacks that id."""
-    index: dict[int | None, bytes] = {}
-    for pem in pem_list:
-        crl = _verified_crl(pem, ca_list)
-        if crl is not None:
-            index[_crl_authority(crl)] = pem
-    return index, None in index
-
-
-def update_crl_store(
-    client: CaucaseClient, path: str, ca_list: Sequence[x509.Certificate]
-) -> bool:
-    """Replace the CRL store with the server's CRLs when they differ from the verified
-    local ones (cli.md 2.5, errata 5); whether it changed."""
-    local_pem_list = pemfile.read_crl_store(path)
-    local, legacy = _index_crls(local_pem_list, ca_list)
-    if legacy:
-        local, updated = {}, True
-    else:
-        updated = len(local_pem_list) != len(local)
-    server_pem_list = client.get_crl_list()
-    server, _ = _index_crls(server_pem_list, ca_list)
-    for authority, pem in server.items():
-        if local.pop(authority, None) != pem:
-            updated = True
-    if local:
-        updated = True
-    if updated:
-        pemfile.save_crl_store(path, server_pem_list)
-    return updated

@@ -118,7 +118,10 @@ def test_copies_subject_and_every_extension_with_criticality(
         "2048",
     )
 
-    assert (status, err) == (0, "")
+    assert (status, err) == (
+        0,
+        f"caucase-rerequest: new key in {key_path}, new CSR in {csr_path}\n",
+    )
     _assert_copied(template, csr_path, key_path, 2048)
 
 
@@ -145,7 +148,31 @@ def test_new_key_file_is_private_and_csr_follows_umask(
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
 
 
-def test_existing_key_file_is_replaced_and_keeps_its_mode(
+def test_existing_key_file_is_kept_without_force(
+    tmp_path: Path, template_key: rsa.RSAPrivateKey
+) -> None:
+    (tmp_path / "template.csr").write_bytes(_pem(_template(template_key)))
+    key_path = tmp_path / "new.key"
+    key_path.write_bytes(b"the key of a certificate in use")
+
+    status, err = _run(
+        "--template",
+        str(tmp_path / "template.csr"),
+        "--csr",
+        str(tmp_path / "new.csr"),
+        "--key",
+        str(key_path),
+    )
+
+    assert status == 1
+    assert err == (
+        f"caucase-rerequest: {key_path} exists: not replacing a private key without --force\n"
+    )
+    assert key_path.read_bytes() == b"the key of a certificate in use"
+    assert not (tmp_path / "new.csr").exists()
+
+
+def test_existing_key_file_is_replaced_with_force_and_keeps_its_mode(
     tmp_path: Path, template_key: rsa.RSAPrivateKey
 ) -> None:
     template = _template(template_key)
@@ -161,6 +188,7 @@ def test_existing_key_file_is_replaced_and_keeps_its_mode(
         str(tmp_path / "new.csr"),
         "--key",
         str(key_path),
+        "--force",
     )
 
     assert status == 0

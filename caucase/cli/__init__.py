@@ -1,4 +1,7 @@
 """One module per console script: parse arguments, call the library, print, exit.
 
-``passphrase`` is caucased-manage's: where its passphrases come from.
+Beside them, what several scripts share: ``caucase_options`` (the options of ``caucase``, and
+the store layout both clients describe), ``user_key`` (why caucased refused a user
+certificate), ``hook`` (the ``--on-renew`` shell command and its outcome) and
+``passphrase`` (where caucased-manage's passphrases come from).
 """

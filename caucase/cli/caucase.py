@@ -8,106 +8,28 @@ runs the `--on-renew` hook when something changed, and exits 0 (fine), 1 (error)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
-import subprocess
 import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Iterator, Sequence
+from typing import TextIO
 
 from cryptography import x509
 
-from caucase import __version__
-from caucase.client import (
-    CaucaseClient,
-    load_valid_ca_list,
-    update_ca_store,
-    update_crl_store,
-)
+from caucase.cli.caucase_options import AUTHENTICATED_NAMES, build_parser
+from caucase.cli.hook import describe_outcome, run_hook
+from caucase.cli.user_key import MISSING, explain_refusal
+from caucase.client import CaucaseClient, parse_ca_url
 from caucase.clock import Clock, utcnow
 from caucase.crypto import pemfile, verification, x509util
-from caucase.exceptions import CaucaseError, CaucaseHTTPError, PemFileError
+from caucase.exceptions import CaucaseError, CaucaseHTTPError, CaucaseTLSError, PemFileError
+from caucase.trust_stores import load_valid_ca_list, update_ca_store, update_crl_store
 
 EXIT_ERROR = 1
 EXIT_PENDING = 2
 EXIT_HOOK_FAILED = 3
 LIST_COLUMNS = "%20s | %s"
-
-
-PAIR = {"nargs": 2, "action": "append", "default": []}
-SEVERAL = {"nargs": "+", "default": []}
-GENERAL_OPTIONS: list[tuple[str, dict[str, Any]]] = [
-    ("--ca-url", {"required": True, "metavar": "URL", "help": "caucased base URL (HTTP)."}),
-    ("--ca-crt", {"default": "cas.crt.pem", "metavar": "CRT_PATH",
-                  "help": "Service CA store, file or directory (default: %(default)s)."}),
-    ("--user-ca-crt", {"default": "cau.crt.pem", "metavar": "CRT_PATH",
-                       "help": "User CA store, file or directory (default: %(default)s)."}),
-    ("--crl", {"default": "cas.crl.pem", "metavar": "CRL_PATH",
-               "help": "Service CRL store, file or directory (default: %(default)s)."}),
-    ("--user-crl", {"default": "cau.crl.pem", "metavar": "CRL_PATH",
-                    "help": "User CRL store, file or directory (default: %(default)s)."}),
-    ("--threshold", {"default": 31, "type": float, "metavar": "DAYS",
-                     "help": "--renew-crt renews certificates expiring within this many "
-                             "days (default: %(default)s)."}),
-    ("--key-len", {"default": 2048, "type": int, "metavar": "BITLENGTH",
-                   "help": "RSA key size for --renew-crt (default: %(default)s)."}),
-    ("--on-renew", {"metavar": "EXECUTABLE_PATH",
-                    "help": "Shell command run when a store or certificate changed; "
-                            "a failure makes the exit status 3."}),
-    ("--user-key", {"metavar": "KEY_PATH",
-                    "help": "File holding the user key and certificate, for "
-                            "authenticated actions."}),
-    ("--mode", {"default": "service", "choices": ("service", "user"),
-                "help": "Authority the actions apply to (default: %(default)s)."}),
-]  # fmt: skip
-ANONYMOUS_ACTIONS: list[tuple[str, dict[str, Any]]] = [
-    ("--send-csr", {**SEVERAL, "metavar": "CSR_PATH",
-                    "help": "Submit each CSR and print its id."}),
-    ("--get-csr", {**PAIR, "metavar": ("CSR_ID", "CSR_PATH"),
-                   "help": "Append pending CSR CSR_ID to CSR_PATH."}),
-    ("--get-crt", {**PAIR, "metavar": ("CSR_ID", "CRT_PATH"),
-                   "help": "Append the certificate of CSR_ID to CRT_PATH, which may hold "
-                           "only its private key. Exit status 2 while pending."}),
-    ("--revoke-crt", {**PAIR, "metavar": ("CRT_PATH", "KEY_PATH"),
-                      "help": "Revoke a certificate, proving possession of its key "
-                              "(KEY_PATH may be empty when CRT_PATH holds the key)."}),
-    ("--renew-crt", {**PAIR, "metavar": ("CRT_PATH", "KEY_PATH"),
-                     "help": "Renew a certificate close to expiry with a new key "
-                             "(KEY_PATH may be empty when CRT_PATH holds the key)."}),
-    ("--update-user", {"action": "store_true",
-                       "help": "Also keep the user CA and CRL stores up to date."}),
-]  # fmt: skip
-AUTHENTICATED_ACTIONS: list[tuple[str, dict[str, Any]]] = [
-    ("--list-csr", {"action": "store_true", "help": "List pending CSRs (done last)."}),
-    ("--sign-csr", {**SEVERAL, "metavar": "CSR_ID", "help": "Sign each pending CSR."}),
-    ("--sign-csr-with", {**PAIR, "metavar": ("CSR_ID", "CSR_PATH"),
-                         "help": "Sign CSR_ID with the subject and extensions of the CSR "
-                                 "in CSR_PATH."}),
-    ("--reject-csr", {**SEVERAL, "metavar": "CSR_ID", "help": "Reject each pending CSR."}),
-    ("--revoke-other-crt", {**SEVERAL, "metavar": "CRT_PATH",
-                            "help": "Revoke the certificate of each file, without its key."}),
-    ("--revoke-serial", {**SEVERAL, "type": int, "metavar": "SERIAL",
-                         "help": "Revoke certificates by serial number."}),
-]  # fmt: skip
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Every option of cli.md 3.1, with the reference names, defaults and arities:
-    "append" options accumulate, the other multi-value ones keep the last occurrence."""
-    parser = argparse.ArgumentParser(
-        prog="caucase", description="caucase client: certificates from a caucased."
-    )
-    parser.add_argument("--version", action="version", version=__version__)
-    groups = [
-        (parser, GENERAL_OPTIONS),
-        (parser.add_argument_group("Anonymous actions"), ANONYMOUS_ACTIONS),
-        (parser.add_argument_group("Authenticated actions (need --user-key)"),
-         AUTHENTICATED_ACTIONS),
-    ]  # fmt: skip
-    for group, options in groups:
-        for name, settings in options:
-            group.add_argument(name, **settings)
-    return parser
 
 
 def csr_id(value: str) -> int:
@@ -119,7 +41,9 @@ def csr_id(value: str) -> int:
 
 
 def subject_preview(csr_pem: str) -> str:
-    """The `--list-csr` preview: the subject as repr of `<Name(RFC 4514)>` (cli.md 3.5)."""
+    """The `--list-csr` preview: the subject as an RFC 4514 string, in plain text rather
+    than the reference's `'<Name(...)>'` repr. Characters that are not printable are
+    escaped, so that a subject cannot fake a row of the listing."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem.encode("ascii"))
         valid = csr.is_signature_valid
@@ -127,7 +51,8 @@ def subject_preview(csr_pem: str) -> str:
         valid = False
     if not valid:
         raise CaucaseError("server listed a malformed or badly signed CSR")
-    return repr(f"<Name({csr.subject.rfc4514_string()})>")
+    text = csr.subject.rfc4514_string()
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class CaucaseRun:
@@ -153,6 +78,24 @@ class CaucaseRun:
         """A skipped item: message on stderr, exit status 1 at the end."""
         print(line, file=self.err, flush=True)
         self.error = True
+
+    def confirm(self, line: str) -> None:
+        """What an action did, on stderr: stdout stays what scripts parse."""
+        print(line, file=self.err, flush=True)
+
+    @contextlib.contextmanager
+    def as_user(self) -> Iterator[None]:
+        """Authenticated requests: a refused user certificate is explained."""
+        try:
+            yield
+        except (CaucaseHTTPError, CaucaseTLSError) as error:
+            if isinstance(error, CaucaseHTTPError) and error.status != 401:
+                raise
+            args = self.args
+            user_stores = (args.user_ca_crt, args.user_crl)
+            raise explain_refusal(
+                error, args.user_key, self.clock(), user_stores, args.ca_crt
+            ) from None
 
     @property
     def mode_client(self) -> CaucaseClient:
@@ -201,21 +144,30 @@ class CaucaseRun:
             self.revoke_crt(crt_path, key_path)
         for crt_path, key_path in args.renew_crt:
             self.renew_crt(crt_path, key_path)
+        with self.as_user():
+            self.run_authenticated_actions()
+
+    def run_authenticated_actions(self) -> None:
+        args = self.args
         for identifier in args.sign_csr:
             self.context = "--sign-csr " + identifier
             self.mode_client.create_certificate(csr_id(identifier))
+            self.confirm(f"Signed CSR {identifier}")
         for identifier, path in args.sign_csr_with:
             self.context = f"--sign-csr-with {identifier} {path}"
             template = pemfile.read_one_csr(path)
             self.mode_client.create_certificate(csr_id(identifier), template)
+            self.confirm(f"Signed CSR {identifier} with the subject and extensions of {path}")
         for identifier in args.reject_csr:
             self.context = "--reject-csr " + identifier
             self.mode_client.delete_pending_csr(csr_id(identifier))
+            self.confirm(f"Rejected CSR {identifier}")
         for path in args.revoke_other_crt:
             self.revoke_other_crt(path)
         for serial in args.revoke_serial:
             self.context = f"--revoke-serial {serial}"
             self.mode_client.revoke_serial(serial)
+            self.confirm(f"Revoked serial {serial} ({serial:#x})")
         if args.list_csr:
             self.list_csr()
 
@@ -286,6 +238,7 @@ class CaucaseRun:
         if pair is not None:
             crt_pem = x509util.dump_certificate(pair.certificate)
             self.mode_client.revoke_certificate(crt_pem, pair.key)
+            self.confirm(f"Revoked {crt_path} (serial {pair.certificate.serial_number:#x})")
 
     def renew_crt(self, crt_path: str, key_path: str) -> None:
         """Renew when within the threshold; the new key replaces the old one (cli.md 3.3)."""
@@ -311,6 +264,8 @@ class CaucaseRun:
         )
         pemfile.write_renewed(pair, crt_path, x509util.dump_private_key(key), crt_pem)
         self.updated = True
+        new_end = x509util.load_certificate(crt_pem).not_valid_after_utc
+        self.confirm(f"Renewed {crt_path}: valid until {new_end:%Y-%m-%d %H:%M:%S} UTC")
 
     def revoke_other_crt(self, path: str) -> None:
         self.context = "--revoke-other-crt " + path
@@ -320,6 +275,7 @@ class CaucaseRun:
             self.complain(f"Could not load a single certificate in {path}, skipping")
             return
         self.mode_client.revoke_certificate(x509util.dump_certificate(certificate))
+        self.confirm(f"Revoked {path} (serial {certificate.serial_number:#x})")
 
     def list_csr(self) -> None:
         self.context = "--list-csr"
@@ -340,11 +296,14 @@ class CaucaseRun:
             self.client.close()
 
     def run_hook(self) -> int:
-        """Exit status of the `--on-renew` hook (0 when none ran)."""
+        """Return code of the `--on-renew` hook (0 when none ran); a failure is told."""
         if not (self.updated and self.args.on_renew):
             return 0
         self.out.flush()
-        return subprocess.run(self.args.on_renew, shell=True, check=False).returncode
+        returncode = run_hook(self.args.on_renew)
+        if returncode:
+            print(f"caucase: --on-renew hook {describe_outcome(returncode)}", file=self.err)
+        return returncode
 
     def exit_status(self) -> int:
         if self.error:
@@ -354,6 +313,16 @@ class CaucaseRun:
 
 def _days(value: float) -> datetime.timedelta:
     return datetime.timedelta(days=value)
+
+
+def _missing_user_key(args: argparse.Namespace) -> str | None:
+    """The first authenticated action requested without --user-key."""
+    if args.user_key is not None:
+        return None
+    for name in AUTHENTICATED_NAMES:
+        if getattr(args, name[2:].replace("-", "_")):
+            return name
+    return None
 
 
 def _check_disjoint_ids(args: argparse.Namespace) -> bool:
@@ -386,15 +355,20 @@ def main(
             file=err,
         )
         return EXIT_ERROR
+    action = _missing_user_key(args)
+    if action is not None:
+        print(f"caucase: {action} {MISSING}", file=err)
+        return EXIT_ERROR
     run: CaucaseRun | None = None
     try:
+        parse_ca_url(args.ca_url)
         run = CaucaseRun(args, clock, out, err)
         run.refresh_ca_stores()
         run.run_actions()
         run.close()
         run.refresh_crl_stores()
     except (CaucaseError, OSError) as error:
-        context = run.context if run is not None else "--ca-url " + args.ca_url
+        context = run.context if run is not None else "--ca-url"
         print(f"caucase: {context}: {error}", file=err, flush=True)
         if run is not None:
             run.close()

@@ -33,14 +33,17 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="PRIVATE_KEY",
-        help="PEM files whose (first) private key identifier is printed.",
+        help="PEM files (certificates may come first): each path is printed with the "
+        "identifier of its first private key, written b'<40 hex digits>' as the reference "
+        "does.",
     )
     parser.add_argument(
         "--backup",
         nargs="+",
         default=[],
         metavar="BACKUP",
-        help="caucased backup files whose decryption key identifiers are printed.",
+        help="caucased backup files: each is printed, then the identifier of every key able "
+        "to decrypt it, one per line.",
     )
     return parser
 

@@ -1,7 +1,7 @@
 """caucase-probe: check that a caucased serves the same CAS over HTTP and HTTPS.
 
-Meant for monitoring: silent with status 0 when healthy, one line on stderr and status 1
-otherwise (cli.md 5).
+Meant for monitoring: status 0 when healthy, 1 otherwise, with one line on stderr either
+way and nothing on stdout (cli.md 5).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from caucase import __version__
-from caucase.client import CaucaseClient, Response
+from caucase.client import CaucaseClient, Response, parse_ca_url
 from caucase.crypto import pemfile
 from caucase.exceptions import CaucaseError, CaucaseHTTPError
 
@@ -34,7 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Check that a caucased answers over HTTP and HTTPS with the same CAS.",
     )
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("ca_url", help="caucased base HTTP URL, e.g. http://ca.example:8000")
+    parser.add_argument(
+        "ca_url",
+        help="Base URL of caucased's HTTP listener, scheme included, e.g. "
+        "http://ca.example:8000 (its HTTPS listener is then expected on port 8001).",
+    )
     return parser
 
 
@@ -56,6 +60,10 @@ def _fetch_ca(client: CaucaseClient, scheme: str) -> bytes:
 def probe(ca_url: str) -> None:
     """HTTP, then HTTPS, then HTTP again, so that a CA rollover between the first two
     requests is not taken for a mismatch. CaucaseError describes any failure."""
+    try:
+        parse_ca_url(ca_url)
+    except CaucaseError as error:
+        raise CaucaseError(f"ca_url: {error}") from None
     service_url = ca_url + "/cas"
     with CaucaseClient(service_url) as http_client, _HTTPSOnlyClient(service_url) as tls_client:
         first = _fetch_ca(http_client, "http")
@@ -76,4 +84,5 @@ def main(argv: Sequence[str] | None = None, stderr: TextIO | None = None) -> int
     except CaucaseError as error:
         print(f"caucase-probe: {error}", file=err)
         return 1
+    print(f"caucase-probe: {args.ca_url}: HTTP and HTTPS serve the same CAS", file=err)
     return 0

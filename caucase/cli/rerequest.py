@@ -7,6 +7,7 @@ tool) request a certificate without ever moving a private key around (cli.md 6).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -30,18 +31,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--template",
         required=True,
-        help="Existing PEM CSR whose subject and extensions are copied.",
+        help="Existing PEM CSR, correctly signed, whose subject and extensions are copied.",
     )
-    parser.add_argument("--csr", required=True, help="Where to write the new PEM CSR.")
     parser.add_argument(
-        "--key", required=True, help="Where to write the new PEM private key (0600 when new)."
+        "--csr", required=True, help="Where to write the new PEM CSR (replaced if it exists)."
+    )
+    parser.add_argument(
+        "--key",
+        required=True,
+        help="Where to write the new PEM private key, created 0600. An existing file is "
+        "only replaced with --force.",
     )
     parser.add_argument(
         "--key-len",
         type=int,
         default=2048,
         metavar="BITLENGTH",
-        help="Size of the new RSA key, in bits. default: %(default)s",
+        help="Size of the new RSA key. Default: %(default)s bits",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="Replace an existing --key file (its old key is lost).",
     )
     return parser
 
@@ -58,8 +69,13 @@ def copy_request(
     return builder.sign(key, hashes.SHA256())
 
 
-def rerequest(template_path: str, csr_path: str, key_path: str, key_len: int) -> None:
-    """Write the new key (atomically, 0600 when new) before the CSR that names it."""
+def rerequest(
+    template_path: str, csr_path: str, key_path: str, key_len: int, force: bool = False
+) -> None:
+    """Write the new key (atomically, 0600 when new) before the CSR that names it. An
+    existing key file is kept unless `force`: it may be the key of a certificate in use."""
+    if not force and os.path.lexists(key_path):
+        raise CaucaseError(f"{key_path} exists: not replacing a private key without --force")
     template = x509.load_pem_x509_csr(pemfile.read_one_csr(template_path))
     key = x509util.generate_private_key(key_len)
     csr = copy_request(template, key)
@@ -68,12 +84,13 @@ def rerequest(template_path: str, csr_path: str, key_path: str, key_len: int) ->
 
 
 def main(argv: Sequence[str] | None = None, stderr: TextIO | None = None) -> int:
-    """Exit 0 on success; 1 with one line on stderr when the template or a file is unusable."""
+    """Exit 0 on success, 1 when the template or a file is unusable; one line on stderr."""
     err = stderr or sys.stderr
     args = _parser().parse_args(argv)
     try:
-        rerequest(args.template, args.csr, args.key, args.key_len)
+        rerequest(args.template, args.csr, args.key, args.key_len, args.force)
     except (OSError, ValueError, CaucaseError) as error:
         print(f"caucase-rerequest: {error}", file=err)
         return 1
+    print(f"caucase-rerequest: new key in {args.key}, new CSR in {args.csr}", file=err)
     return 0

@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -22,16 +21,13 @@ from typing import Callable, TextIO
 from cryptography import x509
 
 from caucase import __version__
-from caucase.client import (
-    CaucaseClient,
-    RetryingCaucaseClient,
-    load_valid_ca_list,
-    update_ca_store,
-    update_crl_store,
-)
+from caucase.cli.caucase_options import STORE_LAYOUT
+from caucase.cli.hook import describe_outcome, run_hook
+from caucase.client import CaucaseClient, RetryingCaucaseClient, parse_ca_url
 from caucase.clock import Clock, utcnow
 from caucase.crypto import pemfile, verification, x509util
 from caucase.exceptions import CaucaseError, CaucaseHTTPError, PemFileError
+from caucase.trust_stores import load_valid_ca_list, update_ca_store, update_crl_store
 
 BOOTSTRAP_POLL = datetime.timedelta(seconds=60)
 MIN_SLEEP = datetime.timedelta(seconds=60)
@@ -88,11 +84,6 @@ def wait_until(deadline: datetime.datetime, clock: Clock, sleep: Sleep) -> datet
 
 def format_time(value: datetime.datetime) -> str:
     return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S +0000")
-
-
-def raw_wait_status(returncode: int) -> int:
-    """The POSIX wait status the reference prints: exit code * 256, or the signal number."""
-    return -returncode if returncode < 0 else returncode << 8
 
 
 @contextlib.contextmanager
@@ -172,6 +163,9 @@ class Updater:
     def run(self) -> int:
         """Start-up, optional bootstrap, then the endless loop; returns only on hook failure."""
         args = self._args
+        if args.crt:
+            for path in (args.crt, args.key):
+                _check_writable(path)
         with _during(f"updating {args.cas_ca} from {self._cas_url}"):
             cas_changed = update_ca_store(self._cas_client, args.cas_ca, self._clock())
         self._updated = cas_changed and args.cas_ca == args.ca
@@ -182,9 +176,9 @@ class Updater:
             self._say(f"Next wake-up at {format_time(deadline)}")
             deadline = self.iterate(self.wait(deadline))
             if self._updated:
-                status = self.run_hook()
-                if status:
-                    print(f"Renewal hook exited with status: {status}", file=sys.stderr)
+                returncode = self.run_hook()
+                if returncode:
+                    print(f"Renewal hook {describe_outcome(returncode)}", file=sys.stderr)
                     return HOOK_FAILED
                 self._updated = False
 
@@ -208,6 +202,10 @@ class Updater:
                 ) from None
         elif args.key:
             key = pemfile.read_one_key(args.key)
+        elif not os.path.exists(args.crt):
+            raise PemFileError(
+                args.crt, f"{args.crt}: no such file (it must hold the private key, or give --key)"
+            )
         else:
             raise CaucaseError(f"{args.crt} holds no private key and no --key was given")
         csr_key_id = x509util.key_id(x509.load_pem_x509_csr(csr_pem).public_key())
@@ -302,81 +300,119 @@ class Updater:
         return certificate.not_valid_after_utc - threshold
 
     def run_hook(self) -> int:
-        """Run --on-renew through the shell; its raw wait status (0 when there is none)."""
+        """Run --on-renew through the shell; its return code (0 when there is none)."""
         if not self._args.on_renew:
             return 0
         with self._guard.critical():
-            returncode = subprocess.call(self._args.on_renew, shell=True)
-        return raw_wait_status(returncode)
+            return run_hook(self._args.on_renew)
+
+
+def _check_writable(path: str | None) -> None:
+    """Refuse at start a certificate or key file that could not be replaced: the reference
+    found out only once the CSR was signed, or at the first renewal."""
+    if not path:
+        return
+    directory = os.path.dirname(os.path.realpath(path))
+    if not os.path.isdir(directory):
+        raise PemFileError(path, f"{path}: no such directory: {directory}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PemFileError(
+            path, f"{path}: cannot create files in {directory}, which renewals need"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The reference's options, metavars and defaults (cli.md 4.1), except --crl's metavar
+    (CRL_PATH, where the reference says CRT_PATH)."""
     parser = argparse.ArgumentParser(
         prog="caucase-updater",
         description="Get a certificate signed by caucased, then keep it, the CA certificates "
-        "and the revocation lists up to date.",
+        "and the revocation lists up to date, forever.",
     )
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("--ca-url", required=True, metavar="URL", help="caucased base HTTP URL.")
+    parser.add_argument(
+        "--ca-url",
+        required=True,
+        metavar="URL",
+        help="Base URL of caucased's HTTP listener, scheme included: http://HOST[:PORT] "
+        "(port 80 by default).",
+    )
     parser.add_argument(
         "--cas-ca",
         required=True,
         metavar="CRT_PATH",
-        help="CA store (file or directory) of the caucased service CA, kept up to date.",
+        help=f"CA certificates of caucased's service CA (CAS), kept up to date: {STORE_LAYOUT}.",
     )
     parser.add_argument(
         "--threshold",
         type=float,
         default=31,
-        help="Renew the certificate when fewer days than this remain. default: %(default)s",
+        help="Renew the certificate once fewer than THRESHOLD days of validity are left "
+        "(fractions allowed). Default: %(default)s days",
     )
     parser.add_argument(
         "--crl-threshold",
         type=float,
         default=7,
-        help="Fetch new revocation lists when fewer days than this remain before their "
-        "next update. default: %(default)s",
+        help="Fetch new revocation lists once fewer than CRL_THRESHOLD days are left before "
+        "their next update. Default: %(default)s days",
     )
     parser.add_argument(
         "--key-len",
         type=int,
         default=2048,
         metavar="BITLENGTH",
-        help="Size of keys generated on renewal. default: %(default)s",
+        help="Size of the RSA keys generated on renewal. Default: %(default)s bits",
     )
     parser.add_argument(
         "--on-renew",
         metavar="EXECUTABLE_PATH",
-        help="Shell command run after anything was updated (CA, certificate, CRL).",
+        help="Shell command line (run by /bin/sh -c) run after a pass that changed a CA, CRL "
+        "or certificate file; if it fails, the updater stops with status 3. Default: none",
     )
     parser.add_argument(
         "--max-sleep",
         type=float,
         default=31,
-        help="Longest time, in days, between two checks. default: %(default)s",
+        help="Longest time between two checks, in days (fractions allowed): lower it to "
+        "notice revocations sooner. Default: %(default)s days",
     )
     parser.add_argument(
         "--mode",
         default="service",
         choices=["service", "user"],
-        help="Which authority the certificate, --ca and --crl belong to. default: %(default)s",
+        help="Authority that issues --crt and whose CA and CRL are --ca and --crl: service "
+        "(the CAS) or user (the CAU). Default: %(default)s",
     )
     parser.add_argument(
-        "--csr", metavar="CSR_PATH", help="CSR to submit when --crt has no certificate yet."
+        "--csr",
+        metavar="CSR_PATH",
+        help="CSR submitted when --crt holds no certificate yet; unused afterwards.",
     )
     parser.add_argument(
         "--key",
         metavar="KEY_PATH",
-        help="Private key file, replaced on renewal. Without it, the key lives in --crt.",
+        help="Private key file: must exist at start, replaced on renewal. Without it, the "
+        "key is kept in --crt, with the certificate.",
     )
     parser.add_argument(
-        "--crt", metavar="CRT_PATH", help="Certificate to obtain and keep renewed."
+        "--crt",
+        metavar="CRT_PATH",
+        help="Certificate to obtain (from --csr) and renew before it expires. Without it, "
+        "only the CA certificates and revocation lists are maintained.",
     )
     parser.add_argument(
-        "--ca", required=True, metavar="CRT_PATH", help="CA store for MODE, kept up to date."
+        "--ca",
+        required=True,
+        metavar="CRT_PATH",
+        help=f"CA certificates of MODE's authority, kept up to date: {STORE_LAYOUT}. May be "
+        "the same path as --cas-ca.",
     )
     parser.add_argument(
-        "--crl", required=True, metavar="CRT_PATH", help="CRL store for MODE, kept up to date."
+        "--crl",
+        required=True,
+        metavar="CRL_PATH",
+        help=f"Revocation lists of MODE's authority, kept up to date: {STORE_LAYOUT}.",
     )
     return parser
 
@@ -384,6 +420,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run until a signal (0), an error (1) or a hook failure (3)."""
     args = _parser().parse_args(argv)
+    try:
+        parse_ca_url(args.ca_url)
+    except CaucaseError as error:
+        print(f"caucase-updater: --ca-url: {error}", file=sys.stderr)
+        return 1
     guard = SignalGuard()
     guard.install()
     updater: Updater | None = None

@@ -16,16 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase import __version__
-from caucase.client import (
-    USER_AGENT,
-    CaucaseClient,
-    RetryingCaucaseClient,
-    https_port_for,
-    load_valid_ca_list,
-    update_ca_store,
-    update_crl_store,
-    verify_ca_chain,
-)
+from caucase.client import USER_AGENT, CaucaseClient, RetryingCaucaseClient, https_port_for
 from caucase.clock import utcnow
 from caucase.crypto import pemfile, x509util
 from caucase.crypto.envelope import sign_envelope
@@ -34,6 +25,12 @@ from caucase.exceptions import (
     CaucaseHTTPError,
     CaucaseNetworkError,
     PemFileError,
+)
+from caucase.trust_stores import (
+    load_valid_ca_list,
+    update_ca_store,
+    update_crl_store,
+    verify_ca_chain,
 )
 from tests.conftest import FakeClock
 from tests.support.servers import (
@@ -153,6 +150,12 @@ def test_revoke_serial_appears_in_crl_by_authority(
     assert crl.get_revoked_certificate_by_serial_number(serial) is not None
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:8000/cas", "localhost:8000/cas", "ftp://h/cas"])
+def test_url_without_http_scheme_is_refused(url: str) -> None:
+    with pytest.raises(CaucaseError, match="is not an http:// or https:// URL"):
+        CaucaseClient(url)
+
+
 def test_unloadable_user_key_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "user.pem"
     bad.write_text("garbage")
@@ -190,7 +193,8 @@ def test_retrying_client_waits_and_retries_network_errors(clock: FakeClock) -> N
     assert len(started) == 1
     assert log.getvalue() == (
         "Got a network error, retrying at 2026-11-27 12:00:10 +0000, "
-        "ConnectionRefusedError: '[Errno 111] Connection refused'\n"
+        "ConnectionRefusedError: '[Errno 111] Connection refused' "
+        f"(GET http://127.0.0.1:{port}/cas/crt/ca.crt.pem)\n"
     )
 
 

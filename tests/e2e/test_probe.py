@@ -35,10 +35,28 @@ def _assert_one_line_failure(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_healthy_caucased_is_silent_success(caucased: RunningServer) -> None:
+def test_healthy_caucased_is_one_confirmation_on_stderr(caucased: RunningServer) -> None:
     result = _probe(caucased.http_url)
 
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr == (
+        f"caucase-probe: {caucased.http_url}: HTTP and HTTPS serve the same CAS\n"
+    )
+
+
+def test_url_without_scheme_is_refused(caucased: RunningServer) -> None:
+    result = _probe(caucased.netloc)
+
+    _assert_one_line_failure(result)
+    assert f"did you mean http://{caucased.netloc} ?" in result.stderr
+
+
+def test_url_of_the_https_port_is_refused(caucased: RunningServer) -> None:
+    result = _probe(f"http://{caucased.host}:{caucased.https_port}")
+
+    _assert_one_line_failure(result)
+    assert f"port {caucased.https_port} speaks TLS" in result.stderr
+    assert f"HTTP port (usually {caucased.http_port})" in result.stderr
 
 
 def test_nothing_listening(tmp_path: Path) -> None:
@@ -143,7 +161,8 @@ def test_same_ca_on_both_listeners_passes(impostor: tuple[int, bytes, bytes, Pat
     path = "/cas/crt/ca.crt.pem"
     result = _probe_impostor(port, tls_file, {path: first}, {path: first})
 
-    assert (result.returncode, result.stderr) == (0, "")
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr.endswith("HTTP and HTTPS serve the same CAS\n")
 
 
 def test_web_server_that_is_not_caucased(impostor: tuple[int, bytes, bytes, Path]) -> None:
