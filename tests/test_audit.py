@@ -26,6 +26,7 @@ from caucase.audit import (
     verify_audit_log,
 )
 from tests.conftest import ROOT, FakeClock
+from tests.support.servers import OUR_BIN
 
 
 def rejected(csr_id: int) -> AuditEvent:
@@ -387,3 +388,19 @@ def test_a_failed_write_fails_every_later_write_and_is_repaired_on_open(tmp_path
     lines = records(path)
     assert lines[int(written) + 1]["discarded_bytes"] > 0
     assert verify_audit_log([str(path)]).ok
+
+
+def test_manage_verifies_the_chain_and_names_the_first_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    lines = write_log(path, 3)
+    manage = [str(OUR_BIN / "caucased-manage"), "--verify-audit-log", str(path)]
+    intact = subprocess.run(manage, capture_output=True, text=True)
+    assert intact.returncode == 0, intact.stderr
+    assert intact.stdout.startswith("5 lines, chain intact, last sha256 ")
+    del lines[2]
+    path.write_bytes(b"".join(lines))
+    broken = subprocess.run(manage, capture_output=True, text=True)
+    assert broken.returncode == 1
+    assert broken.stderr == (
+        f"caucased-manage: error: {path}:3: seq 4 follows 2: lines removed, added or reordered\n"
+    )

@@ -1,8 +1,8 @@
 """caucased-manage: offline database maintenance (cli 9, ca-profile 5.5 and 6.7).
 
-Actions run in a fixed order whatever the command line order: restore a backup, import
-CA key pairs, import CRLs, export CA key pairs. Every failure is one line on stderr and
-exit status 1, and leaves no half-made file behind.
+Actions run in a fixed order whatever the command line order: check an audit log, restore
+a backup, import CA key pairs, import CRLs, export CA key pairs. Every failure is one line
+on stderr and exit status 1, and leaves no half-made file behind.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from caucase import __version__, backup
+from caucase.audit import verify_audit_log
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, to_timestamp, utcnow
 from caucase.crypto import x509util
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--import-bad-ca", action="store_true", help="Skip the CA sanity checks.")
     add("--import-crl", action="append", default=[], metavar="PEM_FILE", help="CAS CRLs.")
     add("--export-ca", metavar="PEM_FILE", help="Export CAS CA pairs, keys encrypted.")
+    add(
+        "--verify-audit-log",
+        nargs="+",
+        metavar="FILE",
+        help="Check the hash chain of caucased's audit log (rotated files oldest first).",
+    )
     return parser
 
 
@@ -315,7 +322,12 @@ def _create_private_file(path: str, data: bytes) -> None:
 
 
 def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
-    """The actions asked for, in the fixed order of cli 9.2."""
+    """The actions asked for, in the fixed order of cli 9.2 (the audit log check first)."""
+    if args.verify_audit_log:
+        verification = verify_audit_log(args.verify_audit_log)
+        if not verification.ok:
+            raise ManageError(verification.describe())
+        print(verification.describe())
     if args.restore_backup:
         restore(args, clock)
     if not (args.import_ca or args.import_crl or args.export_ca):
