@@ -7,4 +7,5 @@
 - ``server``: threaded HTTP and HTTPS listeners on wsgiref.
 - ``tls``: caucased's own HTTPS identity and its TLS context.
 - ``metrics``: the Prometheus metrics and the ``--metrics-netloc`` listener's application.
+- ``health``: the /health report over named checks.
 """
