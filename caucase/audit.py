@@ -175,12 +175,15 @@ def verify_audit_log(paths: Sequence[str]) -> Verification:
     for path in paths:
         try:
             with open(path, "rb") as stream:
+                number = 0
                 for number, line in enumerate(_lines(stream), 1):
                     checked = _check_line(line, last, number == 1)
                     if isinstance(checked, str):
                         return Verification(False, count, _head(last), path, number, checked)
                     last = checked
                     count += 1
+            if number == 0:  # the writer starts every file with a line: all were removed
+                return Verification(False, count, _head(last), path, 1, "empty file")
         except OSError as error:
             return Verification(False, count, _head(last), path, 0, error.strerror or str(error))
     return Verification(True, count, _head(last))

@@ -218,6 +218,8 @@ def test_truncated_line_and_garbage_are_named(tmp_path: Path) -> None:
     assert verify_audit_log([str(path)]).describe() == (
         f"{path}:1: not an audit line (no sha256 member at its end)"
     )
+    path.write_bytes(b"")
+    assert verify_audit_log([str(path)]).describe() == f"{path}:1: empty file"
     missing = verify_audit_log([str(tmp_path / "missing.log")])
     assert not missing.ok and missing.describe().endswith("No such file or directory")
 
