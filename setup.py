@@ -28,6 +28,7 @@ setup(
         "cryptography>=42",
         "pyOpenSSL>=24",
         "pem>=23.1",
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "test": [

@@ -7,6 +7,7 @@ Layers, lowest first (nothing imports a layer above it):
   ``envelope`` (signed JSON requests), ``pemfile`` (PEM files and stores on disk).
 - ``backup``: the encrypted backup format.
 - ``storage``: the database (``sqlite`` rows, ``schema``, ``connection``, ``group_commit``).
+- ``audit``: the hash-chained audit log of every change of state, and its verifier.
 - ``ca``: the policy of one certificate authority.
 - ``http``: the HTTP API (``app``, ``routes``, ``request``, ``cors``) and caucased's
   listeners (``server``) and HTTPS identity (``tls``).

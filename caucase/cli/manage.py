@@ -1,8 +1,8 @@
 """caucased-manage: offline database maintenance (cli 9, ca-profile 5.5 and 6.7).
 
-Actions run in a fixed order whatever the command line order: restore a backup, import
-CA key pairs, import CRLs, export CA key pairs. Every failure is one line on stderr and
-exit status 1, and leaves no half-made file behind.
+Actions run in a fixed order whatever the command line order: check an audit log, restore
+a backup, import CA key pairs, import CRLs, export CA key pairs. Every failure is one line
+on stderr and exit status 1, and leaves no half-made file behind.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from caucase import __version__, backup
+from caucase.audit import verify_audit_log
 from caucase.ca import CertificateAuthority
 from caucase.cli.passphrase import Passphrases
 from caucase.clock import Clock, to_timestamp, utcnow
@@ -104,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the passphrase of --import-ca keys and of --export-ca is this file's "
         "first line (default: asked on the terminal, or read as one line of standard "
         "input when there is no terminal)",
+    )
+    add(
+        "--verify-audit-log",
+        nargs="+",
+        metavar="FILE",
+        help="check the hash chain of caucased's audit log, rotated files oldest first, "
+        "and name the first bad line; runs before any other action",
     )
     return parser
 
@@ -418,8 +426,13 @@ def maintain(args: argparse.Namespace, inputs: Inputs, storage: Storage, clock: 
 
 
 def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
-    """The actions asked for, in the fixed order of cli 9.2. A database this run
-    creates for import or export is removed again when they fail."""
+    """The actions asked for, in the fixed order of cli 9.2 (the audit log check first).
+    A database this run creates for import or export is removed again when they fail."""
+    if args.verify_audit_log:
+        verification = verify_audit_log(args.verify_audit_log)
+        if not verification.ok:
+            raise ManageError(verification.describe())
+        print(verification.describe())
     if args.restore_backup:
         restore(args, clock)
     if not (args.import_ca or args.import_crl or args.export_ca):

@@ -6,4 +6,6 @@
 - ``app``: the WSGI application serving both authorities.
 - ``server``: threaded HTTP and HTTPS listeners on wsgiref.
 - ``tls``: caucased's own HTTPS identity and its TLS context.
+- ``metrics``: the Prometheus metrics and the ``--metrics-netloc`` listener's application.
+- ``health``: the /health report over named checks.
 """
