@@ -28,6 +28,9 @@ setup(
         "cryptography>=42",
         "pyOpenSSL>=24",
         "pem>=23.1",
+        "josepy>=2.0",
+        "dnspython>=2.6",
+        "idna>=3.4",
     ],
     extras_require={
         "test": [
@@ -39,6 +42,7 @@ setup(
             "pkilint>=0.10",
             "selenium>=4.20",
             "atheris>=2.3",
+            "acme>=2.0",
         ],
     },
     entry_points={

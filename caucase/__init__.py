@@ -8,6 +8,7 @@ Layers, lowest first (nothing imports a layer above it):
 - ``backup``: the encrypted backup format.
 - ``storage``: the database (``sqlite`` rows, ``schema``, ``connection``, ``group_commit``).
 - ``ca``: the policy of one certificate authority.
+- ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).
 - ``http``: the HTTP API (``app``, ``routes``, ``request``, ``cors``) and caucased's
   listeners (``server``) and HTTPS identity (``tls``).
 - ``backup_schedule``: caucased's periodic backups.
