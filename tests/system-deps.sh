@@ -1,6 +1,8 @@
 #!/bin/sh
 # System packages the test suite drives as real peers: nginx (a TLS server trusting caucase),
-# Chromium and its WebDriver (the CORS consent flow in a browser), openssl, and ss (iproute2).
+# Chromium and its WebDriver (the CORS consent flow in a browser), openssl, ss (iproute2), and
+# the ACME peers: lego and uacme (clients), pebble (a test ACME server, and
+# pebble-challtestsrv, a DNS server with an HTTP API for its records).
 # Installs what is missing with apt-get (as root, or through sudo).
 set -e
 missing=""
@@ -10,6 +12,9 @@ have chromium || missing="$missing chromium"
 have chromedriver || missing="$missing chromium-driver"
 have openssl || missing="$missing openssl"
 have ss || missing="$missing iproute2"
+have lego || missing="$missing lego"
+have uacme || missing="$missing uacme"
+have pebble-challtestsrv || missing="$missing pebble"
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo"; fi
 $as_root apt-get update -qq

@@ -98,6 +98,10 @@ class Http01Validator:
                 continue
             if status != 200:
                 raise IncorrectResponse(f"{identifier.value} answered HTTP {status}")
+            if len(body) > MAX_HTTP_BODY:
+                raise IncorrectResponse(
+                    f"{identifier.value} answered more than {MAX_HTTP_BODY} bytes"
+                )
             if body.rstrip() != authorization.encode():
                 raise IncorrectResponse(
                     f"{identifier.value} answered {len(body)} bytes that are not the key "
