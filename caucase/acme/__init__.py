@@ -8,6 +8,10 @@ Pure parts, lowest first (none of them touches storage or HTTP):
 - ``jws``: verification of flattened-JWS requests (alg, nonce, url, jwk or kid).
 - ``eab``: External Account Binding credentials and their verification.
 - ``identifiers``: DNS/IP identifiers, their normal form, EAB scope patterns.
+- ``messages``: request payloads (newAccount, account update, newOrder, revokeCert,
+  keyChange), typed and bounded.
+- ``orders``: admission of new orders under the EAB scope, per-account limits, and the
+  order/authorization state machine.
 - ``csr``: the finalize CSR against the order's identifiers.
 - ``resources``: directory, account, order, authorization and challenge documents, URLs.
 - ``renewal_info``: ARI certIDs and renewalInfo answers.

@@ -96,6 +96,14 @@ class ExternalAccountRequired(AcmeProblem):
     status = 403
 
 
+class InvalidContact(AcmeProblem):
+    error_type = "invalidContact"
+
+
+class UnsupportedContact(AcmeProblem):
+    error_type = "unsupportedContact"
+
+
 class RejectedIdentifier(AcmeProblem):
     error_type = "rejectedIdentifier"
     status = 403
