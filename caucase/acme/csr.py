@@ -9,7 +9,6 @@ is deprecated (CA/B Forum BR 7.1.4.3) and certbot refuses such a certificate.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from cryptography.x509.oid import NameOID
 
 from caucase import exceptions
 from caucase.acme.identifiers import DNS, IP, Identifier, InvalidIdentifier
-from caucase.acme.problems import BadCSR, Malformed
+from caucase.acme.jws import decode_base64url
+from caucase.acme.problems import BadCSR
 from caucase.crypto import x509util
 
 # A 16384-bit RSA key with a hundred names stays well below this.
@@ -39,10 +39,10 @@ class CheckedCSR:
 
 def decode_csr(encoded: object) -> x509.CertificateSigningRequest:
     """The ``csr`` member of a finalize payload: base64url DER with a valid self-signature."""
-    if not isinstance(encoded, str) or len(encoded) > MAX_CSR_BYTES * 4 // 3 + 4:
-        raise Malformed("'csr' is a base64url string")
+    if isinstance(encoded, str) and len(encoded) > MAX_CSR_BYTES * 4 // 3 + 4:
+        raise BadCSR(f"a CSR has at most {MAX_CSR_BYTES} bytes")
+    der = decode_base64url(encoded, "'csr'")
     try:
-        der = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         pem = x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM)
         return x509util.load_certificate_request(pem)
     except (ValueError, exceptions.NotACertificateSigningRequest) as error:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from josepy import b64, json_util
+from josepy import json_util
 from josepy.jwk import JWK, JWKOct
 
 from caucase.acme import keys
-from caucase.acme.jws import FlattenedJWS, load_json_object, parse_flattened
+from caucase.acme.jws import FlattenedJWS, decode_base64url, load_json_object, parse_flattened
 from caucase.acme.problems import Malformed, Unauthorized
 
 KID_BYTES = 16
@@ -82,7 +82,7 @@ def parse_binding(document: object, *, url: str, account_key: JWK) -> Binding:
     kid = protected.get("kid")
     if not isinstance(kid, str) or not kid:
         raise Malformed("externalAccountBinding has no 'kid'")
-    payload = b64.b64decode(jws.document["payload"])
+    payload = decode_base64url(jws.document["payload"], "externalAccountBinding payload")
     bound_key = keys.load_account_key(load_json_object(payload, "externalAccountBinding payload"))
     if not keys.same_key(bound_key, account_key):
         raise Unauthorized("externalAccountBinding binds another key than the account's")

@@ -75,13 +75,15 @@ def load_json_object(data: bytes | str, what: str) -> dict[str, Any]:
     return value
 
 
-def _decode_part(value: object, name: str) -> bytes:
+def decode_base64url(value: object, what: str) -> bytes:
+    """Unpadded base64url (RFC 7515 2), strictly: the standard library's decoder skips
+    characters outside the alphabet, which would let two texts mean the same bytes."""
     if not isinstance(value, str) or not _BASE64URL.fullmatch(value):
-        raise Malformed(f"JWS {name} is not base64url")
+        raise Malformed(f"{what} is not base64url")
     try:
         return b64.b64decode(value)
     except ValueError:
-        raise Malformed(f"JWS {name} is not base64url") from None
+        raise Malformed(f"{what} is not base64url") from None
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,10 @@ def parse_flattened(body: bytes | str | dict[str, Any], what: str = "request") -
     if document.keys() != _FLATTENED_MEMBERS:
         raise Malformed(f"{what} must be a flattened JWS with protected, payload and signature")
     for name in sorted(_FLATTENED_MEMBERS):
-        _decode_part(document[name], name)
-    protected = load_json_object(_decode_part(document["protected"], "protected"), "header")
+        decode_base64url(document[name], f"JWS {name}")
+    protected = load_json_object(
+        decode_base64url(document["protected"], "JWS protected"), "header"
+    )
     return FlattenedJWS(document, protected)
 
 

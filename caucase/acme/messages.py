@@ -7,7 +7,6 @@ needs, or raises the problem the RFC names. Everything a client sends is bounded
 
 from __future__ import annotations
 
-import base64
 import datetime
 import re
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from josepy.jwk import JWK
 
 from caucase.acme import keys
 from caucase.acme.identifiers import Identifier, parse_identifiers
-from caucase.acme.jws import VerifiedRequest, load_json_object, parse_flattened
+from caucase.acme.jws import VerifiedRequest, decode_base64url, load_json_object, parse_flattened
 from caucase.acme.problems import (
     BadRevocationReason,
     InvalidContact,
@@ -162,10 +161,10 @@ def parse_revocation(payload: dict[str, Any] | None) -> Revocation:
     """7.6: the certificate (base64url DER) and an optional RFC 5280 reason code."""
     payload = _object(payload, "revokeCert")
     encoded = payload.get("certificate")
-    if not isinstance(encoded, str) or len(encoded) > MAX_CERTIFICATE_BYTES * 4 // 3 + 4:
-        raise Malformed("'certificate' is a base64url DER certificate")
+    if isinstance(encoded, str) and len(encoded) > MAX_CERTIFICATE_BYTES * 4 // 3 + 4:
+        raise Malformed(f"a certificate has at most {MAX_CERTIFICATE_BYTES} bytes")
+    der = decode_base64url(encoded, "'certificate'")
     try:
-        der = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         certificate = x509.load_der_x509_certificate(der)
     except ValueError:
         raise Malformed("'certificate' is not a DER certificate") from None

@@ -10,20 +10,19 @@ updater and ACME), and the answer is ``application/json``, the only type certbot
 from __future__ import annotations
 
 import datetime
-import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cryptography import x509
-from josepy import b64, json_util
+from josepy import json_util
 
+from caucase.acme.jws import decode_base64url
 from caucase.acme.problems import Malformed
 from caucase.acme.resources import timestamp
 
 CONTENT_TYPE = "application/json"
 # 4.3: clients poll again after Retry-After; six hours is what Let's Encrypt sends.
 DEFAULT_RETRY_AFTER = datetime.timedelta(hours=6)
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _serial_octets(serial: int) -> bytes:
@@ -51,13 +50,10 @@ class CertID:
     def parse(cls, text: str) -> CertID:
         """malformed unless `text` is a certID with a canonically encoded serial."""
         key_part, dot, serial_part = text.partition(".")
-        if not dot or not _BASE64URL.fullmatch(key_part) or not _BASE64URL.fullmatch(serial_part):
+        if not (dot and key_part and serial_part):
             raise Malformed("a certID is two base64url parts joined by a dot")
-        try:
-            key_identifier = b64.b64decode(key_part)
-            octets = b64.b64decode(serial_part)
-        except ValueError:
-            raise Malformed("a certID is two base64url parts joined by a dot") from None
+        key_identifier = decode_base64url(key_part, "the certID key identifier")
+        octets = decode_base64url(serial_part, "the certID serial")
         serial = int.from_bytes(octets, "big", signed=True)
         if serial < 0 or _serial_octets(serial) != octets:
             raise Malformed("the certID serial is not a minimal non-negative DER integer")
