@@ -130,6 +130,13 @@ class AlreadyRevoked(AcmeProblem):
     error_type = "alreadyRevoked"
 
 
+class AlreadyReplaced(AcmeProblem):
+    """RFC 9773 5: the certificate a newOrder ``replaces`` was already replaced."""
+
+    error_type = "alreadyReplaced"
+    status = 409
+
+
 class RateLimited(AcmeProblem):
     """Per-account limits (pending orders, order rate); the client waits ``retry_after``."""
 
