@@ -21,6 +21,7 @@ from caucase.acme.problems import DNSProblem
 
 DNS_PORT = 53
 DEFAULT_TIMEOUT = 10.0
+SYSTEM_RESOLV_CONF = "/etc/resolv.conf"
 
 
 def parse_dns_server(text: str) -> tuple[str, int]:
@@ -48,13 +49,27 @@ def parse_dns_server(text: str) -> tuple[str, int]:
         raise ValueError(f"{host!r} does not resolve: {error}") from None
 
 
+def _system_resolver(resolv_conf: str) -> dns.resolver.Resolver:
+    """The servers of `resolv_conf`; none when it is missing or empty, so that TXT
+    lookups then fail as a dns problem instead of caucased failing to start."""
+    try:
+        return dns.resolver.Resolver(filename=resolv_conf)
+    except dns.resolver.NoResolverConfiguration:
+        return dns.resolver.Resolver(configure=False)
+
+
 class Resolver:
     """The lookups one caucased makes to validate challenges."""
 
-    def __init__(self, server: tuple[str, int] | None = None, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        server: tuple[str, int] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        resolv_conf: str = SYSTEM_RESOLV_CONF,
+    ) -> None:
         self._server = server
         if server is None:
-            self._dns = dns.resolver.Resolver()
+            self._dns = _system_resolver(resolv_conf)
         else:
             self._dns = dns.resolver.Resolver(configure=False)
             self._dns.nameservers = [server[0]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from caucase.acme import problems
@@ -48,3 +50,13 @@ def test_the_system_resolver_reads_etc_hosts() -> None:
 def test_an_unknown_name_is_a_dns_problem() -> None:
     with pytest.raises(problems.DNSProblem):
         Resolver(timeout=2).addresses("no-such-name.invalid")
+
+
+def test_no_resolver_configuration_makes_txt_lookups_dns_problems(tmp_path: Path) -> None:
+    empty = tmp_path / "resolv.conf"
+    empty.write_text("")
+
+    resolver = Resolver(timeout=1, resolv_conf=str(empty))
+
+    with pytest.raises(problems.DNSProblem):
+        resolver.txt("_acme-challenge.example.test")
