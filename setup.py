@@ -29,6 +29,9 @@ setup(
         "pyOpenSSL>=24",
         "pem>=23.1",
         "prometheus_client>=0.20",
+        "josepy>=2.0",
+        "dnspython>=2.6",
+        "idna>=3.4",
     ],
     extras_require={
         "test": [
@@ -40,6 +43,7 @@ setup(
             "pkilint>=0.10",
             "selenium>=4.20",
             "atheris>=2.3",
+            "acme>=2.0",
         ],
     },
     entry_points={

@@ -9,6 +9,7 @@ Layers, lowest first (nothing imports a layer above it):
 - ``storage``: the database (``sqlite`` rows, ``schema``, ``connection``, ``group_commit``).
 - ``audit``: the hash-chained audit log of every change of state, and its verifier.
 - ``ca``: the policy of one certificate authority.
+- ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).
 - ``http``: the HTTP API (``app``, ``routes``, ``request``, ``cors``) and caucased's
   listeners (``server``) and HTTPS identity (``tls``).
 - ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop

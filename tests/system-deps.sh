@@ -1,7 +1,9 @@
 #!/bin/sh
 # System packages the test suite drives as real peers: nginx (a TLS server trusting caucase),
 # Chromium and its WebDriver (the CORS consent flow in a browser), openssl, ss (iproute2),
-# and Prometheus (promtool lints our scrapes, the server scrapes and answers PromQL).
+# Prometheus (promtool lints our scrapes, the server scrapes and answers PromQL), and the
+# ACME peers: lego and uacme (clients), pebble (a test ACME server, and
+# pebble-challtestsrv, a DNS server with an HTTP API for its records).
 # Installs what is missing with apt-get (as root, or through sudo).
 set -e
 missing=""
@@ -12,6 +14,9 @@ have chromedriver || missing="$missing chromium-driver"
 have openssl || missing="$missing openssl"
 have ss || missing="$missing iproute2"
 have promtool || missing="$missing prometheus"
+have lego || missing="$missing lego"
+have uacme || missing="$missing uacme"
+have pebble-challtestsrv || missing="$missing pebble"
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo"; fi
 $as_root apt-get update -qq

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.acme_clients import install_certbot
 from tests.support.servers import IMPLEMENTATIONS, OUR_BIN
 
 
@@ -15,3 +16,9 @@ def tools_bin(request: pytest.FixtureRequest) -> Path:
     if request.param == "ours":
         return OUR_BIN
     return Path(request.getfixturevalue("reference_bin"))
+
+
+@pytest.fixture(scope="session")
+def certbot_bin() -> Path:
+    """certbot's own venv (.acme-venv at the repository root), installed on first use."""
+    return install_certbot()

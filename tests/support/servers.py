@@ -199,3 +199,10 @@ def make_user(server: RunningServer, path: Path, common_name: str = "user") -> P
     with open(path, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as out:
         out.write(key_pem(key) + crt)
     return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now (the OS's choice); for servers that take a port argument."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
