@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase import backup
-from caucase.storage import Storage, restore_database, schema_statements
+from caucase.storage import Storage, restore_database
+from caucase.storage.schema import schema_statements
 from tests.support.servers import free_port_pair
 
 pytestmark = pytest.mark.interop
