@@ -149,6 +149,7 @@ NO_DEFAULT = {
     "--import-bad-ca",
     "--import-crl",
     "--export-ca",
+    "--verify-audit-log",
 }
 
 
