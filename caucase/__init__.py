@@ -6,7 +6,8 @@ Layers, lowest first (nothing imports a layer above it):
 - ``crypto``: ``x509util`` (certificate profile), ``verification`` (certificate checks),
   ``envelope`` (signed JSON requests), ``pemfile`` (PEM files and stores on disk).
 - ``backup``: the encrypted backup format.
-- ``storage``: the database (``sqlite`` rows, ``schema``, ``connection``, ``group_commit``).
+- ``storage``: the database: its owner (``database``: pool, committer, lock), ``sqlite``
+  rows, ``schema``, ``connection``, ``group_commit``, ``restore`` (the statement allow-list).
 - ``ca``: the policy of one certificate authority.
 - ``http``: the HTTP API (``app``, ``routes``, ``request``, ``cors``) and caucased's
   listeners (``server``) and HTTPS identity (``tls``).

@@ -12,7 +12,6 @@ import datetime
 import select
 import signal
 import socket
-import sqlite3
 import sys
 import urllib.parse
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from caucase.http.server import (
     write_line,
 )
 from caucase.http.tls import ServerIdentity
-from caucase.storage import Storage
+from caucase.storage import Database, Storage
 
 MAX_CN_LENGTH = 64
 # A CAU rollover must reach the TLS trust list without waiting for the next renewal.
@@ -118,8 +117,9 @@ def _subject(common_name: str) -> x509.Name:
 
 @dataclass
 class Authorities:
-    """The three CAs of one caucased, sharing one database file."""
+    """The three CAs of one caucased, sharing one database file and its owner."""
 
+    database: Database
     cau: CertificateAuthority
     cau_storage: Storage
     cas: CertificateAuthority
@@ -127,11 +127,25 @@ class Authorities:
 
 
 def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> Authorities:
-    """CAU, CAS and http CA as configured (ca-profile 1.2), creating CAs when needed."""
+    """CAU, CAS and http CA as configured (ca-profile 1.2), creating CAs when needed.
+
+    The database is held exclusively until closed: DatabaseInUse if another caucased or
+    caucased-manage holds it; closed again if anything fails here."""
+    database = Database(args.db, exclusive=True)
+    try:
+        return _open_authorities(database, args, endpoint, clock)
+    except BaseException:
+        database.close()
+        raise
+
+
+def _open_authorities(
+    database: Database, args: argparse.Namespace, endpoint: Endpoint, clock: Clock
+) -> Authorities:
     netloc = endpoint.netloc
     user_days = args.user_crt_validity
     cau_storage = Storage(
-        args.db,
+        database,
         "cau",
         max_csr_amount=args.user_max_csr,
         crt_keep_time=user_days,
@@ -148,7 +162,7 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
         lock_auto_sign_csr_amount=args.lock_auto_approve_count,
     )
     cas = CertificateAuthority(
-        Storage(args.db, "cas", max_csr_amount=args.service_max_csr),
+        Storage(database, "cas", max_csr_amount=args.service_max_csr),
         _subject("Caucase CAS at " + netloc),
         args.key_len,
         args.service_crt_validity,
@@ -158,7 +172,7 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
         lock_auto_sign_csr_amount=args.lock_auto_approve_count,
     )
     http_cas = CertificateAuthority(
-        Storage(args.db, "http_cas"),
+        Storage(database, "http_cas"),
         _subject("Caucased CA at " + netloc),
         args.key_len,
         args.service_crt_validity,
@@ -166,7 +180,7 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
         ca_life_period=40,
         ca_extensions=[x509util.name_constraints_for_host(endpoint.host)],
     )
-    return Authorities(cau, cau_storage, cas, http_cas)
+    return Authorities(database, cau, cau_storage, cas, http_cas)
 
 
 def resolve_addresses(
@@ -319,6 +333,19 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
     """Open everything, listen, and run the main loop until stopped."""
     clock = utcnow
     authorities = open_authorities(args, endpoint, clock)
+    try:
+        _serve_authorities(args, endpoint, stop, clock, authorities)
+    finally:
+        authorities.database.close()
+
+
+def _serve_authorities(
+    args: argparse.Namespace,
+    endpoint: Endpoint,
+    stop: StopSignal,
+    clock: Clock,
+    authorities: Authorities,
+) -> None:
     backups = None
     if args.backup_directory is not None:
         backups = BackupSchedule(
@@ -361,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = StopSignal()
     try:
         serve(args, endpoint, stop)
-    except (CaucaseError, OSError, sqlite3.Error, ValueError) as error:
+    except (CaucaseError, OSError, ValueError) as error:
         write_line(sys.stderr, f"caucased: error: {error}\n")
         return 1
     return 0
