@@ -9,7 +9,8 @@ An exclusive owner holds an flock on the database file for its lifetime, so that
 caucased (or caucased-manage about to write) is refused while the OS drops the lock of a
 process that died. Closing a descriptor of the file drops every POSIX lock this process
 holds on it, SQLite's included: the lock descriptor is therefore closed only once the last
-connection of the owner is.
+connection of the owner is. For the same reason a process keeps one exclusive owner per
+file, shared by every user of the file (as caucased's CAs share theirs).
 """
 
 from __future__ import annotations
