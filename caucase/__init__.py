@@ -6,7 +6,8 @@ Layers, lowest first (nothing imports a layer above it):
 - ``crypto``: ``x509util`` (certificate profile), ``verification`` (certificate checks),
   ``envelope`` (signed JSON requests), ``pemfile`` (PEM files and stores on disk).
 - ``backup``: the encrypted backup format.
-- ``storage``: the database (``sqlite`` rows, ``schema``, ``connection``, ``group_commit``).
+- ``storage``: the database: its owner (``database``: pool, committer, lock), ``sqlite``
+  rows, ``schema``, ``connection``, ``group_commit``, ``restore`` (the statement allow-list).
 - ``audit``: the hash-chained audit log of every change of state, and its verifier.
 - ``ca``: the policy of one certificate authority.
 - ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).

@@ -1,8 +1,9 @@
 """CertificateAuthority: the policy of one CA instance (ca-profile 2-4).
 
 Talks to storage and x509util only. Parsed CA keys and certificates, the CA chain
-document, the CRLs and the revoked serials live in memory and are rebuilt only when
-what they derive from changes, so that per-request work stays cheap.
+document and the CRLs live in memory and are rebuilt only when what they derive from
+changes, so that per-request work stays cheap; authentication looks revoked serials up
+in storage (one indexed read), so it never waits for a CRL to be signed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import datetime
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
 from cryptography import x509
@@ -102,34 +103,28 @@ class _CRLCache:
         self._by_authority: dict[int, tuple[bytes, datetime.datetime]] = {}
         # CRL entries survive regenerations: after one more revocation only it is built.
         self._entries: dict[tuple[int, int], x509.RevokedCertificate] = {}
-        self._revoked_serials: frozenset[int] | None = None
         self._result: dict[int, bytes] | None = None
         self._bundle: bytes | None = None
 
     def clear(self) -> None:
         """Forget everything: after a revocation or a CA list change."""
         self._by_authority.clear()
-        self._revoked_serials = None
         self._result = None
         self._bundle = None
 
     def get_bundle(self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime) -> bytes:
         """The CRLs joined by a blank line, rebuilt only with the CRLs themselves."""
-        result, _ = self.get(pair_list, now)
+        result = self.get(pair_list, now)
         if self._bundle is None:
             self._bundle = b"\n".join(result.values())
         return self._bundle
 
-    def get(
-        self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime
-    ) -> tuple[dict[int, bytes], frozenset[int]]:
-        """CRL per CA (oldest first) and revoked serials; no storage access while fresh."""
-        if (
-            self._result is not None
-            and self._revoked_serials is not None
-            and all(self._is_fresh(pair.authority_key_id, now) for pair in pair_list)
+    def get(self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime) -> dict[int, bytes]:
+        """CRL per CA (oldest first); no storage access while fresh."""
+        if self._result is not None and all(
+            self._is_fresh(pair.authority_key_id, now) for pair in pair_list
         ):
-            return self._result, self._revoked_serials
+            return self._result
         return self._regenerate(pair_list, now)
 
     def _is_fresh(self, authority_key_id: int, now: datetime.datetime) -> bool:
@@ -158,7 +153,7 @@ class _CRLCache:
 
     def _regenerate(
         self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime
-    ) -> tuple[dict[int, bytes], frozenset[int]]:
+    ) -> dict[int, bytes]:
         number, last_update = self._storage.get_crl_state()
         renewed = last_update is None
         revoked = self._storage.get_revoked(to_timestamp(now))
@@ -192,8 +187,7 @@ class _CRLCache:
             del self._by_authority[authority_key_id]
         self._result = result
         self._bundle = None
-        self._revoked_serials = frozenset(serial for serial, _ in revoked)
-        return result, self._revoked_serials
+        return result
 
 
 class CertificateAuthority:
@@ -463,12 +457,11 @@ class CertificateAuthority:
 
     def _verification_context(
         self,
-    ) -> tuple[list[x509.Certificate], frozenset[int], datetime.datetime]:
-        """CA certificates, revoked serials and "now": no storage access while CRLs are fresh."""
+    ) -> tuple[list[x509.Certificate], Container[int], datetime.datetime]:
+        """CA certificates, revoked serials and "now", without touching the CRLs."""
         pair_list, now = self._current_pair_list()
-        with self._lock:
-            _, revoked_serials = self._crl_cache.get(pair_list, now)
-        return [pair.crt for pair in pair_list], revoked_serials, now
+        revoked = self._storage.revoked_serials(to_timestamp(now))
+        return [pair.crt for pair in pair_list], revoked, now
 
     # CA material
     def get_ca_certificate(self) -> bytes:
@@ -493,8 +486,7 @@ class CertificateAuthority:
         """CRL PEM per CA certificate, keyed by its AKI integer, oldest CA first."""
         pair_list, now = self._current_pair_list()
         with self._lock:
-            crl_dict, _ = self._crl_cache.get(pair_list, now)
-        return dict(crl_dict)
+            return dict(self._crl_cache.get(pair_list, now))
 
     def prepare_crl_entries(self) -> None:
         """Build the CRL entries of every stored revocation now (at start-up), so that the

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from caucase import exceptions
-from caucase.storage import Storage, restore_database
+from caucase.storage import Database, Storage, restore_database
 
 NOW = 1_800_000_000
 DAY = 86400
@@ -40,17 +41,19 @@ def db_path(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def cas(db_path: str) -> Storage:
-    storage = Storage(db_path, "cas", max_csr_amount=3)
-    yield storage
-    storage.close()
+def database(db_path: str) -> Iterator[Database]:
+    with Database(db_path) as database:
+        yield database
 
 
 @pytest.fixture
-def cau(db_path: str) -> Storage:
-    storage = Storage(db_path, "cau", enforce_unique_key_id=True)
-    yield storage
-    storage.close()
+def cas(database: Database) -> Storage:
+    return Storage(database, "cas", max_csr_amount=3)
+
+
+@pytest.fixture
+def cau(database: Database) -> Storage:
+    return Storage(database, "cau", enforce_unique_key_id=True)
 
 
 def query(db_path: str, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple]:
@@ -271,6 +274,39 @@ def test_revocations_and_crl_bookkeeping(cas: Storage, db_path: str) -> None:
     assert cas.get_crl_state() == (42, NOW)
 
 
+def test_revoked_serials_are_looked_up_like_get_revoked_lists_them(
+    cas: Storage, db_path: str
+) -> None:
+    cas.revoke(2**200, NOW, NOW + DAY)
+    cas.revoke(5, NOW, NOW + 10)
+    connection = sqlite3.connect(db_path)
+    with connection:
+        connection.execute("INSERT INTO casrevoked VALUES ('0x10', ?, NULL)", (NOW,))
+        connection.execute("INSERT INTO casrevoked VALUES ('7', ?, NULL)", (NOW,))
+    connection.close()
+    revoked = cas.revoked_serials(NOW)
+    assert 2**200 in revoked and 5 in revoked and 7 in revoked
+    assert 16 not in revoked and 6 not in revoked and "5" not in revoked
+    assert 5 not in cas.revoked_serials(NOW + 11)  # expired: get_revoked purges it
+    assert sorted(serial for serial, _ in cas.get_revoked(NOW + 11)) == [7, 2**200]
+
+
+def test_revoked_lookup_is_one_primary_key_search(cas: Storage, database: Database) -> None:
+    for serial in range(1000):
+        cas.revoke(serial, NOW, NOW + DAY)
+    statements: list[str] = []
+    with database.reading() as connection:  # the pool lends it again next: LIFO
+        connection.set_trace_callback(statements.append)
+    assert 500 in cas.revoked_serials(NOW)
+    with database.reading() as connection:
+        connection.set_trace_callback(None)
+        (lookup,) = statements
+        plan = connection.execute("EXPLAIN QUERY PLAN " + lookup).fetchall()
+    assert [row[3] for row in plan] == [
+        "SEARCH casrevoked USING INDEX sqlite_autoindex_casrevoked_1 (serial=?)"
+    ]
+
+
 def test_poisoned_serials_are_skipped_and_logged_once(
     cas: Storage, db_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -343,8 +379,6 @@ def test_concurrent_writers_from_threads_all_land(cas: Storage) -> None:
                 cas.append_csr(b"w%d-%d" % (worker, n), KEY_ID_A, NOW, override_limits=True)
         except BaseException as error:
             errors.append(error)
-        finally:
-            cas.close()
 
     threads = [threading.Thread(target=submit, args=(worker,)) for worker in range(8)]
     for thread in threads:
@@ -374,7 +408,7 @@ def test_dump_is_one_snapshot_despite_concurrent_writes(cas: Storage) -> None:
         cas.revoke(n, NOW, NOW + DAY)
     dump = cas.dump()
     head = [next(dump) for _ in range(3)]
-    writer = threading.Thread(target=lambda: (cas.revoke(999, NOW, NOW + DAY), cas.close()))
+    writer = threading.Thread(target=lambda: cas.revoke(999, NOW, NOW + DAY))
     writer.start()
     writer.join()
     statements = head + list(dump)
@@ -394,12 +428,13 @@ def test_restore_round_trip(cas: Storage, cau: Storage, tmp_path: Path) -> None:
     finally:
         os.umask(previous_umask)
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
-    restored = Storage(target, "cau", enforce_unique_key_id=True)
-    assert restored.get_revoked(NOW) == [(77, NOW)]
-    assert restored.get_pending_csr_list()[0][1] == b"user csr"
-    assert Storage(target, "cas").get_ca_key_pairs(NOW) == [(b"key", b"crt")]
-    assert list(restored.dump()) == list(cau.dump())
-    restored.close()
+    with Database(target) as restored_database:
+        restored = Storage(restored_database, "cau", enforce_unique_key_id=True)
+        assert restored.get_revoked(NOW) == [(77, NOW)]
+        assert restored.get_pending_csr_list()[0][1] == b"user csr"
+        restored_cas = Storage(restored_database, "cas")
+        assert restored_cas.get_ca_key_pairs(NOW) == [(b"key", b"crt")]
+        assert list(restored.dump()) == list(cau.dump())
 
 
 def test_restore_refuses_existing_path(cas: Storage, db_path: str) -> None:

@@ -8,10 +8,8 @@ on stderr and exit status 1, and leaves no half-made file behind.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -29,9 +27,7 @@ from caucase.clock import Clock, to_timestamp, utcnow
 from caucase.crypto import x509util
 from caucase.crypto.pemfile import BlockKind, PemBlock, append_to_file, read_blocks, read_one_csr
 from caucase.exceptions import CaucaseError, NotFound
-from caucase.storage import Storage, restore_database
-
-_DB_SIDE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+from caucase.storage import Database, Storage, restored_database
 
 
 class ManageError(CaucaseError):
@@ -139,55 +135,48 @@ def _load_restoring_key(path: str) -> rsa.RSAPrivateKey:
     return key
 
 
-def _remove_database(db_path: str) -> None:
-    for suffix in _DB_SIDE_SUFFIXES:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(db_path + suffix)
-
-
 def _replace_user_certificate(
-    db_path: str, key: rsa.RSAPrivateKey, csr_pem: bytes, validity: float, clock: Clock
+    database: Database, key: rsa.RSAPrivateKey, csr_pem: bytes, validity: float, clock: Clock
 ) -> bytes:
     """Renew the restoring user's certificate for the new key, then revoke the old one."""
     storage = Storage(
-        db_path,
+        database,
         "cau",
         crt_keep_time=validity,
         crt_read_keep_time=validity,
         enforce_unique_key_id=True,
     )
+    pairs = storage.get_ca_key_pairs(to_timestamp(clock()))
+    if not pairs:
+        raise ManageError("the backup holds no valid CAU certificate authority")
+    subject = x509util.load_certificate(pairs[-1][1]).subject
+    authority = CertificateAuthority(storage, subject, None, validity, clock=clock)
     try:
-        pairs = storage.get_ca_key_pairs(to_timestamp(clock()))
-        if not pairs:
-            raise ManageError("the backup holds no valid CAU certificate authority")
-        subject = x509util.load_certificate(pairs[-1][1]).subject
-        authority = CertificateAuthority(storage, subject, None, validity, clock=clock)
-        try:
-            old_pem = storage.get_certificate_by_key_id(x509util.key_id(key.public_key()))
-        except NotFound:
-            raise ManageError("the backup holds no certificate for the given key") from None
-        new_pem = authority.renew(old_pem, csr_pem)
-        authority.revoke_certificate(old_pem)
-        return new_pem
-    finally:
-        storage.close()
+        old_pem = storage.get_certificate_by_key_id(x509util.key_id(key.public_key()))
+    except NotFound:
+        raise ManageError("the backup holds no certificate for the given key") from None
+    new_pem = authority.renew(old_pem, csr_pem)
+    authority.revoke_certificate(old_pem)
+    return new_pem
 
 
 def restore(args: argparse.Namespace, clock: Clock) -> None:
-    """Rebuild --db from a backup and give the restoring user a new certificate."""
+    """Rebuild --db from a backup and give the restoring user a new certificate.
+
+    The new database is held exclusively throughout; on any failure it is closed, then
+    removed."""
     backup_path, key_path, csr_path, crt_path = args.restore_backup
     key = _load_restoring_key(key_path)
     csr_pem = read_one_csr(csr_path)
     if os.path.lexists(args.db):
         raise ManageError(f"{args.db!r} exists, not restoring.")
     with open(backup_path, "rb") as source:
-        restore_database(args.db, backup.read_backup(source, key))
-    try:
-        new_pem = _replace_user_certificate(args.db, key, csr_pem, args.user_crt_validity, clock)
-        append_to_file(crt_path, new_pem)
-    except BaseException:
-        _remove_database(args.db)
-        raise
+        statements = backup.read_backup(source, key)
+        with restored_database(args.db, statements) as database:
+            new_pem = _replace_user_certificate(
+                database, key, csr_pem, args.user_crt_validity, clock
+            )
+            append_to_file(crt_path, new_pem)
 
 
 # Import CA (cli 9.4)
@@ -439,15 +428,18 @@ def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
         return
     inputs = read_inputs(args, clock)
     created = not os.path.lexists(args.db)
-    storage = Storage(args.db, "cas")
+    # Imports write: refused while a caucased holds the database. Exporting only reads.
+    exclusive = created or bool(args.import_ca or args.import_crl)
+    database = Database(args.db, exclusive=exclusive)
     try:
-        maintain(args, inputs, storage, clock)
+        maintain(args, inputs, Storage(database, "cas"), clock)
     except BaseException:
-        storage.close()
         if created:
-            _remove_database(args.db)
+            database.remove()
+        else:
+            database.close()
         raise
-    storage.close()
+    database.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -458,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"file exists: {args.export_ca!r}")
     try:
         run(args)
-    except (CaucaseError, OSError, sqlite3.Error, ValueError) as error:
+    except (CaucaseError, OSError, ValueError) as error:
         print(f"caucased-manage: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

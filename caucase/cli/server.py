@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sqlite3
 import ssl
 import sys
 import urllib.parse
@@ -41,7 +40,7 @@ from caucase.http.server import (
 )
 from caucase.http.tls import ServerIdentity
 from caucase.main_loop import MainLoop, StopSignal
-from caucase.storage import Storage
+from caucase.storage import Database, Storage
 
 MAX_CN_LENGTH = 64
 
@@ -248,8 +247,9 @@ def _subject(common_name: str) -> x509.Name:
 
 @dataclass
 class Authorities:
-    """The three CAs of one caucased, sharing one database file."""
+    """The three CAs of one caucased, sharing one database file and its owner."""
 
+    database: Database
     cau: CertificateAuthority
     cau_storage: Storage
     cas: CertificateAuthority
@@ -257,11 +257,25 @@ class Authorities:
 
 
 def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> Authorities:
-    """CAU, CAS and http CA as configured (ca-profile 1.2), creating CAs when needed."""
+    """CAU, CAS and http CA as configured (ca-profile 1.2), creating CAs when needed.
+
+    The database is held exclusively until closed: DatabaseInUse if another caucased or
+    caucased-manage holds it; closed again if anything fails here."""
+    database = Database(args.db, exclusive=True)
+    try:
+        return _open_authorities(database, args, endpoint, clock)
+    except BaseException:
+        database.close()
+        raise
+
+
+def _open_authorities(
+    database: Database, args: argparse.Namespace, endpoint: Endpoint, clock: Clock
+) -> Authorities:
     netloc = endpoint.netloc
     user_days = args.user_crt_validity
     cau_storage = Storage(
-        args.db,
+        database,
         "cau",
         max_csr_amount=args.user_max_csr,
         crt_keep_time=user_days,
@@ -278,7 +292,7 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
         lock_auto_sign_csr_amount=args.lock_auto_approve_count,
     )
     cas = CertificateAuthority(
-        Storage(args.db, "cas", max_csr_amount=args.service_max_csr),
+        Storage(database, "cas", max_csr_amount=args.service_max_csr),
         _subject("Caucase CAS at " + netloc),
         args.key_len,
         args.service_crt_validity,
@@ -288,7 +302,7 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
         lock_auto_sign_csr_amount=args.lock_auto_approve_count,
     )
     http_cas = CertificateAuthority(
-        Storage(args.db, "http_cas"),
+        Storage(database, "http_cas"),
         _subject("Caucased CA at " + netloc),
         args.key_len,
         args.service_crt_validity,
@@ -296,7 +310,7 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
         ca_life_period=40,
         ca_extensions=[x509util.name_constraints_for_host(endpoint.host)],
     )
-    return Authorities(cau, cau_storage, cas, http_cas)
+    return Authorities(database, cau, cau_storage, cas, http_cas)
 
 
 def resolve_addresses(
@@ -375,14 +389,27 @@ def make_application(args: argparse.Namespace, authorities: Authorities) -> Call
 class Service:
     """What the listeners serve and the main loop keeps up, once the database is open."""
 
+    database: Database
     application: Callable[..., Any]
     identity: ServerIdentity
+    context: ssl.SSLContext
     backups: BackupSchedule | None
 
 
 def open_service(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> Service:
-    """Open the database, create what is missing (CAs, server key), build the app."""
+    """Open the database, create what is missing (CAs, server key), build the app; the
+    database is closed again if anything fails."""
     authorities = open_authorities(args, endpoint, clock)
+    try:
+        return _build_service(args, endpoint, clock, authorities)
+    except BaseException:
+        authorities.database.close()
+        raise
+
+
+def _build_service(
+    args: argparse.Namespace, endpoint: Endpoint, clock: Clock, authorities: Authorities
+) -> Service:
     backups = None
     if args.backup_directory is not None:
         backups = BackupSchedule(
@@ -404,7 +431,9 @@ def open_service(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> 
         clock,
     )
     identity.prepare()
-    return Service(make_application(args, authorities), identity, backups)
+    application = make_application(args, authorities)
+    context = identity.make_context()
+    return Service(authorities.database, application, identity, context, backups)
 
 
 def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> None:
@@ -415,12 +444,11 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
     servers: list[CaucasedServer] = [*plain, *secure]
     try:
         service = open_service(args, endpoint, clock)
-        context = service.identity.make_context()
     except BaseException:
         close_listeners(servers)
         raise
     for server in secure:
-        server.ssl_context = context
+        server.ssl_context = service.context
     announce_listeners(addresses, endpoint)
     start_serving(servers, service.application)
     try:
@@ -428,6 +456,7 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
     finally:
         write_line(sys.stderr, "Exiting\n")
         stop_serving(servers)
+        service.database.close()
 
 
 def check_parent_directories(args: argparse.Namespace) -> str | None:
@@ -456,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = StopSignal()
     try:
         serve(args, endpoint, stop)
-    except (CaucaseError, OSError, sqlite3.Error, ValueError) as error:
+    except (CaucaseError, OSError, ValueError) as error:
         write_line(sys.stderr, f"caucased: error: {error}\n")
         return 1
     return 0

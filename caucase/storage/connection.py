@@ -1,8 +1,9 @@
-"""SQLite connections of the storage: private file creation, the pool, the committers.
+"""SQLite connections of the storage: private file creation, connection settings, the pool.
 
 Connections come from a pool (request threads are short-lived, one per HTTP connection,
-so a pool spares each of them opening its own), and writes go through the file's group
-committer (caucase.storage.group_commit).
+so a pool spares each of them opening its own), and writes go through the database's
+group committer (caucase.storage.group_commit). Both get their connections from the
+database's owner (caucase.storage.database), which counts them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
+from typing import Protocol
 
-from caucase.storage.group_commit import GroupCommitter
+from caucase.exceptions import StorageError
 
 BUSY_TIMEOUT = 30.0
 MAX_IDLE_CONNECTIONS = 16
@@ -34,54 +36,58 @@ def connect(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
     )
-    connection.execute("PRAGMA synchronous=FULL")
+    try:
+        connection.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
-# Writers of one database file within this process share a group committer: they queue
-# on it instead of polling SQLite's busy handler (which sleeps for milliseconds at a time),
-# and concurrent writers share one synchronous commit.
-_committers: dict[str, GroupCommitter] = {}
-_committers_guard = threading.Lock()
+class Connector(Protocol):
+    """Where the pool and the committer get connections, and give them back to be closed."""
 
+    def open_connection(self) -> sqlite3.Connection: ...
 
-def committer_for(db_path: str) -> GroupCommitter:
-    path = os.path.realpath(db_path)
-    with _committers_guard:
-        committer = _committers.get(path)
-        if committer is None:
-            committer = _committers[path] = GroupCommitter(path, connect)
-        return committer
+    def close_connection(self, connection: sqlite3.Connection) -> None: ...
 
 
 class ConnectionPool:
     """Idle connections to one database file, lent to one thread at a time."""
 
-    def __init__(self, db_path: str) -> None:
-        self._db_path = db_path
+    def __init__(self, connector: Connector) -> None:
+        self._connector = connector
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection for the duration of the block; StorageError once closed."""
         with self._lock:
+            if self._closed:
+                raise StorageError("database is closed")
             connection = self._idle.pop() if self._idle else None
         if connection is None:
-            create_private_file(self._db_path)
-            connection = connect(self._db_path)
+            connection = self._connector.open_connection()
         try:
             yield connection
         finally:
             with self._lock:
-                keep = len(self._idle) < MAX_IDLE_CONNECTIONS
+                keep = (
+                    not self._closed
+                    and len(self._idle) < MAX_IDLE_CONNECTIONS
+                    and not connection.in_transaction
+                )
                 if keep:
                     self._idle.append(connection)
             if not keep:
-                connection.close()
+                self._connector.close_connection(connection)
 
     def close(self) -> None:
-        """Close the idle connections (new ones are opened if used again)."""
+        """Close the idle connections; those lent out are closed when given back."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for connection in idle:
-            connection.close()
+            self._connector.close_connection(connection)

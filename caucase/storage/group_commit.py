@@ -5,33 +5,34 @@ shared connection, one writer at a time. The last writer of a batch commits it (
 synchronous=FULL commit for the whole batch) while new writers queue for the next batch;
 every writer returns only once the commit covering its statements succeeded, so nothing
 is acknowledged before it is durable. A writer whose statements fail is rolled back to
-its savepoint alone; a failed commit fails every writer of the batch.
+its savepoint alone.
+
+Any other failure (BEGIN, SAVEPOINT, ROLLBACK TO, RELEASE, COMMIT, ROLLBACK) aborts the
+batch: it is rolled back, or its connection closed when even that fails, and every writer
+in it gets a StorageError; the next batch starts on a sound connection. No failure leaves
+a batch open with writers waiting on it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+
+from caucase.exceptions import StorageError
+from caucase.storage.connection import Connector
 
 KEPT_FAILURES = 64
-
-
-class BatchFailed(sqlite3.OperationalError):
-    """The commit of a batch this writer belonged to failed: its writes are lost."""
 
 
 class GroupCommitter:
     """Write transactions of one database file within this process."""
 
-    def __init__(self, db_path: str, connect: Callable[[str], sqlite3.Connection]) -> None:
-        self._db_path = db_path
-        self._connect = connect
+    def __init__(self, connector: Connector) -> None:
+        self._connector = connector
         self._condition = threading.Condition(threading.Lock())
         self._connection: sqlite3.Connection | None = None
-        self._file_identity: tuple[int, int] | None = None
         self._local = threading.local()
         self._open_batch = 0
         self._last_batch = 0
@@ -39,21 +40,12 @@ class GroupCommitter:
         self._failures: dict[int, str] = {}
         self._committing = False
         self._queued = 0
-
-    def _fresh_connection(self) -> sqlite3.Connection:
-        """The shared connection, reopened when the file was replaced since it was opened."""
-        status = os.stat(self._db_path)
-        identity = (status.st_dev, status.st_ino)
-        if self._connection is None or identity != self._file_identity:
-            if self._connection is not None:
-                self._connection.close()
-            self._connection = self._connect(self._db_path)
-            self._file_identity = identity
-        return self._connection
+        self._closed = False
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Statements of one writer; returns once they are committed, raises otherwise.
+        """Statements of one writer; returns once they are committed, raises otherwise
+        (the writer's own error, or StorageError when its batch failed).
 
         A nested use by the same writer joins its transaction."""
         joined: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -63,9 +55,11 @@ class GroupCommitter:
         failure: BaseException | None = None
         with self._condition:
             self._queued += 1
-            while self._committing:
-                self._condition.wait()
-            self._queued -= 1
+            try:
+                while self._committing:
+                    self._condition.wait()
+            finally:
+                self._queued -= 1
             connection, batch = self._join_batch()
             self._local.connection = connection
             try:
@@ -74,69 +68,118 @@ class GroupCommitter:
                 failure = error
                 self._undo_writer(connection, batch, error)
             else:
-                connection.execute("RELEASE writer")
+                self._release_writer(connection, batch)
             finally:
                 self._local.connection = None
-            self._finish(connection, batch)
+            self._finish(batch)
             lost = self._failures.get(batch)
         if failure is not None:
             raise failure
         if lost is not None:
-            raise BatchFailed(f"commit failed, nothing written: {lost}")
+            raise StorageError(lost)
 
     def _join_batch(self) -> tuple[sqlite3.Connection, int]:
-        """The open batch, or a new one; a failure never strands the writers waiting."""
-        try:
-            if self._open_batch and self._connection is not None:
-                connection = self._connection
-            else:
-                connection = self._fresh_connection()
+        """The open batch, or a new one, with this writer's savepoint taken."""
+        if self._closed:
+            self._commit_unjoined_batch()
+            raise StorageError("database is closed")
+        if not self._open_batch:
+            try:
+                connection = self._sound_connection()
                 connection.execute("BEGIN IMMEDIATE")
-                self._last_batch += 1
-                self._open_batch = self._last_batch
+            except sqlite3.Error as error:
+                self._discard_connection()
+                raise StorageError(f"cannot start a write transaction: {error}") from error
+            self._last_batch += 1
+            self._open_batch = self._last_batch
+        batch = self._open_batch
+        connection = self._shared_connection()
+        try:
             connection.execute("SAVEPOINT writer")
-        except BaseException:
-            if self._open_batch and self._queued == 0 and self._connection is not None:
-                self._commit(self._connection, self._open_batch)
-            raise
-        return connection, self._open_batch
+        except sqlite3.Error as error:
+            self._abort(batch, f"transaction aborted, nothing written: {error}")
+            raise StorageError(f"transaction aborted, nothing written: {error}") from error
+        return connection, batch
+
+    def _shared_connection(self) -> sqlite3.Connection:
+        assert self._connection is not None
+        return self._connection
+
+    def _sound_connection(self) -> sqlite3.Connection:
+        """The shared connection, outside any transaction: a fresh one if needed."""
+        if self._connection is not None and self._connection.in_transaction:
+            self._discard_connection()
+        if self._connection is None:
+            self._connection = self._connector.open_connection()
+        return self._connection
+
+    def _commit_unjoined_batch(self) -> None:
+        """A writer leaves without joining: commit the open batch if no one else will."""
+        if self._open_batch and self._queued == 0 and not self._committing:
+            self._commit(self._open_batch)
 
     def _undo_writer(
         self, connection: sqlite3.Connection, batch: int, error: BaseException
     ) -> None:
-        """Roll back this writer's statements only; if SQLite dropped the whole
-        transaction, the batch fails for every writer in it."""
-        if connection.in_transaction:
-            try:
+        """Roll back this writer's statements only; if that fails, or SQLite dropped the
+        whole transaction, the batch fails for every writer in it."""
+        try:
+            if connection.in_transaction:
                 connection.execute("ROLLBACK TO writer")
                 connection.execute("RELEASE writer")
                 return
-            except sqlite3.Error:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-        self._end_batch(batch, f"transaction aborted: {error}")
+            reason = f"transaction aborted, nothing written: {error}"
+        except sqlite3.Error as undo_error:
+            reason = f"transaction aborted, nothing written: {undo_error}"
+        self._abort(batch, reason)
 
-    def _finish(self, connection: sqlite3.Connection, batch: int) -> None:
+    def _release_writer(self, connection: sqlite3.Connection, batch: int) -> None:
+        try:
+            if connection.in_transaction:
+                connection.execute("RELEASE writer")
+                return
+            reason = "transaction aborted by SQLite, nothing written"
+        except sqlite3.Error as error:
+            reason = f"transaction aborted, nothing written: {error}"
+        self._abort(batch, reason)
+
+    def _finish(self, batch: int) -> None:
         """Commit the batch if no writer waits to join it, else wait for its commit."""
         if self._open_batch == batch and self._queued == 0:
-            self._commit(connection, batch)
+            self._commit(batch)
         while self._finished_through < batch:
             self._condition.wait()
 
-    def _commit(self, connection: sqlite3.Connection, batch: int) -> None:
+    def _commit(self, batch: int) -> None:
+        """COMMIT outside the lock (the next batch's writers queue meanwhile)."""
+        connection = self._shared_connection()
         self._committing = True
         self._condition.release()
-        error: str | None = None
+        failure: str | None = "commit interrupted, nothing written"
         try:
             connection.execute("COMMIT")
-        except sqlite3.Error as commit_error:
-            error = str(commit_error)
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
+            failure = None
+        except sqlite3.Error as error:
+            failure = f"commit failed, nothing written: {error}"
         finally:
             self._condition.acquire()
-            self._end_batch(batch, error)
             self._committing = False
+            if failure is None:
+                self._end_batch(batch, None)
+            else:
+                self._abort(batch, failure)
+
+    def _abort(self, batch: int, reason: str) -> None:
+        """Roll the batch back (or close its connection) and fail its writers."""
+        if self._open_batch != batch:
+            return
+        connection = self._connection
+        try:
+            if connection is not None and connection.in_transaction:
+                connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._discard_connection()
+        self._end_batch(batch, reason)
 
     def _end_batch(self, batch: int, error: str | None) -> None:
         if error is not None:
@@ -145,4 +188,20 @@ class GroupCommitter:
                 del self._failures[old]
         self._open_batch = 0
         self._finished_through = batch
+        if self._closed:
+            self._discard_connection()
         self._condition.notify_all()
+
+    def _discard_connection(self) -> None:
+        """Close the shared connection (rolling back whatever it holds)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._connector.close_connection(connection)
+
+    def close(self) -> None:
+        """Refuse new writers; the connection closes now, or when the batch under way ends."""
+        with self._condition:
+            self._closed = True
+            self._commit_unjoined_batch()
+            if not self._open_batch and not self._committing:
+                self._discard_connection()

@@ -22,6 +22,13 @@ _TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# The CA instances of caucased, each one set of tables in the shared file.
+TABLE_PREFIXES = ("cau", "cas", "http_cas")
+TABLE_SUFFIXES = tuple(suffix for suffix, _ in _TABLES)
+# Older versions kept their CRLs in this table (ca-profile 5.4).
+LEGACY_CRL_SUFFIX = "crl"
+
+
 def schema_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
     """The CREATE TABLE statements of one prefix, laid out like the reference's."""
     unique = "UNIQUE" if enforce_unique_key_id else ""

@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from typing import Union
 
 from caucase import exceptions
 from caucase.crypto import x509util
-from caucase.storage.connection import (
-    ConnectionPool,
-    committer_for,
-    connect,
-    create_private_file,
-)
-from caucase.storage.schema import index_statements, schema_statements
+from caucase.storage.database import Database
+from caucase.storage.schema import LEGACY_CRL_SUFFIX, index_statements, schema_statements
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +25,6 @@ RECEIVED_CSR = "received_csr"
 CRL_NUMBER = "crl_number"
 CRL_LAST_UPDATE = "crl_last_update"
 AUTO_SIGN_CSR_AMOUNT = "auto_sign_csr_amount"
-_SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
 
 Cell = Union[str, bytes, int, None]
 
@@ -54,33 +47,37 @@ class Storage:
 
     def __init__(
         self,
-        db_path: str,
+        database: Database | str,
         table_prefix: str,
         max_csr_amount: int = 50,
         crt_keep_time: float = 1,
         crt_read_keep_time: float = 0.05,
         enforce_unique_key_id: bool = False,
     ) -> None:
-        """Keep times are in days. Creates the file 0600 and the tables if missing."""
-        self._db_path = db_path
+        """Keep times are in days. Creates the tables if missing.
+
+        Given a path instead of its owner, the storage opens a database of its own (the
+        file created 0600 if missing), closed with the storage."""
+        self._owned: Database | None = None
+        if isinstance(database, str):
+            database = self._owned = Database(database)
+        self._database = database
         self._prefix = table_prefix
         self._max_csr_amount = max_csr_amount
         self._crt_keep_time = crt_keep_time * DAY
         self._crt_read_keep_time = crt_read_keep_time * DAY
         self._local = threading.local()
-        self._pool = ConnectionPool(db_path)
-        self._committer = committer_for(db_path)
         self._reported_bad_serials: set[str] = set()
-        create_private_file(db_path)
-        with self._borrow() as connection:
-            # WAL side files inherit the database file's mode (SQLite's own rule), hence 0600.
-            connection.execute("PRAGMA journal_mode=WAL")
-        with self._transaction() as tx:
-            for statement in schema_statements(table_prefix, enforce_unique_key_id):
-                tx.execute(statement)
-            for statement in index_statements(table_prefix, enforce_unique_key_id):
-                tx.execute(statement)
-            self._migrate_legacy_crl_table(tx)
+        try:
+            with self._transaction() as tx:
+                for statement in schema_statements(table_prefix, enforce_unique_key_id):
+                    tx.execute(statement)
+                for statement in index_statements(table_prefix, enforce_unique_key_id):
+                    tx.execute(statement)
+                self._migrate_legacy_crl_table(tx)
+        except BaseException:
+            self.close()
+            raise
 
     def _table(self, suffix: str) -> str:
         return self._prefix + suffix
@@ -92,7 +89,7 @@ class Storage:
         if active is not None:
             yield active
             return
-        with self._pool.connection() as connection:
+        with self._database.reading() as connection:
             self._local.active = connection
             try:
                 yield connection
@@ -104,10 +101,10 @@ class Storage:
         """One write transaction, committed (synchronous=FULL) before this returns; an inner
         use joins the outer one.
 
-        Runs in the file's group committer; its BEGIN IMMEDIATE takes SQLite's write lock
-        up front, so writers of other processes wait on the busy timeout instead of
+        Runs in the database's group committer; its BEGIN IMMEDIATE takes SQLite's write
+        lock up front, so writers of other processes wait on the busy timeout instead of
         failing to upgrade a read lock."""
-        with self._committer.transaction() as connection:
+        with self._database.writing() as connection:
             outer = getattr(self._local, "active", None)
             self._local.active = connection
             try:
@@ -130,12 +127,14 @@ class Storage:
         return rows
 
     def close(self) -> None:
-        """Close the idle pooled connections (new ones are opened if used again)."""
-        self._pool.close()
+        """Close the database if this storage opened it; a shared one is closed by its
+        owner."""
+        if self._owned is not None:
+            self._owned.close()
 
     def _migrate_legacy_crl_table(self, tx: sqlite3.Connection) -> None:
         """Older versions stored CRLs; keep only the newest thisUpdate (ca-profile 5.4)."""
-        legacy = self._table("crl")
+        legacy = self._table(LEGACY_CRL_SUFFIX)
         if (
             tx.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (legacy,)
@@ -391,6 +390,19 @@ class Storage:
             revoked.append((int(text), int(revocation_date or 0)))
         return revoked
 
+    def revoked_serials(self, now: int) -> Container[int]:
+        """The serials get_revoked(now) would list, looked up one at a time (a primary key
+        read), so that a check costs the same whatever the number of revocations."""
+        return _RevokedSerials(self, now)
+
+    def _is_revoked(self, serial: int, now: int) -> bool:
+        row = self._select_one(
+            f"SELECT 1 FROM {self._table('revoked')} WHERE serial = ? "
+            "AND (expiration_date IS NULL OR expiration_date >= ?)",
+            (str(serial), now),
+        )
+        return row is not None
+
     def _report_bad_serial(self, serial: str) -> None:
         if serial not in self._reported_bad_serials:
             self._reported_bad_serials.add(serial)
@@ -464,46 +476,16 @@ class Storage:
 
     # Whole-file operations
     def dump(self) -> Iterator[str]:
-        """SQL statements rebuilding the whole database file (every prefix), from one snapshot.
-
-        A dedicated connection holds one read transaction for the whole dump, so that
-        concurrent writers neither block it nor show through half-way."""
-        connection = connect(self._db_path)
-        try:
-            connection.execute("BEGIN")
-            # The snapshot starts with the first read, not with BEGIN.
-            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-            yield from connection.iterdump()
-            connection.rollback()
-        finally:
-            connection.close()
+        """SQL statements rebuilding the whole database file (every prefix), one snapshot."""
+        return self._database.dump()
 
 
-def _remove_database_files(db_path: str) -> None:
-    for path in (db_path, *(db_path + suffix for suffix in _SIDE_FILE_SUFFIXES)):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+class _RevokedSerials:
+    """Storage.revoked_serials: a container over the revoked table."""
 
+    def __init__(self, storage: Storage, now: int) -> None:
+        self._storage = storage
+        self._now = now
 
-def restore_database(db_path: str, statements: Iterable[str]) -> None:
-    """Create `db_path` (0600, must not exist) from dump statements, all or nothing:
-    on any error the file is removed and the error re-raised."""
-    try:
-        os.close(os.open(db_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        raise FileExistsError(f"{db_path!r} exists, not restoring.") from None
-    connection = sqlite3.connect(db_path, isolation_level=None)
-    try:
-        for statement in statements:
-            connection.execute(statement)
-        if connection.in_transaction:
-            raise exceptions.CaucaseError("Restore failed: the dump ends inside a transaction")
-    except sqlite3.Error as error:
-        connection.close()
-        _remove_database_files(db_path)
-        raise exceptions.CaucaseError(f"Restore failed: {error}") from error
-    except BaseException:
-        connection.close()
-        _remove_database_files(db_path)
-        raise
-    connection.close()
+    def __contains__(self, serial: object) -> bool:
+        return isinstance(serial, int) and self._storage._is_revoked(serial, self._now)
