@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,8 +242,10 @@ def test_second_caucased_and_writing_manage_are_refused(tmp_path: Path) -> None:
             "--netloc",
             f"127.0.0.1:{free_port_pair()}",
         )
-        crl = tmp_path / "none.crl.pem"
-        crl.write_text("")
+        # A CRL the running CAS signed: manage reads and checks it before the database.
+        crl = tmp_path / "cas.crl.pem"
+        with urllib.request.urlopen(server.http_url + "/cas/crl", timeout=30) as reply:
+            crl.write_bytes(reply.read())
         manage = run_command(
             str(OUR_BIN / "caucased-manage"), "--db", db, "--import-crl", str(crl)
         )
@@ -252,5 +255,6 @@ def test_second_caucased_and_writing_manage_are_refused(tmp_path: Path) -> None:
         assert result.returncode == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "is in use by another caucased" in lines[0], result.stderr
+    assert not (tmp_path / "second.key.pem").exists()
     after = run_command(str(OUR_BIN / "caucased-manage"), "--db", db, "--import-crl", str(crl))
     assert "in use" not in after.stderr
