@@ -8,8 +8,8 @@ Layers, lowest first (nothing imports a layer above it):
 - ``backup``: the encrypted backup format.
 - ``storage``: the database (``sqlite`` rows, ``schema``, ``connection``, ``group_commit``).
 - ``ca``: the policy of one certificate authority.
-- ``http``: the HTTP API (``app``, ``routes``, ``request``, ``cors``) and caucased's
-  listeners (``server``) and HTTPS identity (``tls``).
+- ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``bodies``, ``request``,
+  ``cors``) and caucased's listeners (``server``) and HTTPS identity (``tls``).
 - ``backup_schedule``: caucased's periodic backups.
 - ``client``: the HTTP client every client command uses.
 - ``cli``: one module per console script (``server`` is caucased's).
