@@ -3,6 +3,10 @@
 The dispatcher runs a route's body step before it authenticates the request, so a bad
 body is reported before missing credentials, in the reference's order (http-api 6.10,
 6.13, 6.14). A signed envelope is verified here: its signature is the credential.
+
+PEM in a body is read as the reference reads it (the first object of the expected type,
+whatever surrounds it) and passed on re-encoded on its own, so that a private key sent
+along is never stored nor served back.
 """
 
 from __future__ import annotations
@@ -50,20 +54,25 @@ def no_body(request: Request) -> None:
 
 
 def csr_body(request: Request) -> bytes:
-    """A submitted CSR (http-api 6.5); the CA checks it."""
-    return request.read_body()
+    """A submitted CSR (http-api 6.5), re-encoded alone; its signature is the CA's check."""
+    body = request.read_body()
+    try:
+        return x509util.dump_certificate_request(x509util.first_certificate_request(body))
+    except ValueError:
+        raise HTTPError(400, NOT_A_CSR) from None
 
 
 def template_body(request: Request) -> bytes | None:
-    """The optional template CSR of a signature (http-api 6.10)."""
-    template = request.read_body()
-    if not template:
+    """The optional template CSR of a signature (http-api 6.10), re-encoded alone."""
+    body = request.read_body()
+    if not body:
         return None
     if request.content_type != PKCS10:
         raise HTTPError(400, b"b'Bad Content-Type'")
     try:
+        template = x509util.dump_certificate_request(x509util.first_certificate_request(body))
         x509util.load_certificate_request(template)
-    except NotACertificateSigningRequest:
+    except (ValueError, NotACertificateSigningRequest):
         raise HTTPError(400, b"Invalid template CSR") from None
     return template
 
@@ -134,24 +143,28 @@ def decode_payload(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def certificate_pem(payload: dict[str, Any], key: str) -> bytes:
-    """The PEM certificate under `key`, checked to load: garbage is a 400, not a 500."""
+    """The first certificate of the PEM text under `key`, re-encoded alone."""
     text = payload.get(key)
     if not isinstance(text, str):
         raise HTTPError(400, f"Payload has no {key}".encode())
     try:
-        x509util.load_certificate(text.encode("utf-8"))
-    except (ValueError, TypeError):
+        return x509util.dump_certificate(x509util.first_certificate(text.encode("utf-8")))
+    except ValueError:
         raise HTTPError(400, f"Invalid certificate in {key}".encode()) from None
-    return text.encode("utf-8")
 
 
 def csr_pem(payload: dict[str, Any], key: str) -> bytes:
-    """The PEM text under `key`, for the CA to check once it has checked the certificate
-    to renew (the reference's order: that error wins)."""
+    """The first CSR of the PEM text under `key`, re-encoded alone. Text holding none is
+    passed on as it is, for the CA to refuse once it has checked the certificate to renew
+    (the reference's order: that error wins)."""
     text = payload.get(key)
     if not isinstance(text, str):
         raise HTTPError(400, f"Payload has no {key}".encode())
     try:
-        return text.encode("utf-8")
+        raw = text.encode("utf-8")
     except UnicodeEncodeError:
         raise HTTPError(400) from None
+    try:
+        return x509util.dump_certificate_request(x509util.first_certificate_request(raw))
+    except ValueError:
+        return raw
