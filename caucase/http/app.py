@@ -20,8 +20,8 @@ from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, utcnow
 from caucase.crypto import x509util
 from caucase.exceptions import (
-    CaucaseError,
     CertificateAuthorityException,
+    CertificateVerificationError,
     Found,
     NoStorage,
     NotFound,
@@ -49,6 +49,13 @@ REASONS = {
     413: "Request Entity Too Large",
     500: "Internal Server Error",
     507: "Insufficient Storage",
+}
+# Why a client certificate was refused, by verification reason, for the 401 body.
+_REFUSALS = {
+    "unable to get local issuer certificate": b"Client certificate not issued by this CAU",
+    "certificate revoked": b"Client certificate revoked",
+    "certificate has expired": b"Client certificate expired",
+    "certificate is not yet valid": b"Client certificate not yet valid",
 }
 
 
@@ -152,10 +159,15 @@ class Application:
     def _authenticate(self, request: Request) -> None:
         """Check the client certificate against the CAU on every request (http-api 4)."""
         pem = request.environ.get("SSL_CLIENT_CERT")
-        if request.scheme != "https" or not isinstance(pem, str) or not pem:
-            raise unauthorized()
+        if request.scheme != "https":
+            raise unauthorized(b"Authentication needs a client certificate, over HTTPS")
+        if not isinstance(pem, str) or not pem:
+            raise unauthorized(b"No client certificate presented")
         try:
             self._cau.verify_certificate(x509util.load_certificate(pem.encode("utf-8")))
-        except (CaucaseError, ValueError, TypeError):
-            raise unauthorized() from None
+        except CertificateVerificationError as error:
+            reason = f"Client certificate refused: {error.reason}".encode()
+            raise unauthorized(_REFUSALS.get(error.reason, reason)) from None
+        except (CertificateAuthorityException, ValueError, TypeError):
+            raise unauthorized(b"Client certificate cannot be verified") from None
         request.authenticated = True
