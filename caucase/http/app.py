@@ -26,6 +26,7 @@ from caucase.exceptions import (
     NoStorage,
     NotFound,
     NotJSON,
+    StorageError,
 )
 from caucase.http.bodies import SignedEnvelope
 from caucase.http.cors import CorsConsent, CorsKeyStore, CorsPolicy, response_headers
@@ -48,8 +49,11 @@ REASONS = {
     411: "Length Required",
     413: "Request Entity Too Large",
     500: "Internal Server Error",
+    503: "Service Unavailable",
     507: "Insufficient Storage",
 }
+# How long a client should wait before retrying while the database is unavailable.
+STORAGE_RETRY_AFTER = "5"
 # Why a client certificate was refused, by verification reason, for the 401 body.
 _REFUSALS = {
     "unable to get local issuer certificate": b"Client certificate not issued by this CAU",
@@ -92,6 +96,10 @@ class Application:
             response = Response(400, body=b"b'Invalid json payload'")
         except CertificateAuthorityException as error:
             response = Response(400, body=str(error).encode("utf-8", "replace"))
+        except StorageError as error:
+            self._log(environ, f"Storage failure: {error}")
+            headers = [("Retry-After", STORAGE_RETRY_AFTER)]
+            response = Response(503, headers, b"Database unavailable, try again later")
         except Exception as error:  # a bug, not bad input: every input error is typed above
             self._log(environ, str(error), traceback.format_exc())
             response = Response(500)
