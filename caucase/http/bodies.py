@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Union
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase.crypto import x509util
@@ -111,7 +112,10 @@ def _verified(fields: dict[str, Any], certificate_key: str) -> SignedEnvelope:
         raise HTTPError(400, b"Unsupported digest")
     payload = decode_payload(fields)
     crt_pem = certificate_pem(payload, certificate_key)
-    public_key = x509util.load_certificate(crt_pem).public_key()
+    try:
+        public_key = x509util.load_certificate(crt_pem).public_key()
+    except UnsupportedAlgorithm:
+        raise HTTPError(400, b"Only RSA keys can sign an envelope") from None
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise HTTPError(400, b"Only RSA keys can sign an envelope")
     if not isinstance(fields.get("signature"), str):
