@@ -253,3 +253,20 @@ def test_csr_bodies_get_the_same_status_from_both_implementations(
                     assert stored == body, name
     finally:
         server.stop()
+
+
+def test_a_row_the_reference_stored_as_sent_is_served_as_its_csr_alone(
+    dep: Deployment, keys: list[rsa.RSAPrivateKey]
+) -> None:
+    """A database carried over from the reference holds bodies as they were sent: a key,
+    non-ASCII text (with which the reference's own pending list answered 500)."""
+    csr = make_csr(keys[1])
+    reply = call(dep.app, "PUT", "/cas/csr", csr, content_type=PKCS10)
+    csr_id = int(reply.header("Location") or "")
+    as_sent = "café\n".encode("latin-1") + key_pem(keys[1]) + csr + b"\xff\n"
+    with sqlite3.connect(dep.tmp_path / "caucase.sqlite") as connection:
+        connection.execute("UPDATE cascrt SET csr = ? WHERE id = ?", (as_sent, csr_id))
+    assert call(dep.app, "GET", f"/cas/csr/{csr_id}").body == csr
+    listed = call(dep.app, "GET", "/cas/csr", **_user(dep))  # type: ignore[arg-type]
+    assert listed.status == 200
+    assert listed.json() == [{"id": str(csr_id), "csr": csr.decode()}]

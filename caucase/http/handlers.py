@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from caucase.ca import CertificateAuthority
+from caucase.crypto import x509util
 from caucase.exceptions import NotACertificateSigningRequest
 from caucase.http.bodies import (
     NOT_A_CSR,
@@ -54,15 +55,30 @@ def get_crl(service: Service, request: Request, authority_key_id: int, _: None) 
     return Response(200, [("Content-Type", PKIX_CRL)], crl)
 
 
+def served_csr(stored: bytes) -> bytes:
+    """The CSR of a row, re-encoded alone. Ours hold nothing else, but a database carried
+    over from the reference holds bodies as they were sent: a private key or non-ASCII
+    text may be around the CSR (the reference then answered the pending list with 500)."""
+    try:
+        return x509util.dump_certificate_request(x509util.first_certificate_request(stored))
+    except ValueError:
+        return stored  # not even a CSR: a corrupt row, served as it is
+
+
 def get_csr_list(service: Service, request: Request, _: int, __: None) -> Response:
     csr_list = service.authority(request).get_csr_list()
-    body = json.dumps([{"id": str(csr_id), "csr": csr.decode()} for csr_id, csr in csr_list])
+    body = json.dumps(
+        [
+            {"id": str(csr_id), "csr": served_csr(csr).decode("utf-8", "replace")}
+            for csr_id, csr in csr_list
+        ]
+    )
     return Response(200, [("Content-Type", JSON)], body.encode())
 
 
 def get_csr(service: Service, request: Request, csr_id: int, _: None) -> Response:
     csr = service.authority(request).get_csr(csr_id)
-    return Response(200, [("Content-Type", PKCS10)], csr)
+    return Response(200, [("Content-Type", PKCS10)], served_csr(csr))
 
 
 def create_csr(service: Service, request: Request, _: int, csr: bytes) -> Response:
