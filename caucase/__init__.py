@@ -11,8 +11,9 @@ Layers, lowest first (nothing imports a layer above it):
 - ``audit``: the hash-chained audit log of every change of state, and its verifier.
 - ``ca``: the policy of one certificate authority.
 - ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).
-- ``http``: the HTTP API (``app``, ``routes``, ``request``, ``cors``) and caucased's
-  listeners (``server``) and HTTPS identity (``tls``).
+- ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``bodies``, ``request``,
+  ``cors``), caucased's listeners (``server``) and HTTPS identity (``tls``), and the
+  ``metrics`` and ``health`` reports.
 - ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop
   (own certificate renewal, TLS trust of new CAU CAs, backups, stop signals).
 - ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL

@@ -195,8 +195,10 @@ def _csr_bodies(deployment: Deployment) -> list[bytes]:
         b"-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n",
         b"no pem block at all\n",
         bad,
+        # Text and blocks around a good CSR are accepted (the reference's reading): here the
+        # first CSR, the one that counts, is badly signed.
         bad + csr,
-        csr + csr,
+        b"garbage\n" + bad + b"trailing text\n",
         csr.replace(b"CERTIFICATE REQUEST", b"CERTIFICATE"),
         deployment.crt_pem,
         csr[: len(csr) // 2],
@@ -254,7 +256,7 @@ def framing_cases(deployment: Deployment) -> list[Case]:
     cases: list[Case] = []
     for authority in ("cas", "cau"):
         targets = [
-            (f"/{authority}/csr", b"garbage" + csr, ()),
+            (f"/{authority}/csr", b"garbage" + _tamper_signature(csr), ()),
             (f"/{authority}/crt/revoke", b'{"digest": 1, "payload": "x"}', json_type),
             (f"/{authority}/crt/renew", b'{"digest": "md5"}', json_type),
             (f"/{authority}/crt/{deployment.pending_ids[authority]}", b"junk", ()),

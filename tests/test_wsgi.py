@@ -287,32 +287,44 @@ def test_pending_list_needs_a_valid_user_certificate(
     assert reply.json() == [{"id": str(csr_id), "csr": csr.decode()}]
 
 
-def test_authentication_failures_are_401_transport(
+def test_authentication_failures_are_401_transport_with_a_reason(
     dep: Deployment, keys: list[rsa.RSAPrivateKey]
 ) -> None:
+    """The reference's status and header, and a body saying what to do (its body is empty;
+    its clients read the status only)."""
     cas_crt = service_crt(dep, keys[1])
+    not_ours = b"Client certificate not issued by this CAU"
     attempts = {
-        "plain HTTP, even with a cert": {"cert": dep.user_crt},
-        "HTTPS without cert": {"https": True},
-        "CAS certificate": {"https": True, "cert": cas_crt},
-        "self-signed": {"https": True, "cert": self_signed(keys[2], dep.clock())},
-        "garbage": {"https": True, "cert": b"-----BEGIN CERTIFICATE-----\nxx\n"},
+        "plain HTTP, even with a cert": (
+            {"cert": dep.user_crt},
+            b"Authentication needs a client certificate, over HTTPS",
+        ),
+        "HTTPS without cert": ({"https": True}, b"No client certificate presented"),
+        "CAS certificate": ({"https": True, "cert": cas_crt}, not_ours),
+        "self-signed": ({"https": True, "cert": self_signed(keys[2], dep.clock())}, not_ours),
+        "garbage": (
+            {"https": True, "cert": b"-----BEGIN CERTIFICATE-----\nxx\n"},
+            b"Client certificate cannot be verified",
+        ),
     }
-    for label, kwargs in attempts.items():
+    for label, (kwargs, reason) in attempts.items():
         reply = call(dep.app, "GET", "/cas/csr", **kwargs)  # type: ignore[arg-type]
         assert (reply.status, reply.header("WWW-Authenticate")) == (401, "transport"), label
-        assert reply.body == b"" and reply.header("Cache-Control") is None, label
+        assert reply.body == reason and reply.header("Cache-Control") is None, label
+        assert reply.header("Content-Type") is None, label
 
 
 def test_expired_user_is_401(dep: Deployment) -> None:
     dep.clock.advance(days=94)
-    assert call(dep.app, "GET", "/cau/csr", **user(dep)).status == 401
+    reply = call(dep.app, "GET", "/cau/csr", **user(dep))
+    assert (reply.status, reply.body) == (401, b"Client certificate expired")
 
 
 def test_revoked_user_is_401_on_both_authorities(dep: Deployment) -> None:
     dep.cau.revoke_certificate(dep.user_crt)
-    assert call(dep.app, "GET", "/cau/csr", **user(dep)).status == 401
-    assert call(dep.app, "GET", "/cas/csr", **user(dep)).status == 401
+    for authority in ("cau", "cas"):
+        reply = call(dep.app, "GET", f"/{authority}/csr", **user(dep))
+        assert (reply.status, reply.body) == (401, b"Client certificate revoked")
 
 
 def test_delete_checks_id_then_credentials(dep: Deployment, keys: list[rsa.RSAPrivateKey]) -> None:

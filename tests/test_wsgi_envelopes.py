@@ -79,6 +79,16 @@ def _tamper(body: bytes, **changes: object) -> bytes:
     return json.dumps(envelope).encode()
 
 
+def _unknown_key_type(crt_pem: bytes) -> bytes:
+    """The certificate with its rsaEncryption key algorithm OID changed to an unknown one:
+    it still parses, but its public key cannot be loaded."""
+    der = x509.load_pem_x509_certificate(crt_pem).public_bytes(serialization.Encoding.DER)
+    rsa_encryption = bytes.fromhex("06092A864886F70D010101")
+    assert der.count(rsa_encryption) == 1
+    unknown = der.replace(rsa_encryption, bytes.fromhex("06092A864886F70D010163"))
+    return x509.load_der_x509_certificate(unknown).public_bytes(serialization.Encoding.PEM)
+
+
 def test_bad_renewal_requests_are_400_and_store_nothing(
     dep: Deployment, keys: list[rsa.RSAPrivateKey]
 ) -> None:
@@ -119,6 +129,9 @@ def test_bad_renewal_requests_are_400_and_store_nothing(
             keys[1], {**payload, "crt_pem": "-----BEGIN CERTIFICATE-----\n"}
         ),
         "ec crt": _tamper(good, payload=json.dumps({**payload, "crt_pem": ec_crt.decode()})),
+        "crt of an unknown key type": signed_body(
+            keys[1], {**payload, "crt_pem": _unknown_key_type(crt).decode()}
+        ),
         "wrong key": renew_body(crt, keys[3], keys[2]),
         "foreign crt": renew_body(self_signed(keys[1], dep.clock()), keys[1], keys[2]),
     }

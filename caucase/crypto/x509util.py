@@ -92,6 +92,21 @@ def load_certificate_request(pem: bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
+# Request bodies are read as the reference reads them (matched black-box): the first block
+# of the wanted type counts, whatever surrounds it (`openssl -text` output, other blocks, a
+# private key). Callers keep the object, re-encoded, never the text: it may hold a key.
+
+
+def first_certificate(text: bytes) -> x509.Certificate:
+    """The first PEM certificate in `text`; ValueError when there is none or it is malformed."""
+    return x509.load_pem_x509_certificate(text)
+
+
+def first_certificate_request(text: bytes) -> x509.CertificateSigningRequest:
+    """The first PEM CSR in `text`; ValueError when there is none or it is malformed."""
+    return x509.load_pem_x509_csr(text)
+
+
 def load_crl(pem: bytes) -> x509.CertificateRevocationList:
     """Exactly one PEM CRL; ValueError otherwise."""
     block = _single_pem_block(pem, pemlib.CertificateRevocationList, "CRL")

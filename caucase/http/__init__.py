@@ -1,9 +1,11 @@
 """caucased's HTTP API and listeners.
 
-- ``routes``: the route table (dispatch and the HAL self-description).
 - ``request``: request parsing and responses.
 - ``cors``: the CORS consent mechanism.
-- ``app``: the WSGI application serving both authorities.
+- ``bodies``: the body steps routes run before credentials are checked.
+- ``handlers``: what each route does.
+- ``routes``: the route table (handlers, body steps, credentials; the HAL description).
+- ``app``: the WSGI application: dispatch, credential checks, error mapping.
 - ``server``: threaded HTTP and HTTPS listeners on wsgiref.
 - ``tls``: caucased's own HTTPS identity and its TLS context.
 - ``metrics``: the Prometheus metrics and the ``--metrics-netloc`` listener's application.

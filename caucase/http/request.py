@@ -35,9 +35,12 @@ class HTTPError(Exception):
         self.response = Response(status, list(headers), body)
 
 
-def unauthorized() -> HTTPError:
-    """401 for a missing, unverifiable or revoked client certificate (http-api 4)."""
-    return HTTPError(401, headers=[("WWW-Authenticate", "transport")])
+def unauthorized(reason: bytes) -> HTTPError:
+    """401 for a missing, unverifiable or revoked client certificate (http-api 4).
+
+    The reference sends an empty body and its clients read only the status; ours says why,
+    for the person reading the error."""
+    return HTTPError(401, reason, [("WWW-Authenticate", "transport")])
 
 
 def quote(text: str) -> str:

@@ -1,7 +1,8 @@
 """The route table of the caucased API (http-api 5, 10), as data.
 
 It drives both dispatch (caucase.http.app) and the HAL+JSON self-description built here.
-A handler is named by the Application method that serves it.
+Each route holds its handler, its body step and the credentials it needs; the dispatcher
+enforces them, so a route cannot skip authentication by omission.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
+from caucase.http import bodies, handlers
 from caucase.http.cors import CorsPolicy
-from caucase.http.request import HTTPError
+from caucase.http.handlers import Service
+from caucase.http.request import HTTPError, Request, Response
 
 MAX_ID = 2**63
 AUTHORITY_NAMES = ("cas", "cau")
+HAL_JSON = "application/hal+json"
 
 
 class Subpath(enum.Enum):
@@ -29,11 +33,23 @@ class Subpath(enum.Enum):
 
 
 class Auth(enum.Enum):
-    """When a route authenticates the client certificate (http-api 4)."""
+    """The credentials a route needs, and when the dispatcher checks them (http-api 4)."""
 
     ANONYMOUS = "anonymous"
-    FIRST = "first"  # before the handler runs
-    AFTER_BODY = "after-body"  # by the handler once the body is validated (http-api 6.10)
+    # A client certificate of the CAU, before the body is read (http-api 6.6, 6.8).
+    FIRST = "first"
+    # A client certificate, once the body step accepted the body (http-api 6.10).
+    AFTER_BODY = "after-body"
+    # The body step's verified signature (a SignedEnvelope): key possession (http-api 6.14).
+    SIGNATURE = "signature"
+    # A verified signature, or else a client certificate after the body step (http-api 6.13).
+    SIGNATURE_OR_AFTER_BODY = "signature-or-after-body"
+
+
+# The subpath id (0 without one) and what the route's body step returned come last.
+Handler = Callable[[Service, Request, int, Any], Response]
+BodyStep = Callable[[Request], Any]
+_AFTER_BODY = (Auth.AFTER_BODY, Auth.SIGNATURE, Auth.SIGNATURE_OR_AFTER_BODY)
 
 
 @dataclass(frozen=True)
@@ -51,11 +67,16 @@ class Route:
 
     node: tuple[str, ...]
     method: str
-    handler: str
+    handler: Handler
     subpath: Subpath = Subpath.NONE
     auth: Auth = Auth.ANONYMOUS
+    body: BodyStep = bodies.no_body
     cors: CorsPolicy = CorsPolicy.ASK
     hal: Hal | None = None
+
+    def __post_init__(self) -> None:
+        if self.auth in _AFTER_BODY and self.body is bodies.no_body:
+            raise ValueError(f"{self.method} {self.node}: {self.auth} needs a body step")
 
 
 @dataclass
@@ -109,7 +130,9 @@ def authority_hal_body(authority: str, script_path: str, self_href: str, https_b
     for route in AUTHORITY_ROUTES:
         if route.hal is None:
             continue
-        base = https_base if route.auth is not Auth.ANONYMOUS and https_base else script_path
+        # Over HTTP, routes that always need a client certificate link to HTTPS.
+        always_certificate = route.auth in (Auth.FIRST, Auth.AFTER_BODY)
+        base = https_base if always_certificate and https_base else script_path
         entry: dict[str, Any] = {"title": route.hal.title}
         if route.hal.template:
             entry["templated"] = True
@@ -123,6 +146,19 @@ def authority_hal_body(authority: str, script_path: str, self_href: str, https_b
     return json.dumps({"_links": links, "_actions": actions}).encode()
 
 
+def get_root_hal(_: Service, request: Request, __: int, ___: None) -> Response:
+    body = root_hal_body(request.script_path, request.self_href())
+    return Response(200, [("Content-Type", HAL_JSON)], body)
+
+
+def get_authority_hal(_: Service, request: Request, __: int, ___: None) -> Response:
+    https_base = "" if request.scheme == "https" else request.https_base()
+    body = authority_hal_body(
+        request.authority or "", request.script_path, request.self_href(), https_base
+    )
+    return Response(200, [("Content-Type", HAL_JSON)], body)
+
+
 def _self_and_home(script_path: str, self_href: str) -> dict[str, Any]:
     links: dict[str, Any] = {"self": {"href": self_href}}
     home = script_path or "/"
@@ -132,17 +168,17 @@ def _self_and_home(script_path: str, self_href: str) -> dict[str, Any]:
 
 
 ROOT_ROUTES = (
-    Route((), "GET", "_get_root_hal", cors=CorsPolicy.ALLOW),
-    Route(("cors",), "GET", "_get_cors_form"),
-    Route(("cors",), "POST", "_post_cors_decision", cors=CorsPolicy.DENY),
+    Route((), "GET", get_root_hal, cors=CorsPolicy.ALLOW),
+    Route(("cors",), "GET", handlers.get_cors_form),
+    Route(("cors",), "POST", handlers.post_cors_decision, cors=CorsPolicy.DENY),
 )
 # In HAL order; per node, the methods in the order of the reference's Allow header.
 AUTHORITY_ROUTES = (
-    Route((), "GET", "_get_authority_hal", cors=CorsPolicy.ALLOW),
+    Route((), "GET", get_authority_hal, cors=CorsPolicy.ALLOW),
     Route(
         ("crl",),
         "GET",
-        "_get_crl_list",
+        handlers.get_crl_list,
         hal=Hal(
             "getCertificateRevocationListList",
             "Retrieve latest certificate revocation list for all valid authorities.",
@@ -151,7 +187,7 @@ AUTHORITY_ROUTES = (
     Route(
         ("crl",),
         "GET",
-        "_get_crl",
+        handlers.get_crl,
         Subpath.AKI,
         hal=Hal(
             "getCertificateRevocationList",
@@ -163,14 +199,14 @@ AUTHORITY_ROUTES = (
     Route(
         ("csr",),
         "GET",
-        "_get_csr_list",
+        handlers.get_csr_list,
         auth=Auth.FIRST,
         hal=Hal("getPendingCertificateRequestList", "List pending certificate signing requests."),
     ),
     Route(
         ("csr",),
         "GET",
-        "_get_csr",
+        handlers.get_csr,
         Subpath.ID,
         hal=Hal(
             "getCertificateSigningRequest",
@@ -181,32 +217,33 @@ AUTHORITY_ROUTES = (
     Route(
         ("crt",),
         "GET",
-        "_get_crt",
+        handlers.get_crt,
         Subpath.ID,
         hal=Hal("getCertificate", "Retrieve a signed certificate.", "{+csr_id}"),
     ),
     Route(
         ("crt", "ca.crt.pem"),
         "GET",
-        "_get_ca_crt",
+        handlers.get_ca_crt,
         hal=Hal("getCACertificate", "Retrieve current CA certificate."),
     ),
     Route(
         ("crt", "ca.crt.json"),
         "GET",
-        "_get_ca_chain",
+        handlers.get_ca_chain,
         hal=Hal("getCACertificateChain", "Retrieve current CA certificate trust chain."),
     ),
     Route(
         ("csr",),
         "PUT",
-        "_create_csr",
+        handlers.create_csr,
+        body=bodies.csr_body,
         hal=Hal("createCertificateSigningRequest", "Request a new certificate signature."),
     ),
     Route(
         ("csr",),
         "DELETE",
-        "_delete_csr",
+        handlers.delete_csr,
         Subpath.ID,
         Auth.FIRST,
         hal=Hal(
@@ -218,21 +255,26 @@ AUTHORITY_ROUTES = (
     Route(
         ("crt",),
         "PUT",
-        "_sign_csr",
+        handlers.sign_csr,
         Subpath.ID,
         Auth.AFTER_BODY,
+        bodies.template_body,
         hal=Hal("createCertificate", "Accept pending certificate signing request", "{+crt_id}"),
     ),
     Route(
         ("crt", "revoke"),
         "PUT",
-        "_revoke",
+        handlers.revoke,
+        auth=Auth.SIGNATURE_OR_AFTER_BODY,
+        body=bodies.revoke_envelope,
         hal=Hal("revokeCertificate", "Revoke a certificate"),
     ),
     Route(
         ("crt", "renew"),
         "PUT",
-        "_renew",
+        handlers.renew,
+        auth=Auth.SIGNATURE,
+        body=bodies.renew_envelope,
         hal=Hal("renewCertificate", "Renew a certificate"),
     ),
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import socket
 import socketserver
 import ssl
@@ -32,6 +33,16 @@ CONNECTION_TIMEOUT = 30.0
 KEEPALIVE_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 MAX_LINE = 65536
+# Bounds of the chunked framing: one chunk-size or trailer line, and the trailer fields.
+MAX_CHUNK_LINE = 8192
+MAX_TRAILER_FIELDS = 100
+# RFC 9110 5.6.2 token, 5.6.4 quoted-string; RFC 9112 7.1.1 chunk-ext, 5 field-line.
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_EXT_VALUE = rb"(?:" + _TOKEN + rb"|" + _QUOTED + rb")"
+_CHUNK_EXT = rb"[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*" + _EXT_VALUE + rb")?"
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:" + _CHUNK_EXT + rb")*\r\n")
+_FIELD_LINE = re.compile(_TOKEN + rb":[\t !-~\x80-\xff]*\r\n")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _ESCAPES = {
     "\\": "\\\\",
@@ -98,7 +109,13 @@ class ContinueReader:
 
 
 class ChunkedReader:
-    """Decoded `Transfer-Encoding: chunked` body (http-api 14.3); ValueError on bad framing."""
+    """Decoded `Transfer-Encoding: chunked` body (RFC 9112 7.1, http-api 14.3).
+
+    Strict: chunk-size lines and trailer fields are matched against the RFC grammar with
+    CRLF line ends, sizes have at most 16 hex digits, and the trailer section is read in
+    full up to its empty line, so that what follows the body is the next request and
+    nothing else (a proxy reading the framing otherwise could smuggle one past us).
+    Anything else raises ValueError: the request is answered 400 and the connection closed."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -106,25 +123,34 @@ class ChunkedReader:
         self._done = False
 
     def _line(self) -> bytes:
-        line: bytes = self._stream.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
-            raise ValueError("chunk header line too long")
+        line: bytes = self._stream.readline(MAX_CHUNK_LINE + 1)
+        if len(line) > MAX_CHUNK_LINE:
+            raise ValueError("chunk-size or trailer line too long")
+        if not line.endswith(b"\r\n"):
+            raise ValueError("chunked body truncated or not CRLF-terminated")
         return line
 
     def _next_chunk(self) -> None:
-        size_text = self._line().split(b";", 1)[0].strip()
-        try:
-            self._left = int(size_text, 16)
-        except ValueError:
-            raise ValueError(f"invalid chunk size {size_text!r}") from None
-        if self._left < 0:
-            raise ValueError("negative chunk size")
+        match = _CHUNK_SIZE_LINE.fullmatch(self._line())
+        if match is None:
+            raise ValueError("invalid chunk-size line")
+        self._left = int(match.group(1), 16)
         if self._left == 0:
-            self._line()  # the one trailer line (usually empty)
+            self._read_trailer_section()
             self._done = True
 
+    def _read_trailer_section(self) -> None:
+        """Trailer fields are read and discarded: caucase uses none (RFC 9112 7.1.2)."""
+        for _ in range(MAX_TRAILER_FIELDS + 1):
+            line = self._line()
+            if line == b"\r\n":
+                return
+            if _FIELD_LINE.fullmatch(line) is None:
+                raise ValueError("invalid trailer field")
+        raise ValueError("too many trailer fields")
+
     def finished(self) -> bool:
-        """Whether the whole body, up to its last chunk, was read."""
+        """Whether the whole body, up to the end of its trailer section, was read."""
         return self._done
 
     def _end_chunk(self) -> None:
@@ -238,6 +264,29 @@ class CaucasedRequestHandler(WSGIRequestHandler):
                 environ["SSL_CLIENT_CERT"] = self.client_cert_pem
         return environ
 
+    def _framing_problem(self) -> str | None:
+        """Why this request's end cannot be told for sure, or None (RFC 9112 6.1, 6.3).
+
+        A field line we cannot parse, a folded one, both framings, two lengths, or a
+        transfer coding other than chunked alone: a proxy may read any of these
+        differently, so such a request is refused and its connection closed."""
+        headers = self.headers
+        if headers.defects or headers.get_payload():
+            return "Malformed header field line"
+        if any("\n" in value for value in headers.values()):
+            return "Folded header field (RFC 9112 5.2)"
+        lengths = headers.get_all("Content-Length") or []
+        codings = headers.get_all("Transfer-Encoding") or []
+        if lengths and codings:
+            return "Both Content-Length and Transfer-Encoding"
+        if len(lengths) > 1:
+            return "More than one Content-Length"
+        # HTTP/1.0 has no transfer codings: its body ends with the connection (RFC 9112 6.1).
+        chunked = [coding.strip().lower() for coding in codings] == ["chunked"]
+        if codings and self.request_version >= "HTTP/1.1" and not chunked:
+            return "Transfer-Encoding other than chunked"
+        return None
+
     def _body_stream(self, environ: dict[str, Any]) -> tuple[Any, Callable[[], bool]]:
         """The body stream for the application, and a test of whether it was read whole."""
         if self.request_version < "HTTP/1.1":
@@ -250,8 +299,11 @@ class CaucasedRequestHandler(WSGIRequestHandler):
         else:
             counting = CountingReader(self.rfile)
             stream = counting
-            length = str(environ.get("CONTENT_LENGTH") or "0").strip()
-            complete = lambda: length.isdigit() and counting.count == int(length)  # noqa: E731
+            length = str(self.headers.get("Content-Length", "0")).strip()
+            # Only a plain decimal length (RFC 9112 6.3) lets the connection go on; the
+            # application's own reading (int(), as the reference) may accept more.
+            digits = length.isascii() and length.isdigit()
+            complete = lambda: digits and counting.count == int(length)  # noqa: E731
         if environ.pop("HTTP_EXPECT", "").lower() == "100-continue":
             stream = ContinueReader(stream, self.wfile)
         return stream, complete
@@ -284,6 +336,10 @@ class CaucasedRequestHandler(WSGIRequestHandler):
             self.send_error(414)
             return False
         if not self.parse_request():
+            return False
+        problem = self._framing_problem()
+        if problem is not None:
+            self.send_error(400, explain=problem)
             return False
         environ = self.get_environ()
         stream, body_complete = self._body_stream(environ)

@@ -20,7 +20,7 @@ with atheris.instrument_imports():
 
     # Imported here so that atheris instruments them for coverage feedback.
     from caucase.crypto import x509util  # noqa: F401
-    from caucase.http import app, cors, request, routes  # noqa: F401
+    from caucase.http import app, bodies, cors, handlers, request, routes  # noqa: F401
     from tests.conftest import FakeClock
     from tests.fuzz.db_state import read_rows
     from tests.support.wsgi_support import Deployment, call, deploy, make_csr
