@@ -6,50 +6,21 @@ directory) or locked by another connection past the busy timeout.
 
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase.ca import CertificateAuthority
-from caucase.exceptions import StorageError
 from caucase.http.app import Application
-from caucase.storage import Storage
+from caucase.storage import Database, Storage
 from tests.conftest import FakeClock
 from tests.support.wsgi_support import Reply, call, make_csr, name
 
 PKCS10 = "application/pkcs10"
-
-
-class StorageErrors:
-    """A Storage whose database failures come out as StorageError.
-
-    The storage layer raises StorageError itself once the storage side of issue 10 is
-    merged; until then this translates what it raises (sqlite3 errors, and OSError from
-    the file checks), so that the HTTP side is tested against the failures of a real
-    database. Drop it then."""
-
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
-
-    def __getattr__(self, attribute: str) -> Any:
-        value = getattr(self._storage, attribute)
-        if not callable(value):
-            return value
-
-        @functools.wraps(value)
-        def translated(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return value(*args, **kwargs)
-            except (sqlite3.Error, OSError) as error:
-                raise StorageError(str(error)) from error
-
-        return translated
 
 
 @pytest.fixture
@@ -62,10 +33,9 @@ def deployment(
     tmp_path: Path, db_path: Path, clock: FakeClock
 ) -> Iterator[tuple[Application, bytes]]:
     """Both authorities on one SQLite file, and a user certificate."""
-    cau_storage = Storage(str(db_path), "cau", enforce_unique_key_id=True)
-    cas_storage = Storage(str(db_path), "cas")
+    database = Database(str(db_path))
     cau = CertificateAuthority(
-        StorageErrors(cau_storage),  # type: ignore[arg-type]
+        Storage(database, "cau", enforce_unique_key_id=True),
         name("Caucase CAU at test"),
         2048,
         93,
@@ -73,7 +43,7 @@ def deployment(
         auto_sign_csr_amount=1,
     )
     cas = CertificateAuthority(
-        StorageErrors(cas_storage),  # type: ignore[arg-type]
+        Storage(database, "cas"),
         name("Caucase CAS at test"),
         2048,
         93,
@@ -83,8 +53,7 @@ def deployment(
     user_crt = cau.get_certificate(cau.append_csr(make_csr(user_key, "admin")))
     app = Application(cau, cas, str(tmp_path / "cors.key"), clock=clock)
     yield app, user_crt
-    cau_storage.close()
-    cas_storage.close()
+    database.close()
 
 
 def _new_csr() -> bytes:
@@ -104,13 +73,15 @@ def test_a_database_gone_is_503_for_writes_reads_and_authentication(
     deployment: tuple[Application, bytes], db_path: Path
 ) -> None:
     app, user_crt = deployment
-    assert call(app, "PUT", "/cas/csr", _new_csr(), content_type=PKCS10).status == 201
+    created = call(app, "PUT", "/cas/csr", _new_csr(), content_type=PKCS10)
+    assert created.status == 201
     os.rename(db_path, db_path.with_suffix(".moved"))
     os.mkdir(db_path)
     assert_unavailable(call(app, "PUT", "/cas/csr", _new_csr(), content_type=PKCS10))
     assert_unavailable(call(app, "GET", "/cas/crl"))
-    # Checking the user certificate needs the CAU's CRLs: the database, not the user, failed.
-    assert_unavailable(call(app, "GET", "/cas/csr", https=True, cert=user_crt))
+    # An authenticated write: the database failed, not the user, so no 401.
+    pending = "/cas/csr/" + str(created.header("Location"))
+    assert_unavailable(call(app, "DELETE", pending, https=True, cert=user_crt))
 
 
 @pytest.mark.slow
