@@ -3,7 +3,8 @@
 Backups are written inside the backup directory under a temporary 0600 name, then renamed
 to `<UTC YYYYmmddHHMMSS>.sql.caucased`, so a reader never sees a partial file. A backup
 that cannot be made (no user yet, disk full, ...) is logged and tried again later: it
-never stops the server.
+never stops the server. Users whose key cannot decrypt (Ed25519 can only sign) are no
+recipients; caucased says so once, not at every backup.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import glob
 import os
 import sys
 import tempfile
+
+from cryptography import x509
 
 from caucase import backup
 from caucase.ca import CertificateAuthority
@@ -48,6 +51,7 @@ class BackupSchedule:
         self._period = datetime.timedelta(days=period_days)
         self._cau = cau
         self._storage = storage
+        self._skip_reported = False
 
     def first_due(self, now: datetime.datetime) -> datetime.datetime:
         """Newest existing backup's ctime plus one period, or now when there is none."""
@@ -74,12 +78,25 @@ class BackupSchedule:
             return now + RETRY_DELAY
         return now + self._period
 
+    def _report_skipped(self, certificate: x509.Certificate, reason: str) -> None:
+        if self._skip_reported:
+            return
+        self._skip_reported = True
+        write_line(
+            sys.stderr,
+            f"Backups are not encrypted for {certificate.subject.rfc4514_string()!r} "
+            f"(nor for other users with such keys): {reason}\n",
+        )
+
     def _write(self, target: str) -> None:
         fd, temporary = tempfile.mkstemp(prefix=".caucase_backup_", dir=self._directory)
         try:
             with os.fdopen(fd, "wb") as output:
                 backup.write_backup(
-                    output, self._storage.dump(), self._cau.iter_valid_certificates()
+                    output,
+                    self._storage.dump(),
+                    self._cau.iter_valid_certificates(),
+                    on_skip=self._report_skipped,
                 )
                 output.flush()
                 os.fsync(output.fileno())
