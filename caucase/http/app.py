@@ -15,12 +15,10 @@ import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, utcnow
 from caucase.crypto import x509util
-from caucase.crypto.envelope import DIGEST_LIST, verify_envelope
+from caucase.crypto.envelope import DIGEST_NAMES, verify_envelope
 from caucase.exceptions import (
     CaucaseError,
     CertificateAuthorityException,
@@ -184,17 +182,15 @@ class Application:
 
     @staticmethod
     def _signed_payload(envelope: dict[str, Any], certificate_key: str) -> dict[str, Any]:
-        """The payload, after checking its signature with the key of the certificate it holds."""
-        if envelope["digest"] not in DIGEST_LIST:
+        """The payload, after checking its signature with the key of the certificate it holds
+        (RSA, ECDSA or Ed25519, with a digest fitting that key: else 400 BadEnvelope)."""
+        if envelope["digest"] not in DIGEST_NAMES:
             raise HTTPError(400, b"Unsupported digest")
         payload = _decode_payload(envelope)
         crt = x509util.load_certificate(_certificate_pem(payload, certificate_key))
-        public_key = crt.public_key()
-        if not isinstance(public_key, rsa.RSAPublicKey):
-            raise HTTPError(400, b"Only RSA keys can sign an envelope")
         if not isinstance(envelope.get("signature"), str):
             raise HTTPError(400, b"Envelope has no signature")
-        verify_envelope(envelope, public_key)
+        verify_envelope(envelope, crt.public_key())
         return payload
 
     # Authority routes (http-api 6)
