@@ -18,6 +18,12 @@ from typing import Any, TextIO
 from cryptography import x509
 
 from caucase import __version__
+from caucase.cli.key_options import (
+    RENEWAL_DEFAULT,
+    check_key_options,
+    key_len_option,
+    key_type_option,
+)
 from caucase.client import (
     CaucaseClient,
     load_valid_ca_list,
@@ -25,7 +31,7 @@ from caucase.client import (
     update_crl_store,
 )
 from caucase.clock import Clock, utcnow
-from caucase.crypto import pemfile, verification, x509util
+from caucase.crypto import keys, pemfile, verification, x509util
 from caucase.exceptions import CaucaseError, CaucaseHTTPError, PemFileError
 
 EXIT_ERROR = 1
@@ -49,8 +55,8 @@ GENERAL_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--threshold", {"default": 31, "type": float, "metavar": "DAYS",
                      "help": "--renew-crt renews certificates expiring within this many "
                              "days (default: %(default)s)."}),
-    ("--key-len", {"default": 2048, "type": int, "metavar": "BITLENGTH",
-                   "help": "RSA key size for --renew-crt (default: %(default)s)."}),
+    key_type_option(RENEWAL_DEFAULT + " (for --renew-crt)"),
+    key_len_option("the size of the RSA key being replaced, else 2048"),
     ("--on-renew", {"metavar": "EXECUTABLE_PATH",
                     "help": "Shell command run when a store or certificate changed; "
                             "a failure makes the exit status 3."}),
@@ -306,10 +312,11 @@ class CaucaseRun:
         if pair.certificate.not_valid_after_utc > now + threshold:
             self.say(f"{crt_path} did not reach renew threshold, not renewing")
             return
-        key, crt_pem = self.mode_client.renew_certificate(
-            pair.certificate, pair.key, self.args.key_len
+        key_spec = keys.spec_from_options(
+            self.args.key_type, self.args.key_len, pair.key.public_key()
         )
-        pemfile.write_renewed(pair, crt_path, x509util.dump_private_key(key), crt_pem)
+        key, crt_pem = self.mode_client.renew_certificate(pair.certificate, pair.key, key_spec)
+        pemfile.write_renewed(pair, crt_path, keys.dump_private_key(key), crt_pem)
         self.updated = True
 
     def revoke_other_crt(self, path: str) -> None:
@@ -378,7 +385,9 @@ def main(
     """Console entry point; returns the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_key_options(parser, args)
     if not _check_disjoint_ids(args):
         print(
             "A given CSR_ID cannot be in more than one of --sign-csr, --sign-csr-with "

@@ -1,14 +1,15 @@
 """caucased-manage: offline database maintenance (cli 9, ca-profile 5.5 and 6.7).
 
 Actions run in a fixed order whatever the command line order: restore a backup, import
-CA key pairs, import CRLs, export CA key pairs. Every failure is one line on stderr and
-exit status 1, and leaves no half-made file behind.
+CA key pairs, import CRLs, start a CA rollover, export CA key pairs. Every failure is one
+line on stderr and exit status 1, and leaves no half-made file behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import getpass
 import os
 import sqlite3
@@ -18,15 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from caucase import __version__, backup
 from caucase.ca import CertificateAuthority
+from caucase.cli.key_options import check_key_options, key_len_option, key_type_option
 from caucase.clock import Clock, to_timestamp, utcnow
-from caucase.crypto import x509util
+from caucase.crypto import keys, x509util
 from caucase.crypto.pemfile import BlockKind, PemBlock, append_to_file, read_blocks, read_one_csr
-from caucase.exceptions import CaucaseError, NotFound
+from caucase.exceptions import CaucaseError, NotFound, UnsupportedKey
 from caucase.storage import Storage, restore_database
 
 _DB_SIDE_SUFFIXES = ("", "-wal", "-shm", "-journal")
@@ -44,7 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     add = parser.add_argument
     add("--db", default="caucase.sqlite", help="Path to the SQLite database.")
-    add("--user-crt-validity", type=float, default=93, help="Days, for --restore-backup.")
+    add(
+        "--user-crt-validity",
+        type=float,
+        default=93,
+        help="Days, for --restore-backup and --renew-ca cau (caucased's value).",
+    )
+    add(
+        "--service-crt-validity",
+        type=float,
+        default=93,
+        help="Days, for --renew-ca cas (caucased's value).",
+    )
     add(
         "--restore-backup",
         nargs=4,
@@ -54,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--import-ca", action="append", default=[], metavar="PEM_FILE", help="CAS CA pairs.")
     add("--import-bad-ca", action="store_true", help="Skip the CA sanity checks.")
     add("--import-crl", action="append", default=[], metavar="PEM_FILE", help="CAS CRLs.")
+    add(
+        "--renew-ca",
+        choices=("cas", "cau"),
+        help="Start a CA rollover now: a new CA certificate, distributed at once, signing "
+        "one certificate validity later. Restart caucased afterwards.",
+    )
+    for name, settings in (
+        key_type_option("the type and size of the newest CA key (for --renew-ca)"),
+        key_len_option("the size of the newest RSA CA key, else 2048"),
+    ):
+        add(name, **settings)
     add("--export-ca", metavar="PEM_FILE", help="Export CAS CA pairs, keys encrypted.")
     return parser
 
@@ -61,22 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
 # Restore (cli 9.3, ca-profile 6.7)
 
 
-def _load_restoring_key(path: str) -> rsa.RSAPrivateKey:
-    """One RSA key, alone or with its own certificate."""
+def _load_restoring_key(path: str) -> keys.PrivateKey:
+    """One RSA or EC key, alone or with its own certificate."""
     blocks = read_blocks(path)
-    keys = [block for block in blocks if block.kind is BlockKind.KEY]
+    key_blocks = [block for block in blocks if block.kind is BlockKind.KEY]
     certificates = [block for block in blocks if block.kind is BlockKind.CERTIFICATE]
-    if len(keys) != 1 or len(certificates) > 1 or len(blocks) != len(keys) + len(certificates):
+    if (
+        len(key_blocks) != 1
+        or len(certificates) > 1
+        or len(blocks) != len(key_blocks) + len(certificates)
+    ):
         raise ManageError(f"{path}: expected one private key, optionally with its certificate")
     try:
-        key = x509util.load_private_key(keys[0].text)
+        key = keys.load_private_key(key_blocks[0].text)
     except (ValueError, TypeError) as error:
         raise ManageError(f"{path}: unusable private key ({error})") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ManageError(f"{path}: backups can only be decrypted with an RSA key")
+    if not keys.can_agree(key.public_key()):
+        raise ManageError(
+            f"{path}: {keys.family(key.public_key())} keys cannot decrypt backups "
+            "(only RSA and EC users are backup recipients)"
+        )
     if certificates:
         crt = x509.load_pem_x509_certificate(certificates[0].text)
-        if x509util.key_id(crt.public_key()) != x509util.key_id(key.public_key()):
+        if keys.key_id(crt.public_key()) != keys.key_id(key.public_key()):
             raise ManageError(f"{path}: the certificate does not match the private key")
     return key
 
@@ -88,7 +118,7 @@ def _remove_database(db_path: str) -> None:
 
 
 def _replace_user_certificate(
-    db_path: str, key: rsa.RSAPrivateKey, csr_pem: bytes, validity: float, clock: Clock
+    db_path: str, key: keys.PrivateKey, csr_pem: bytes, validity: float, clock: Clock
 ) -> bytes:
     """Renew the restoring user's certificate for the new key, then revoke the old one."""
     storage = Storage(
@@ -105,7 +135,7 @@ def _replace_user_certificate(
         subject = x509util.load_certificate(pairs[-1][1]).subject
         authority = CertificateAuthority(storage, subject, None, validity, clock=clock)
         try:
-            old_pem = storage.get_certificate_by_key_id(x509util.key_id(key.public_key()))
+            old_pem = storage.get_certificate_by_key_id(keys.key_id(key.public_key()))
         except NotFound:
             raise ManageError("the backup holds no certificate for the given key") from None
         new_pem = authority.renew(old_pem, csr_pem)
@@ -141,7 +171,7 @@ class _Candidate:
 
     origins: list[str] = field(default_factory=list)
     certificate: x509.Certificate | None = None
-    key: rsa.RSAPrivateKey | None = None
+    key: keys.PrivateKey | None = None
 
 
 class _KeyReader:
@@ -153,7 +183,7 @@ class _KeyReader:
     def load(self, block: PemBlock, name: str) -> PrivateKeyTypes | None:
         for passphrase in self.passphrases:
             try:
-                return x509util.load_private_key(block.text, passphrase)
+                return keys.load_any_private_key(block.text, passphrase)
             except (ValueError, TypeError):
                 continue
         answer = getpass.getpass(f"Passphrase for key at {name} (empty to skip file): ")
@@ -161,7 +191,7 @@ class _KeyReader:
             print("File skipped")
             return None
         try:
-            key = x509util.load_private_key(block.text, answer.encode("utf-8"))
+            key = keys.load_any_private_key(block.text, answer.encode("utf-8"))
         except (ValueError, TypeError):
             raise ManageError(f"Wrong passphrase for key at {name}") from None
         self.passphrases.append(answer.encode("utf-8"))
@@ -171,10 +201,10 @@ class _KeyReader:
 def _collect_candidates(path_list: Sequence[str]) -> list[_Candidate]:
     """Every key and certificate of the files, paired by key id, in first-seen order."""
     by_key_id: dict[str, _Candidate] = {}
-    keys = _KeyReader()
+    reader = _KeyReader()
 
     def candidate_for(public_key: object, name: str) -> _Candidate:
-        candidate = by_key_id.setdefault(x509util.key_id(public_key), _Candidate())
+        candidate = by_key_id.setdefault(keys.key_id(public_key), _Candidate())
         candidate.origins.append(name)
         return candidate
 
@@ -187,11 +217,16 @@ def _collect_candidates(path_list: Sequence[str]) -> list[_Candidate]:
             elif block.kind is not BlockKind.KEY:
                 raise ManageError(f"{name} is of unsupported type {block.label!r}")
             else:
-                key = keys.load(block, name)
-                if isinstance(key, rsa.RSAPrivateKey):
-                    candidate_for(key.public_key(), name).key = key
-                elif key is not None:
-                    print(f"Skipping non-RSA private key from {name}")
+                loaded = reader.load(block, name)
+                if loaded is None:
+                    continue
+                try:
+                    key = keys.usable(loaded)
+                    keys.check_acceptable(key.public_key())
+                except UnsupportedKey as error:
+                    print(f"Skipping private key from {name}: {error}")
+                    continue
+                candidate_for(key.public_key(), name).key = key
     return list(by_key_id.values())
 
 
@@ -222,7 +257,7 @@ def import_ca(args: argparse.Namespace, storage: Storage, clock: Clock) -> None:
         else:
             storage.append_ca_key_pair(
                 to_timestamp(crt.not_valid_after_utc),
-                x509util.dump_private_key(candidate.key),
+                keys.dump_private_key(candidate.key),
                 x509util.dump_certificate(crt),
             )
             imported += 1
@@ -273,6 +308,38 @@ def import_crl(args: argparse.Namespace, storage: Storage, clock: Clock) -> None
     print(f"Revoked {revoked} certificates ({already} were already revoked)")
 
 
+# Renew CA (start a rollover now)
+
+
+def renew_ca(args: argparse.Namespace, clock: Clock) -> None:
+    """Make the next CA certificate of the CAS or the CAU now, with the key type asked for
+    (or the newest CA's), and say when it starts signing."""
+    if not os.path.exists(args.db):
+        raise ManageError(f"{args.db!r} does not exist")
+    prefix = args.renew_ca
+    validity = args.user_crt_validity if prefix == "cau" else args.service_crt_validity
+    storage = Storage(args.db, prefix, enforce_unique_key_id=prefix == "cau")
+    try:
+        pairs = storage.get_ca_key_pairs(to_timestamp(clock()))
+        if not pairs:
+            raise ManageError(f"{args.db!r} holds no valid {prefix.upper()} CA to renew")
+        newest_key, newest_crt = (keys.load_private_key(pairs[-1][0]), pairs[-1][1])
+        spec = keys.spec_from_options(args.key_type, args.key_len, newest_key.public_key())
+        subject = x509util.load_certificate(newest_crt).subject
+        authority = CertificateAuthority(storage, subject, spec, validity, clock=clock)
+        # Constructing the authority makes the lazy rollover when it is already due.
+        ca_list = authority.get_ca_certificate_list()
+        crt = ca_list[-1] if len(ca_list) > len(pairs) else authority.start_rollover()
+    finally:
+        storage.close()
+    signing = crt.not_valid_before_utc + datetime.timedelta(days=validity)
+    print(
+        f"New {prefix.upper()} CA certificate ({keys.spec_of(crt.public_key())}) valid "
+        f"until {crt.not_valid_after_utc}, signing from {signing}; restart caucased so "
+        "that it distributes it"
+    )
+
+
 # Export CA (cli 9.6)
 
 
@@ -293,8 +360,8 @@ def export_ca(args: argparse.Namespace, storage: Storage, clock: Clock) -> None:
     passphrase = _ask_export_passphrase()
     output = []
     for key_pem, crt_pem in storage.get_ca_key_pairs(to_timestamp(clock())):
-        key = x509util.load_private_key(key_pem)
-        output.append(crt_pem + x509util.dump_private_key(key, passphrase))
+        key = keys.load_private_key(key_pem)
+        output.append(crt_pem + keys.dump_private_key(key, passphrase))
     _create_private_file(args.export_ca, b"".join(output))
 
 
@@ -318,24 +385,30 @@ def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
     """The actions asked for, in the fixed order of cli 9.2."""
     if args.restore_backup:
         restore(args, clock)
-    if not (args.import_ca or args.import_crl or args.export_ca):
-        return
-    storage = Storage(args.db, "cas")
-    try:
-        if args.import_ca:
-            import_ca(args, storage, clock)
-        if args.import_crl:
-            import_crl(args, storage, clock)
-        if args.export_ca:
+    if args.import_ca or args.import_crl:
+        storage = Storage(args.db, "cas")
+        try:
+            if args.import_ca:
+                import_ca(args, storage, clock)
+            if args.import_crl:
+                import_crl(args, storage, clock)
+        finally:
+            storage.close()
+    if args.renew_ca:
+        renew_ca(args, clock)
+    if args.export_ca:
+        storage = Storage(args.db, "cas")
+        try:
             export_ca(args, storage, clock)
-    finally:
-        storage.close()
+        finally:
+            storage.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of `caucased-manage`."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_key_options(parser, args)
     if args.export_ca and os.path.lexists(args.export_ca):
         parser.error(f"file exists: {args.export_ca!r}")
     try:

@@ -25,9 +25,10 @@ from cryptography.x509.oid import NameOID
 
 from caucase import __version__
 from caucase.backup_schedule import BackupSchedule, check_backup_directory
-from caucase.ca import CertificateAuthority
+from caucase.ca import CA_RENEWAL_MARGIN, CertificateAuthority
+from caucase.cli.key_options import check_key_options
 from caucase.clock import Clock, utcnow
-from caucase.crypto import x509util
+from caucase.crypto import keys, x509util
 from caucase.exceptions import CaucaseError
 from caucase.http.app import Application
 from caucase.http.server import (
@@ -80,7 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--base-port", type=int, help="Local HTTP port (HTTPS is the next one, or 443).")
     add("--bind", action="append", help="Local address to listen on (repeatable).")
     add("--threshold", type=float, default=31, help="Renew own certificate days ahead.")
-    add("--key-len", type=int, default=2048, help="RSA key size for new keys.")
+    add(
+        "--key-type",
+        choices=keys.KEY_TYPE_NAMES,
+        default=keys.KeyType.RSA.value,
+        help="Type of new CA keys (CAU, CAS, HTTPS CA: from their next rollover) and of the "
+        "HTTPS key. default: %(default)s",
+    )
+    add("--key-len", type=int, help="RSA key size for new keys (RSA only). default: 2048")
     add("--service-crt-validity", type=float, default=93, help="CAS certificate days.")
     add("--user-crt-validity", type=float, default=93, help="CAU certificate days.")
     add("--service-max-csr", type=int, default=50, help="Max pending CAS CSRs.")
@@ -141,7 +149,7 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
     cau = CertificateAuthority(
         cau_storage,
         _subject("Caucase CAU at " + netloc),
-        args.key_len,
+        args.key_spec,
         user_days,
         clock=clock,
         auto_sign_csr_amount=args.user_auto_approve_count,
@@ -150,7 +158,7 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
     cas = CertificateAuthority(
         Storage(args.db, "cas", max_csr_amount=args.service_max_csr),
         _subject("Caucase CAS at " + netloc),
-        args.key_len,
+        args.key_spec,
         args.service_crt_validity,
         clock=clock,
         crl_base_url=f"http://{netloc}/cas/crl",
@@ -160,13 +168,39 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
     http_cas = CertificateAuthority(
         Storage(args.db, "http_cas"),
         _subject("Caucased CA at " + netloc),
-        args.key_len,
+        args.key_spec,
         args.service_crt_validity,
         clock=clock,
         ca_life_period=40,
         ca_extensions=[x509util.name_constraints_for_host(endpoint.host)],
     )
     return Authorities(cau, cau_storage, cas, http_cas)
+
+
+def announce_key_changes(args: argparse.Namespace, authorities: Authorities) -> None:
+    """Say when a new --key-type/--key-len will reach the CAU and CAS: not at once, but with
+    the next CA rollover, which caucased-manage --renew-ca can start now."""
+    for label, authority, days in (
+        ("CAU", authorities.cau, args.user_crt_validity),
+        ("CAS", authorities.cas, args.service_crt_validity),
+    ):
+        ca_list = authority.get_ca_certificate_list()
+        if not ca_list:
+            continue
+        newest = ca_list[-1]
+        try:
+            current = str(keys.spec_of(newest.public_key()))
+        except CaucaseError as error:
+            current = str(error)
+        if current == str(args.key_spec):
+            continue
+        due = newest.not_valid_after_utc - datetime.timedelta(days=days * CA_RENEWAL_MARGIN)
+        write_line(
+            sys.stderr,
+            f"{label} CA key is {current}: new {label} CAs will be {args.key_spec} from the "
+            f"next rollover, due {due:%Y-%m-%d %H:%M:%S} UTC "
+            f"(caucased-manage --renew-ca {label.lower()} starts it now)\n",
+        )
 
 
 def resolve_addresses(
@@ -319,6 +353,7 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
     """Open everything, listen, and run the main loop until stopped."""
     clock = utcnow
     authorities = open_authorities(args, endpoint, clock)
+    announce_key_changes(args, authorities)
     backups = None
     if args.backup_directory is not None:
         backups = BackupSchedule(
@@ -333,7 +368,7 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
         authorities.http_cas,
         authorities.cau,
         endpoint.host,
-        args.key_len,
+        args.key_spec,
         args.threshold,
         clock,
     )
@@ -353,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of `caucased`."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.key_spec = check_key_options(parser, args)
     endpoint = parse_endpoint(parser, args)
     if args.backup_directory is not None:
         problem = check_backup_directory(args.backup_directory)
