@@ -28,7 +28,6 @@ from caucase.exceptions import (
     CertificateVerificationError,
     Found,
     NotFound,
-    UnsupportedKey,
 )
 from caucase.storage import Storage
 
@@ -66,11 +65,12 @@ def _public_der(public_key: Any) -> bytes:
 
 
 def _load_ca_key_pair(key_pem: bytes, crt_pem: bytes, now: datetime.datetime) -> _CAKeyPair:
-    """Parse and check one stored CA row; ValueError (or UnsupportedKey) says why it cannot
-    be used."""
+    """Parse and check one stored CA row; ValueError says why it cannot be used.
+
+    Any RSA, EC or Ed25519 key is kept (an older database may hold a CA key that would no
+    longer be accepted as new: dropping it would break every certificate it issued)."""
     key = keys.load_private_key(key_pem)
     crt = x509util.load_certificate(crt_pem)
-    keys.check_acceptable(key.public_key())
     if _public_der(key.public_key()) != _public_der(crt.public_key()):
         raise ValueError("CA certificate does not match its key")
     if not verification.is_valid_ca(crt, now):
@@ -252,7 +252,7 @@ class CertificateAuthority:
         for key_pem, crt_pem in self._storage.get_ca_key_pairs(to_timestamp(now)):
             try:
                 pair_list.append(_load_ca_key_pair(key_pem, crt_pem, now))
-            except (ValueError, TypeError, UnsupportedKey) as error:
+            except (ValueError, TypeError) as error:
                 logger.warning("Skipping unusable CA certificate row: %s", error)
         pair_list.sort(key=lambda pair: pair.not_after)
         with self._lock:

@@ -16,12 +16,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from caucase.ca import CertificateAuthority
 from caucase.client import verify_ca_chain
 from caucase.crypto import keys, x509util
 from caucase.exceptions import CertificateAuthorityException, UnsupportedKey
+from caucase.storage import Storage
 from tests.conftest import FakeClock
 from tests.support.ca_helpers import MakeCA, ca_factory, name, pem
 from tests.test_ca_rollover import openssl_verify
@@ -200,3 +202,31 @@ def test_csrs_with_unacceptable_keys_are_refused_and_not_stored(
     with pytest.raises(UnsupportedKey, match=reason):
         ca.renew(pem(old), bad_csr)
     assert ca.get_csr_list() == []
+
+
+@pytest.mark.parametrize(
+    "make_key",
+    [
+        lambda: rsa.generate_private_key(65537, 1024),
+        lambda: ec.generate_private_key(ec.SECP521R1()),
+    ],
+    ids=["rsa-1024", "p521"],
+)
+def test_a_stored_ca_key_no_longer_accepted_as_new_keeps_signing(
+    tmp_path: Path, clock: FakeClock, make_key: object
+) -> None:
+    """A reference database may hold such a CA (its --import-ca takes any key)."""
+    key = make_key()  # type: ignore[operator]
+    life = datetime.timedelta(days=4 * CRT_LIFE)
+    ca_crt = x509util.make_ca_certificate(key, name("legacy CA"), clock(), life)
+    storage = Storage(str(tmp_path / "ca.sqlite"), "cas")
+    storage.append_ca_key_pair(
+        int(ca_crt.not_valid_after_utc.timestamp()),
+        key.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption()),
+        x509util.dump_certificate(ca_crt),
+    )
+    ca = CertificateAuthority(storage, name("ignored"), 2048, CRT_LIFE, clock=clock)
+    assert ca.get_ca_certificate_list() == [ca_crt]
+    leaf = issue(ca, keys.generate(spec(keys.KeyType.EC_P256)), "leaf")
+    assert _signed_by(leaf, ca_crt)
+    ca.verify_certificate(leaf)
