@@ -22,13 +22,13 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from caucase.crypto import keys  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     OUR_BIN,
     RunningServer,
@@ -184,8 +184,8 @@ def requests_per_second(
     return count / run_parallel(range(count), worker, concurrency)
 
 
-def self_signed(directory: Path, name: str) -> Path:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def self_signed(directory: Path, name: str, key_type: keys.KeyType = keys.KeyType.RSA) -> Path:
+    key = keys.generate(keys.KeySpec(key_type))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     crt = (
@@ -196,25 +196,19 @@ def self_signed(directory: Path, name: str) -> Path:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
+        .sign(key, keys.signature_hash(key))
     )
     path = directory / f"{name}.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        + crt.public_bytes(serialization.Encoding.PEM)
-    )
+    path.write_bytes(keys.dump_private_key(key) + crt.public_bytes(serialization.Encoding.PEM))
     return path
 
 
-def tls_ceiling(count: int, concurrency: int) -> float:
-    """HTTPS requests/s on a trivial server, each with a new RSA-2048 mutual handshake."""
+def tls_ceiling(count: int, concurrency: int, key_type: keys.KeyType = keys.KeyType.RSA) -> float:
+    """HTTPS requests/s on a trivial server, each with a new mutual handshake, server and
+    client keys of `key_type` (RSA-2048 by default)."""
     with tempfile.TemporaryDirectory() as workdir:
-        server_pem = self_signed(Path(workdir), "server")
-        client_pem = self_signed(Path(workdir), "client")
+        server_pem = self_signed(Path(workdir), "server", key_type)
+        client_pem = self_signed(Path(workdir), "client", key_type)
         server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server_context.load_cert_chain(str(server_pem))
         server_context.verify_mode = ssl.CERT_OPTIONAL

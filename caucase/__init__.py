@@ -3,8 +3,9 @@
 Layers, lowest first (nothing imports a layer above it):
 
 - ``clock``, ``exceptions``: the injected "now" and the error types.
-- ``crypto``: ``x509util`` (certificate profile), ``verification`` (certificate checks),
-  ``envelope`` (signed JSON requests), ``pemfile`` (PEM files and stores on disk).
+- ``crypto``: ``keys`` (key types), ``x509util`` (certificate profile), ``verification``
+  (certificate checks), ``envelope`` (signed JSON requests), ``pemfile`` (PEM files and
+  stores on disk).
 - ``backup``: the encrypted backup format.
 - ``storage``: the database: its owner (``database``: pool, committer, lock), ``sqlite``
   rows, ``schema``, ``connection``, ``group_commit``, ``restore`` (the statement allow-list).

@@ -1,8 +1,14 @@
 """The encrypted backup format (ca-profile 6): streaming writer and reader.
 
 Layout: magic, little-endian header length, JSON header naming the symmetric scheme and
-one RSA-OAEP-wrapped secret per recipient, then one AES-256-CBC/PKCS#7 stream of
+the secret wrapped for each recipient, then one AES-256-CBC/PKCS#7 stream of
 `chunk || running HMAC-SHA256` blocks over the NUL-terminated SQL statements.
+
+Recipients with RSA keys get the reference's RSA-OAEP entry. Recipients with EC keys get an
+entry of our own (`ECDH_KEY_CIPHER_NAME`): ephemeral-static ECDH on the recipient's curve,
+HKDF-SHA256 of the shared secret into an AES-256 key-encryption key, AES key wrap (RFC 3394)
+of the same secret. Readers select the entry carrying their own key id, so the reference
+skips these. Ed25519 keys cannot agree on a secret: such users are no recipients.
 """
 
 from __future__ import annotations
@@ -13,16 +19,15 @@ import json
 import os
 import struct
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, padding
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
+from cryptography.hazmat.primitives import hashes, keywrap, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from caucase.crypto.x509util import key_id
-from caucase.exceptions import BackupError
+from caucase.crypto import keys
+from caucase.exceptions import BackupError, UnsupportedKey
 
 MAGIC = b"caucase\0"
 CHUNK_SIZE = 10 * 1024 * 1024
@@ -32,6 +37,7 @@ CIPHER_NAMES = {
     TEST_CHUNK_SIZE: "TESTS_INTERNAL_USE_ONLY",
 }
 KEY_CIPHER_NAME = "rsa_oaep_sha1_mgf1_sha1"
+ECDH_KEY_CIPHER_NAME = "ecdh_es_hkdf_sha256_aes256_kw"
 MAC_SIZE = 32
 SECRET_SIZE = 64
 READ_SIZE = 64 * 1024
@@ -39,8 +45,34 @@ MAX_HEADER_SIZE = 16 * 1024 * 1024
 _HEADER_LENGTH = struct.Struct("<I")
 
 
-def _oaep() -> OAEP:
-    return OAEP(mgf=MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+def _key_encryption_key(
+    shared_secret: bytes, ephemeral_point: bytes, recipient_point: bytes
+) -> bytes:
+    """HKDF-SHA256 (RFC 5869, no salt) of the ECDH secret, bound to the cipher name and to
+    both public points (NIST SP 800-56C)."""
+    info = ECDH_KEY_CIPHER_NAME.encode("ascii") + ephemeral_point + recipient_point
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared_secret)
+
+
+def _recipient_entry(certificate: x509.Certificate, secret: bytes) -> dict[str, Any]:
+    """The key_list entry giving `secret` to the holder of the certificate's key;
+    UnsupportedKey saying why when that key cannot receive one."""
+    public_key = keys.public_key_of(certificate)
+    if not keys.can_agree(public_key):
+        raise UnsupportedKey(
+            f"{keys.family(public_key)} keys can only sign, not decrypt (no key agreement)"
+        )
+    entry_id = keys.key_id(public_key)
+    if keys.kind(public_key) is keys.KeyType.RSA:
+        wrapped = keys.rsa_oaep_sha1_encrypt(public_key, secret)
+        return {"id": entry_id, "cipher": {"name": KEY_CIPHER_NAME}, "key": wrapped.hex()}
+    ephemeral_point, shared_secret = keys.ecdh_ephemeral(public_key)
+    kek = _key_encryption_key(shared_secret, ephemeral_point, keys.ec_point(public_key))
+    return {
+        "id": entry_id,
+        "cipher": {"name": ECDH_KEY_CIPHER_NAME, "parameter": ephemeral_point.hex()},
+        "key": keywrap.aes_key_wrap(kek, secret).hex(),
+    }
 
 
 class _EncryptingWriter:
@@ -66,27 +98,27 @@ def write_backup(
     statements: Iterable[str],
     recipients: Iterable[x509.Certificate],
     chunk_size: int = CHUNK_SIZE,
+    on_skip: Callable[[x509.Certificate, str], None] | None = None,
 ) -> int:
-    """Encrypt `statements` for every RSA recipient; return how many recipients were used.
+    """Encrypt `statements` for every recipient able to decrypt; return how many were used.
 
-    Non-RSA recipients are skipped (the reference crashed on them, errata 2). Raises
+    Recipients whose key cannot receive a secret (Ed25519, DSA...) are skipped and handed to
+    `on_skip` with the reason (the reference crashed on non-RSA keys, errata 2). Raises
     BackupError when no recipient is usable, before writing anything. Memory use does not
     grow with the dump size. `chunk_size` TEST_CHUNK_SIZE selects the test variant."""
     if chunk_size not in CIPHER_NAMES:
         raise ValueError(f"Unsupported chunk size {chunk_size}")
     secret = os.urandom(SECRET_SIZE)
     iv = os.urandom(16)
-    key_list = [
-        {
-            "id": key_id(public_key),
-            "cipher": {"name": KEY_CIPHER_NAME},
-            "key": public_key.encrypt(secret, _oaep()).hex(),
-        }
-        for public_key in (certificate.public_key() for certificate in recipients)
-        if isinstance(public_key, rsa.RSAPublicKey)
-    ]
+    key_list = []
+    for certificate in recipients:
+        try:
+            key_list.append(_recipient_entry(certificate, secret))
+        except UnsupportedKey as error:
+            if on_skip is not None:
+                on_skip(certificate, str(error))
     if not key_list:
-        raise BackupError("No RSA recipient certificate: backup not written")
+        raise BackupError("No recipient certificate able to decrypt: backup not written")
     header = json.dumps(
         {"cipher": {"name": CIPHER_NAMES[chunk_size], "parameter": iv.hex()}, "key_list": key_list}
     ).encode("ascii")
@@ -155,7 +187,7 @@ def read_key_ids(source: BinaryIO) -> list[str]:
     return [entry["id"] for entry in _read_header(source)["key_list"]]
 
 
-def read_backup(source: BinaryIO, private_key: rsa.RSAPrivateKey) -> Iterator[str]:
+def read_backup(source: BinaryIO, private_key: keys.PrivateKey) -> Iterator[str]:
     """Yield verified SQL statements; BackupError on wrong key, tampering or truncation.
 
     The header and the key are checked at once; statements are decrypted lazily, each
@@ -178,23 +210,41 @@ def read_backup(source: BinaryIO, private_key: rsa.RSAPrivateKey) -> Iterator[st
     )
 
 
-def _unwrap_secret(key_list: list[dict[str, Any]], private_key: rsa.RSAPrivateKey) -> bytes:
-    own_key_id = key_id(private_key.public_key())
+def _unwrap_secret(key_list: list[dict[str, Any]], private_key: keys.PrivateKey) -> bytes:
+    own_key_id = keys.key_id(private_key.public_key())
     candidates = [entry for entry in key_list if entry["id"] == own_key_id]
     if not candidates:
         raise BackupError("Given private key is not a good candidate for restoring this backup")
     if len(candidates) > 1:
         raise BackupError(f"Several backup key entries have the id {own_key_id}")
     (entry,) = candidates
-    if entry["cipher"]["name"] != KEY_CIPHER_NAME:
-        raise BackupError(f"Unrecognised key cipher {entry['cipher']['name']!r}")
+    name = entry["cipher"]["name"]
     try:
-        secret = private_key.decrypt(bytes.fromhex(entry["key"]), _oaep())
-    except ValueError:
+        wrapped = bytes.fromhex(entry["key"])
+        if name == KEY_CIPHER_NAME:
+            secret = keys.rsa_oaep_sha1_decrypt(private_key, wrapped)
+        elif name == ECDH_KEY_CIPHER_NAME:
+            secret = _ecdh_unwrap(entry["cipher"], private_key, wrapped)
+        else:
+            raise BackupError(f"Unrecognised key cipher {name!r}")
+    except UnsupportedKey as error:
+        raise BackupError(
+            f"Backup key entry {name!r} does not fit the given key: {error}"
+        ) from None
+    except (ValueError, TypeError, KeyError, keywrap.InvalidUnwrap):
         raise BackupError("Could not decrypt the backup key with the given private key") from None
     if len(secret) != SECRET_SIZE:
         raise BackupError("Invalid backup key length")
     return secret
+
+
+def _ecdh_unwrap(cipher: dict[str, Any], private_key: keys.PrivateKey, wrapped: bytes) -> bytes:
+    """The secret of an ECDH entry; ValueError or InvalidUnwrap when it does not decrypt."""
+    ephemeral_point = bytes.fromhex(cipher["parameter"])
+    shared_secret = keys.ecdh_static(private_key, ephemeral_point)
+    own_point = keys.ec_point(private_key.public_key())
+    kek = _key_encryption_key(shared_secret, ephemeral_point, own_point)
+    return keywrap.aes_key_unwrap(kek, wrapped)
 
 
 def _decrypted_pieces(source: BinaryIO, decryptor: CipherContext) -> Iterator[bytes]:

@@ -5,7 +5,8 @@ to `<UTC YYYYmmddHHMMSS>.sql.caucased`, so a reader never sees a partial file. E
 written is logged. A backup that cannot be made (no user yet, database or disk failure)
 is logged and tried again on the period's scale: it never stops the server. With a keep
 count, older backups are pruned after each new one; only files named as caucased names
-its backups are ever deleted, never the one just written.
+its backups are ever deleted, never the one just written. Users whose key cannot decrypt
+(Ed25519 can only sign) are no recipients; caucased says so once, not at every backup.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import sqlite3
 import stat
 import sys
 import tempfile
+
+from cryptography import x509
 
 from caucase import backup
 from caucase.ca import CertificateAuthority
@@ -68,6 +71,7 @@ class BackupSchedule:
         self._cau = cau
         self._storage = storage
         self._keep = keep
+        self._skip_reported = False
 
     def first_due(self, now: datetime.datetime) -> datetime.datetime:
         """Newest existing backup's ctime plus one period, or now when there is none."""
@@ -99,12 +103,25 @@ class BackupSchedule:
             self._prune(name)
         return now + self._period
 
+    def _report_skipped(self, certificate: x509.Certificate, reason: str) -> None:
+        if self._skip_reported:
+            return
+        self._skip_reported = True
+        write_line(
+            sys.stderr,
+            f"Backups are not encrypted for {certificate.subject.rfc4514_string()!r} "
+            f"(nor for other users with such keys): {reason}\n",
+        )
+
     def _write(self, target: str) -> None:
         fd, temporary = tempfile.mkstemp(prefix=".caucase_backup_", dir=self._directory)
         try:
             with os.fdopen(fd, "wb") as output:
                 backup.write_backup(
-                    output, self._storage.dump(), self._cau.iter_valid_certificates()
+                    output,
+                    self._storage.dump(),
+                    self._cau.iter_valid_certificates(),
+                    on_skip=self._report_skipped,
                 )
                 output.flush()
                 os.fsync(output.fileno())

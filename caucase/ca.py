@@ -18,10 +18,9 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase.clock import Clock, from_timestamp, to_timestamp, utcnow
-from caucase.crypto import verification, x509util
+from caucase.crypto import keys, verification, x509util
 from caucase.crypto.envelope import sign_envelope
 from caucase.crypto.x509util import SigningMode
 from caucase.exceptions import (
@@ -38,14 +37,13 @@ logger = logging.getLogger(__name__)
 # Renew the CA once the newest one has at most this many certificate lives left (3.1).
 CA_RENEWAL_MARGIN = 2
 MINIMUM_CA_LIFE_PERIOD = 3
-CHAIN_DIGEST = "sha256"
 
 
 @dataclasses.dataclass(frozen=True)
 class _CAKeyPair:
     """One held CA: parsed once at load time, never re-parsed per request."""
 
-    key: rsa.RSAPrivateKey
+    key: keys.PrivateKey
     crt: x509.Certificate
     pem: bytes
     authority_key_id: int
@@ -68,11 +66,12 @@ def _public_der(public_key: Any) -> bytes:
 
 
 def _load_ca_key_pair(key_pem: bytes, crt_pem: bytes, now: datetime.datetime) -> _CAKeyPair:
-    """Parse and check one stored CA row; ValueError says why it cannot be used."""
-    key = x509util.load_private_key(key_pem)
+    """Parse and check one stored CA row; ValueError says why it cannot be used.
+
+    Any RSA, EC or Ed25519 key is kept (an older database may hold a CA key that would no
+    longer be accepted as new: dropping it would break every certificate it issued)."""
+    key = keys.load_private_key(key_pem)
     crt = x509util.load_certificate(crt_pem)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("CA key is not RSA")
     if _public_der(key.public_key()) != _public_der(crt.public_key()):
         raise ValueError("CA certificate does not match its key")
     if not verification.is_valid_ca(crt, now):
@@ -81,11 +80,12 @@ def _load_ca_key_pair(key_pem: bytes, crt_pem: bytes, now: datetime.datetime) ->
 
 
 def _build_chain(pair_list: Sequence[_CAKeyPair]) -> list[dict[str, Any]]:
-    """ca.crt.json: each CA vouches for its successor (ca-profile 3.4)."""
+    """ca.crt.json: each CA vouches for its successor (ca-profile 3.4), with the digest of
+    its own key type (sha256 for RSA, as the reference)."""
     chain = []
     for previous, current in zip(pair_list, pair_list[1:]):
         payload = json.dumps({"old_pem": previous.pem.decode(), "new_pem": current.pem.decode()})
-        chain.append(sign_envelope(previous.key, payload, CHAIN_DIGEST))
+        chain.append(sign_envelope(previous.key, payload))
     return chain
 
 
@@ -200,7 +200,7 @@ class CertificateAuthority:
         self,
         storage: Storage,
         ca_subject: x509.Name,
-        ca_key_size: int | None,
+        ca_key: keys.KeySpec | int | None,
         crt_life: float,
         clock: Clock = utcnow,
         ca_life_period: int = 4,
@@ -210,12 +210,14 @@ class CertificateAuthority:
         lock_auto_sign_csr_amount: bool = False,
         ca_extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
     ) -> None:
-        """crt_life is in days. ca_key_size None disables CA generation (restore)."""
+        """crt_life is in days. `ca_key` is the key of new CA generations (an int: RSA of
+        that many bits); None disables CA generation (restore). Changing it affects only
+        the next generation: existing CAs keep signing until the rollover replaces them."""
         if ca_life_period < MINIMUM_CA_LIFE_PERIOD:
             raise ValueError(f"ca_life_period must be at least {MINIMUM_CA_LIFE_PERIOD}")
         self._storage = storage
         self._ca_subject = ca_subject
-        self._ca_key_size = ca_key_size
+        self._ca_key_spec = keys.KeySpec.rsa(ca_key) if isinstance(ca_key, int) else ca_key
         self._crt_life = datetime.timedelta(days=crt_life)
         self._ca_life = self._crt_life * ca_life_period
         self._crl_life = self._crt_life * crl_renew_period
@@ -267,21 +269,44 @@ class CertificateAuthority:
         Without a key size (restore) nothing is ever generated, whatever the CA list holds:
         the reference crashes there. A thread finding a generation under way skips it."""
         now = self._clock()
-        key_size = self._ca_key_size
+        spec = self._ca_key_spec
         if (
-            key_size is not None
+            spec is not None
             and self._needs_new_ca(now)
             and self._renewal_lock.acquire(blocking=False)
         ):
             try:
                 if self._needs_new_ca(now):
-                    self._generate_ca(now, key_size)
+                    self._generate_ca(now, spec)
             finally:
                 self._renewal_lock.release()
         return now
 
-    def _generate_ca(self, now: datetime.datetime, key_size: int) -> None:
-        key = x509util.generate_private_key(key_size)
+    def start_rollover(self) -> x509.Certificate:
+        """Make the next CA certificate now rather than when the newest one nears its end
+        (caucased-manage --renew-ca): it is distributed during the passive phase and signs
+        one certificate life later, as after a lazy renewal (ca-profile 3.2)."""
+        if self._ca_key_spec is None:
+            raise CertificateAuthorityException("CA generation is disabled")
+        pair_list, now = self._current_pair_list()
+        if not pair_list:
+            raise CertificateAuthorityException("No CA certificate to renew")
+        with self._renewal_lock:
+            # Only a newest CA already signing on its own right (older than one certificate
+            # life) leaves the successor a passive phase: otherwise either a rollover is
+            # under way, or the successor would sign at once, before clients learn it.
+            newest = self._pair_list[-1]
+            signs_from = newest.not_before + self._crt_life
+            if signs_from >= now:
+                raise CertificateAuthorityException(
+                    "the newest CA certificate is younger than one certificate validity "
+                    f"(a rollover may be under way): try again after {signs_from.isoformat()}"
+                )
+            self._generate_ca(now, self._ca_key_spec)
+            return self._pair_list[-1].crt
+
+    def _generate_ca(self, now: datetime.datetime, spec: keys.KeySpec) -> None:
+        key = keys.generate(spec)
         if self._pair_list:
             crt = x509util.renew_ca_certificate(self._pair_list[-1].crt, key, now, self._ca_life)
         else:
@@ -290,7 +315,7 @@ class CertificateAuthority:
             )
         self._storage.append_ca_key_pair(
             to_timestamp(crt.not_valid_after_utc),
-            x509util.dump_private_key(key),
+            keys.dump_private_key(key),
             x509util.dump_certificate(crt),
         )
         self._load_ca_list(now)
@@ -315,9 +340,11 @@ class CertificateAuthority:
 
     # CSRs
     def append_csr(self, csr_pem: bytes, override_limits: bool = False) -> int:
-        """Store a CSR, auto-signing it when the counter allows; return its id."""
-        csr = x509util.load_certificate_request(csr_pem)
-        key_id = x509util.key_id(csr.public_key())
+        """Store a CSR, auto-signing it when the counter allows; return its id.
+
+        UnsupportedKey for a key caucase does not accept (keys.check_acceptable)."""
+        csr = self._load_new_key_csr(csr_pem)
+        key_id = keys.key_id(csr.public_key())
         if not (override_limits or self._auto_sign_exhausted or not self._pair_list):
             return self._append_auto_signed(csr_pem, csr, key_id)
         csr_id, received = self._storage.append_csr(
@@ -340,6 +367,14 @@ class CertificateAuthority:
         if received is not None and received > self._auto_sign_csr_amount:
             self._auto_sign_exhausted = True
         return csr_id
+
+    @staticmethod
+    def _load_new_key_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+        """A CSR bringing a key to certify: it must be of a kind caucase accepts. Template
+        CSRs only lend their subject and extensions, so their key is not checked."""
+        csr = x509util.load_certificate_request(csr_pem)
+        keys.check_acceptable(csr.public_key())
+        return csr
 
     def get_csr(self, csr_id: int) -> bytes:
         """The stored CSR PEM, pending or already signed; NotFound once purged."""
@@ -409,10 +444,10 @@ class CertificateAuthority:
         """Key-holder renewal: `crt_pem` must verify; new certificate PEM for the CSR's key."""
         old_crt = self._load_certificate(crt_pem)
         self.verify_certificate(old_crt)
-        csr = x509util.load_certificate_request(renew_csr_pem)
+        csr = self._load_new_key_csr(renew_csr_pem)
         csr_id, _ = self._storage.append_csr(
             renew_csr_pem,
-            x509util.key_id(csr.public_key()),
+            keys.key_id(csr.public_key()),
             to_timestamp(self._clock()),
             override_limits=True,
         )

@@ -22,12 +22,10 @@ from collections.abc import Sequence
 from typing import Any, Callable, TextIO
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from caucase import __version__
 from caucase.clock import Clock, utcnow
-from caucase.crypto import pemfile, x509util
+from caucase.crypto import keys, pemfile, x509util
 from caucase.crypto.envelope import sign_envelope
 from caucase.exceptions import (
     CaucaseError,
@@ -82,8 +80,8 @@ def _user_key_problem(path: str) -> str | None:
     """Why a user key file cannot authenticate, as `load_cert_chain` sees it: its first
     private key and its first certificate, which must match; None when they do."""
     blocks = pemfile.read_blocks(path)
-    keys = [block for block in blocks if block.kind is pemfile.BlockKind.KEY]
-    private = [block for block in keys if "PRIVATE" in block.label]
+    key_blocks = [block for block in blocks if block.kind is pemfile.BlockKind.KEY]
+    private = [block for block in key_blocks if "PRIVATE" in block.label]
     certificates = [block for block in blocks if block.kind is pemfile.BlockKind.CERTIFICATE]
     need = "the file needs the private key and its certificate"
     if not private:
@@ -91,7 +89,7 @@ def _user_key_problem(path: str) -> str | None:
     if not certificates:
         return f"{path} holds no certificate: {need}"
     try:
-        key = x509util.load_private_key(private[0].text)
+        key = keys.load_private_key(private[0].text)
     except (ValueError, TypeError) as error:
         return f"{path}: unusable private key ({error}); it must not be encrypted"
     certificate = pemfile.parse_certificate(path, certificates[0])
@@ -147,11 +145,11 @@ def _speaks_tls(host: str, port: int) -> bool:
         return False
 
 
-def _sign(key: PrivateKeyTypes, payload: str) -> dict[str, Any]:
-    """A signed envelope, or a clear error for keys that cannot sign one (non-RSA)."""
+def _sign(key: keys.PrivateKey, payload: str) -> dict[str, Any]:
+    """A signed envelope, or a clear error for a key that cannot sign one."""
     try:
         return sign_envelope(key, payload)
-    except ValueError as error:
+    except (ValueError, CaucaseError) as error:
         raise CaucaseError(f"Cannot sign the request with this key: {error}") from None
 
 
@@ -275,14 +273,29 @@ class CaucaseClient:
             raise CaucaseHTTPError(status, header_list, data)
         return status, header_list, data
 
-    def _put_json(self, path: str, value: object, *, https: bool = False) -> None:
-        self._request(
+    def _put_json(self, path: str, value: object, *, https: bool = False) -> bytes:
+        return self._request(
             "PUT",
             path,
             json.dumps(value).encode("utf-8"),
             {"Content-Type": "application/json"},
             https=https,
-        )
+        )[2]
+
+    def _put_signed(self, path: str, key: keys.PrivateKey, payload: str) -> bytes:
+        """PUT an envelope signed by `key`. A caucase 0.9.17 server answers 500 to any
+        envelope not signed by an RSA key: say so rather than show a bare 500."""
+        try:
+            return self._put_json(path, _sign(key, payload))
+        except CaucaseHTTPError as error:
+            family = keys.family(key.public_key())
+            if error.status != 500 or family == "RSA":
+                raise
+            raise CaucaseError(
+                f"the server failed on a request signed by an {family} key (HTTP 500): "
+                "caucase 0.9.17 servers only verify RSA signatures, so this certificate "
+                "can only be revoked by an administrator (--revoke-other-crt)"
+            ) from None
 
     # Anonymous operations (plain HTTP)
 
@@ -329,11 +342,17 @@ class CaucaseClient:
         return verify_ca_chain(items, trusted_pem_list, now)
 
     def renew_certificate(
-        self, old_certificate: x509.Certificate, old_key: PrivateKeyTypes, key_len: int
-    ) -> tuple[rsa.RSAPrivateKey, bytes]:
-        """A new key and the certificate the server issues for it, keeping the old
-        subject; the request is signed by the old key (proof of possession)."""
-        new_key = x509util.generate_private_key(key_len)
+        self,
+        old_certificate: x509.Certificate,
+        old_key: keys.PrivateKey,
+        key_spec: keys.KeySpec | int,
+    ) -> tuple[keys.PrivateKey, bytes]:
+        """A new key of `key_spec` (an int: RSA of that many bits) and the certificate the
+        server issues for it, keeping the old subject; the request is signed by the old key
+        (proof of possession)."""
+        if isinstance(key_spec, int):
+            key_spec = keys.KeySpec.rsa(key_spec)
+        new_key = keys.generate(key_spec)
         csr = x509util.make_renewal_csr(new_key, old_certificate.subject)
         payload = json.dumps(
             {
@@ -341,8 +360,7 @@ class CaucaseClient:
                 "renew_csr_pem": x509util.dump_certificate_request(csr).decode("ascii"),
             }
         )
-        body = json.dumps(_sign(old_key, payload)).encode("utf-8")
-        crt_pem = self._request("PUT", "/crt/renew", body, {"Content-Type": "application/json"})[2]
+        crt_pem = self._put_signed("/crt/renew", old_key, payload)
         try:
             new_certificate: x509.Certificate | None = x509util.load_certificate(crt_pem)
         except ValueError:
@@ -351,14 +369,14 @@ class CaucaseClient:
             raise CaucaseError("Server returned an invalid renewed certificate")
         return new_key, crt_pem
 
-    def revoke_certificate(self, crt_pem: bytes, key: PrivateKeyTypes | None = None) -> None:
+    def revoke_certificate(self, crt_pem: bytes, key: keys.PrivateKey | None = None) -> None:
         """Revoke a certificate: anonymously when its key is given (signed request),
         else as the authenticated user."""
         payload = json.dumps({"revoke_crt_pem": crt_pem.decode("ascii")})
         if key is None:
             self._put_json("/crt/revoke", {"payload": payload, "digest": None}, https=True)
         else:
-            self._put_json("/crt/revoke", _sign(key, payload))
+            self._put_signed("/crt/revoke", key, payload)
 
     # Authenticated operations (HTTPS with the user certificate)
 

@@ -49,6 +49,11 @@ class BadSerial(CertificateAuthorityException):
     """A serial to revoke is not a non-negative integer (HTTP 400)."""
 
 
+class UnsupportedKey(CertificateAuthorityException):
+    """A key caucase does not use: DSA, an RSA key under 2048 bits, a curve other than P-256
+    and P-384, or a key that cannot do what is asked of it (HTTP 400 with the reason)."""
+
+
 class KeyAlreadyUsed(CertificateAuthorityException):
     """The CAU already holds a row for this public key (HTTP 400; the reference gave 500)."""
 

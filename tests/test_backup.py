@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, padding
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, keywrap, padding, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from caucase import backup
 from caucase.exceptions import BackupError
@@ -32,7 +33,10 @@ STATEMENTS = [
 ]
 
 
-def self_signed(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> x509.Certificate:
+UserKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def self_signed(key: UserKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "user")])
     start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     return (
@@ -43,7 +47,7 @@ def self_signed(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> x509.Cer
         .serial_number(1)
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=93))
-        .sign(key, hashes.SHA256())
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
     )
 
 
@@ -62,7 +66,7 @@ def user_crt(user_key: rsa.RSAPrivateKey) -> x509.Certificate:
     return self_signed(user_key)
 
 
-def key_id(key: rsa.RSAPrivateKey) -> str:
+def key_id(key: UserKey) -> str:
     return x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest.hex()
 
 
@@ -96,8 +100,8 @@ def decrypt_independently(data: bytes, key: rsa.RSAPrivateKey) -> tuple[bytes, b
 def test_header_layout_and_recipients(
     rsa_keys: list[rsa.RSAPrivateKey], user_crt: x509.Certificate
 ) -> None:
-    ec_crt = self_signed(ec.generate_private_key(ec.SECP256R1()))
-    recipients = [user_crt, ec_crt, self_signed(rsa_keys[1])]
+    ed25519_crt = self_signed(ed25519.Ed25519PrivateKey.generate())
+    recipients = [user_crt, ed25519_crt, self_signed(rsa_keys[1])]
     output = io.BytesIO()
     assert backup.write_backup(output, iter(STATEMENTS), recipients) == 2
     data = output.getvalue()
@@ -285,12 +289,95 @@ def test_duplicate_key_entries_are_refused(
         backup.read_backup(io.BytesIO(data), user_key)
 
 
-def test_no_rsa_recipient_writes_nothing() -> None:
+def test_no_recipient_able_to_decrypt_writes_nothing_and_says_why() -> None:
     output = io.BytesIO()
-    ec_crt = self_signed(ec.generate_private_key(ec.SECP256R1()))
+    ed25519_crt = self_signed(ed25519.Ed25519PrivateKey.generate())
+    skipped: list[tuple[x509.Certificate, str]] = []
     with pytest.raises(BackupError):
-        backup.write_backup(output, iter(STATEMENTS), [ec_crt])
+        backup.write_backup(
+            output, iter(STATEMENTS), [ed25519_crt], on_skip=lambda c, r: skipped.append((c, r))
+        )
     assert output.getvalue() == b""
+    assert skipped == [(ed25519_crt, "Ed25519 keys can only sign, not decrypt (no key agreement)")]
+
+
+# --- EC recipients: ephemeral-static ECDH, HKDF-SHA256, AES key wrap -------------------------
+
+ECDH_NAME = "ecdh_es_hkdf_sha256_aes256_kw"
+
+
+def _point(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+
+def unwrap_ecdh_independently(entry: dict, key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The documented recipe of an ECDH entry, written out with cryptography alone."""
+    ephemeral_point = bytes.fromhex(entry["cipher"]["parameter"])
+    ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(key.curve, ephemeral_point)
+    shared = key.exchange(ec.ECDH(), ephemeral)
+    info = ECDH_NAME.encode() + ephemeral_point + _point(key.public_key())
+    kek = HKDF(hashes.SHA256(), 32, salt=None, info=info).derive(shared)
+    return keywrap.aes_key_unwrap(kek, bytes.fromhex(entry["key"]))
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1()], ids=["p256", "p384"])
+def test_ec_recipients_get_an_ecdh_entry_beside_the_rsa_ones(
+    user_key: rsa.RSAPrivateKey, user_crt: x509.Certificate, curve: ec.EllipticCurve
+) -> None:
+    ec_key = ec.generate_private_key(curve)
+    data = make_backup(STATEMENTS, [user_crt, self_signed(ec_key)])
+    header, _ = split_backup(data)
+    rsa_entry, ec_entry = header["key_list"]
+    assert rsa_entry["cipher"] == {"name": "rsa_oaep_sha1_mgf1_sha1"}
+    assert list(ec_entry) == ["id", "cipher", "key"]
+    assert ec_entry["id"] == key_id(ec_key)
+    assert ec_entry["cipher"]["name"] == ECDH_NAME
+    assert len(bytes.fromhex(ec_entry["cipher"]["parameter"])) == 1 + 2 * curve.key_size // 8
+    assert len(bytes.fromhex(ec_entry["key"])) == 64 + 8
+    secret = unwrap_ecdh_independently(ec_entry, ec_key)
+    assert secret == decrypt_secret_rsa(rsa_entry, user_key)
+    assert list(backup.read_backup(io.BytesIO(data), ec_key)) == STATEMENTS
+    assert list(backup.read_backup(io.BytesIO(data), user_key)) == STATEMENTS
+
+
+def decrypt_secret_rsa(entry: dict, key: rsa.RSAPrivateKey) -> bytes:
+    oaep = OAEP(mgf=MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    return key.decrypt(bytes.fromhex(entry["key"]), oaep)
+
+
+def _with_entry(data: bytes, **changes: object) -> bytes:
+    header, ciphertext = split_backup(data)
+    header["key_list"][0].update(changes)
+    encoded = json.dumps(header).encode()
+    return b"caucase\0" + struct.pack("<I", len(encoded)) + encoded + ciphertext
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cipher": {"name": ECDH_NAME}},
+        {"cipher": {"name": ECDH_NAME, "parameter": "04" + "11" * 64}},
+        {"cipher": {"name": ECDH_NAME, "parameter": "zz"}},
+        {"cipher": {"name": "rsa_oaep_sha1_mgf1_sha1"}},
+        {"key": "00" * 72},
+    ],
+    ids=["no parameter", "point off the curve", "not hex", "rsa cipher name", "bad wrap"],
+)
+def test_tampered_ecdh_entries_are_refused(change: dict) -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    data = _with_entry(make_backup(STATEMENTS, [self_signed(ec_key)]), **change)
+    with pytest.raises(BackupError):
+        backup.read_backup(io.BytesIO(data), ec_key)
+
+
+def test_an_rsa_key_cannot_use_an_ecdh_entry(user_key: rsa.RSAPrivateKey) -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    data = make_backup(STATEMENTS, [self_signed(ec_key)])
+    data = _with_entry(data, id=key_id(user_key))
+    with pytest.raises(BackupError, match="does not fit"):
+        backup.read_backup(io.BytesIO(data), user_key)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from caucase.crypto import pemfile, x509util
+from caucase.crypto import pemfile
+from caucase.crypto.keys import key_id
 from tests.support.ca_helpers import generate_keys
 from tests.support.servers import (
     OUR_BIN,
@@ -232,7 +233,7 @@ class PairFiles:
 
 
 def _same_key(crt: x509.Certificate, key: rsa.RSAPrivateKey) -> bool:
-    return x509util.key_id(crt.public_key()) == x509util.key_id(key.public_key())
+    return key_id(crt.public_key()) == key_id(key.public_key())
 
 
 class PairChecker:
@@ -254,7 +255,7 @@ class PairChecker:
         if not _same_key(crt, key):
             self._check_interrupted(crt, key)
             return
-        current = (crt.serial_number, x509util.key_id(key.public_key()))
+        current = (crt.serial_number, key_id(key.public_key()))
         self.outcomes["old pair" if current == self.previous else "new pair"] += 1
         self.previous = current
 
@@ -267,9 +268,9 @@ class PairChecker:
         assert isinstance(pending_key, rsa.RSAPrivateKey)
         assert _same_key(crt, pending_key)
         assert self.previous is not None
-        assert x509util.key_id(key.public_key()) == self.previous[1]
+        assert key_id(key.public_key()) == self.previous[1]
         self.outcomes["interrupted, recoverable"] += 1
-        self.previous = (crt.serial_number, x509util.key_id(pending_key.public_key()))
+        self.previous = (crt.serial_number, key_id(pending_key.public_key()))
 
 
 def _wait_for_write(workdir: Path, process: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from caucase.crypto import x509util
+from caucase.crypto import keys, x509util
 from caucase.http.health import (
     CheckResult,
     backup_not_overdue,
@@ -25,12 +25,12 @@ DAY = datetime.timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
-def ca_key() -> x509util.CAPrivateKey:
-    return x509util.generate_private_key(2048)
+def ca_key() -> keys.PrivateKey:
+    return keys.generate()
 
 
 def ca_certificate(
-    key: x509util.CAPrivateKey, start: datetime.datetime, days: float
+    key: keys.PrivateKey, start: datetime.datetime, days: float
 ) -> x509.Certificate:
     return x509util.make_ca_certificate(key, CA_SUBJECT, start, days * DAY)
 
@@ -94,7 +94,7 @@ def test_free_disk_space_compares_with_the_real_file_system(tmp_path: Path) -> N
 
 
 def test_ca_certificates_valid_observes_the_soonest_expiry(
-    ca_key: x509util.CAPrivateKey, clock: FakeClock
+    ca_key: keys.PrivateKey, clock: FakeClock
 ) -> None:
     now = clock()
     held = [ca_certificate(ca_key, now - 100 * DAY, 130), ca_certificate(ca_key, now, 400)]

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase.ca import CertificateAuthority
-from caucase.crypto import x509util
+from caucase.crypto import keys, x509util
 from caucase.storage import Storage
 from tests.support.servers import OUR_BIN, RunningServer, make_key_and_csr, start_caucased
 
@@ -27,7 +27,7 @@ SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "perf CA")])
 
 @pytest.fixture(scope="module")
 def ca_material() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = x509util.generate_private_key(2048)
+    key = keys.generate()
     return key, x509util.make_ca_certificate(key, SUBJECT, NOW, datetime.timedelta(days=400))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import AttributeOID, NameOID
 
@@ -196,7 +196,7 @@ def test_existing_key_file_is_replaced_with_force_and_keeps_its_mode(
     _assert_copied(template, tmp_path / "new.csr", key_path, 2048)
 
 
-def test_ec_template_is_accepted(tmp_path: Path) -> None:
+def test_ec_template_gives_a_new_key_of_its_type(tmp_path: Path) -> None:
     template = _template(ec.generate_private_key(ec.SECP256R1()))
     (tmp_path / "template.csr").write_bytes(_pem(template))
 
@@ -210,7 +210,12 @@ def test_ec_template_is_accepted(tmp_path: Path) -> None:
     )
 
     assert status == 0
-    _assert_copied(template, tmp_path / "new.csr", tmp_path / "new.key", 2048)
+    key = serialization.load_pem_private_key((tmp_path / "new.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.curve.name == "secp256r1"
+    csr = x509.load_pem_x509_csr((tmp_path / "new.csr").read_bytes())
+    assert csr.public_key() == key.public_key()
+    assert csr.subject.public_bytes() == template.subject.public_bytes()
 
 
 def _tampered(pem: bytes) -> bytes:
@@ -323,3 +328,24 @@ def test_same_result_as_reference(
     assert stat.S_IMODE((tmp_path / "our.key").stat().st_mode) == stat.S_IMODE(
         (tmp_path / "ref.key").stat().st_mode
     )
+
+
+@pytest.mark.parametrize(
+    "key_type, key_class",
+    [("ed25519", ed25519.Ed25519PrivateKey), ("ec-p384", ec.EllipticCurvePrivateKey)],
+)
+def test_key_type_chooses_the_new_key(
+    tmp_path: Path, template_key: rsa.RSAPrivateKey, key_type: str, key_class: type
+) -> None:
+    template = _template(template_key)
+    (tmp_path / "template.csr").write_bytes(_pem(template))
+    files = ["--csr", str(tmp_path / "new.csr"), "--key", str(tmp_path / "new.key")]
+    status, err = _run(
+        "--template", str(tmp_path / "template.csr"), *files, "--key-type", key_type
+    )
+    assert (status, err) == (0, "")
+    key = serialization.load_pem_private_key((tmp_path / "new.key").read_bytes(), None)
+    assert isinstance(key, key_class)
+    csr = x509.load_pem_x509_csr((tmp_path / "new.csr").read_bytes())
+    assert csr.is_signature_valid and csr.public_key() == key.public_key()
+    assert _extensions(csr) == _extensions(template)

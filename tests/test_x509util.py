@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from caucase.crypto import verification, x509util
 from caucase.crypto.envelope import DIGEST_LIST, sign_envelope, verify_envelope
+from caucase.crypto.keys import dump_private_key, generate, key_id, load_private_key
 from caucase.crypto.x509util import SigningMode
 from caucase.exceptions import (
     BadEnvelope,
@@ -48,7 +49,7 @@ ExtensionRequest = tuple[x509.ExtensionType, bool]
 @pytest.fixture(scope="module")
 def keys() -> list[rsa.RSAPrivateKey]:
     """A few 2048-bit keys, generated once for the module."""
-    return [x509util.generate_private_key(2048) for _ in range(4)]
+    return [generate() for _ in range(4)]
 
 
 @pytest.fixture(scope="module")
@@ -253,8 +254,8 @@ def test_leaf_takes_public_key_from_argument_not_template(
     ca_key: rsa.RSAPrivateKey, ca_crt: x509.Certificate, keys: list[rsa.RSAPrivateKey]
 ) -> None:
     crt = _issue(ca_key, ca_crt, _csr(keys[1]), public_key=keys[2].public_key())
-    assert x509util.key_id(crt.public_key()) == x509util.key_id(keys[2].public_key())
-    assert crt.extensions[1].value.digest.hex() == x509util.key_id(keys[2].public_key())
+    assert key_id(crt.public_key()) == key_id(keys[2].public_key())
+    assert crt.extensions[1].value.digest.hex() == key_id(keys[2].public_key())
 
 
 def test_leaf_subject_is_copied_verbatim(
@@ -494,7 +495,7 @@ def test_renewal_reads_a_certificate_template(
     assert [(e.oid, e.critical) for e in renewed.extensions] == [
         (e.oid, e.critical) for e in old.extensions
     ]
-    assert renewed.extensions[1].value.digest.hex() == x509util.key_id(keys[2].public_key())
+    assert renewed.extensions[1].value.digest.hex() == key_id(keys[2].public_key())
     assert x509util.is_auto_signed(renewed)
 
 
@@ -559,7 +560,7 @@ def test_key_id_is_the_sha1_of_the_pkcs1_key_and_equals_the_ski(
         serialization.Encoding.DER, serialization.PublicFormat.PKCS1
     )
     expected = hashlib.sha1(pkcs1).hexdigest()
-    assert x509util.key_id(ca_key.public_key()) == expected
+    assert key_id(ca_key.public_key()) == expected
     ski = ca_crt.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert ski.digest.hex() == expected
 
@@ -573,7 +574,7 @@ def test_key_id_of_a_compressed_ec_point_hashes_the_uncompressed_point() -> None
         serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
     )
     reloaded = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), compressed)
-    assert x509util.key_id(reloaded) == hashlib.sha1(uncompressed).hexdigest()
+    assert key_id(reloaded) == hashlib.sha1(uncompressed).hexdigest()
 
 
 def test_authority_key_id_int_refuses_documents_without_aki(
@@ -836,12 +837,12 @@ def test_envelope_signed_by_another_key_is_refused(keys: list[rsa.RSAPrivateKey]
         verify_envelope(_signed(keys[1]), keys[2].public_key())
 
 
-def test_envelope_needs_rsa(leaf_key: rsa.RSAPrivateKey) -> None:
+def test_envelope_digest_must_fit_the_key(leaf_key: rsa.RSAPrivateKey) -> None:
     ec_key = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(BadEnvelope):
         verify_envelope(_signed(leaf_key), ec_key.public_key())
     with pytest.raises(ValueError):
-        sign_envelope(ec_key, PAYLOAD)
+        sign_envelope(leaf_key, PAYLOAD, "ed25519")
     with pytest.raises(ValueError):
         sign_envelope(leaf_key, PAYLOAD, "md5")
 
@@ -908,15 +909,15 @@ def test_load_certificate_and_crl_need_exactly_one_block(
 
 
 def test_private_key_round_trip(leaf_key: rsa.RSAPrivateKey, leaf: x509.Certificate) -> None:
-    plain = x509util.dump_private_key(leaf_key)
+    plain = dump_private_key(leaf_key)
     assert plain.startswith(b"-----BEGIN RSA PRIVATE KEY-----\n")
     with_certificate = plain + x509util.dump_certificate(leaf)
-    loaded = x509util.load_private_key(with_certificate)
-    assert x509util.key_id(loaded.public_key()) == x509util.key_id(leaf_key.public_key())
-    encrypted = x509util.dump_private_key(leaf_key, b"secret")
+    loaded = load_private_key(with_certificate)
+    assert key_id(loaded.public_key()) == key_id(leaf_key.public_key())
+    encrypted = dump_private_key(leaf_key, b"secret")
     assert b"ENCRYPTED" in encrypted and encrypted.startswith(b"-----BEGIN RSA PRIVATE KEY")
-    loaded = x509util.load_private_key(encrypted, b"secret")
-    assert x509util.key_id(loaded.public_key()) == x509util.key_id(leaf_key.public_key())
+    loaded = load_private_key(encrypted, b"secret")
+    assert key_id(loaded.public_key()) == key_id(leaf_key.public_key())
     for pem, password in (
         (encrypted, None),
         (encrypted, b"wrong"),
@@ -925,11 +926,11 @@ def test_private_key_round_trip(leaf_key: rsa.RSAPrivateKey, leaf: x509.Certific
         (b"junk", None),
     ):
         with pytest.raises(ValueError):
-            x509util.load_private_key(pem, password)
+            load_private_key(pem, password)
 
 
 def test_generated_keys_are_rsa_65537() -> None:
-    key = x509util.generate_private_key(2048)
+    key = generate()
     assert key.key_size == 2048
     assert key.public_key().public_numbers().e == 65537
 
@@ -1009,7 +1010,7 @@ def test_reference_key_id_agrees(
     tmp_path: Path, reference_bin: Path, leaf_key: rsa.RSAPrivateKey
 ) -> None:
     key_path = tmp_path / "key.pem"
-    key_path.write_bytes(x509util.dump_private_key(leaf_key))
+    key_path.write_bytes(dump_private_key(leaf_key))
     result = subprocess.run(
         [str(reference_bin / "caucase-key-id"), "--private-key", str(key_path)],
         capture_output=True,
@@ -1017,7 +1018,7 @@ def test_reference_key_id_agrees(
         timeout=60,
         check=True,
     )
-    assert x509util.key_id(leaf_key.public_key()) in result.stdout
+    assert key_id(leaf_key.public_key()) in result.stdout
 
 
 # --- side by side with the reference release --------------------------------------------------

@@ -21,7 +21,7 @@ from caucase import exceptions
 from caucase.acme.identifiers import DNS, IP, Identifier, InvalidIdentifier
 from caucase.acme.jws import decode_base64url
 from caucase.acme.problems import BadCSR
-from caucase.crypto import x509util
+from caucase.crypto import keys, x509util
 
 # A 16384-bit RSA key with a hundred names stays well below this.
 MAX_CSR_BYTES = 16 * 1024
@@ -115,7 +115,7 @@ def check_finalize_csr(
         raise BadCSR(
             f"the CSR does not name the order's identifiers (missing {missing}, extra {extra})"
         )
-    if x509util.key_id(csr.public_key()) == account_key_id:
+    if keys.key_id(csr.public_key()) == account_key_id:
         raise BadCSR("the CSR's key is the account key")
     ordered = sorted(wanted)
     return CheckedCSR(

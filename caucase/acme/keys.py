@@ -20,7 +20,7 @@ from josepy.jwa import JWASignature
 from josepy.jwk import JWK
 
 from caucase.acme.problems import BadPublicKey, BadSignatureAlgorithm
-from caucase.crypto import x509util
+from caucase.crypto import keys as crypto_keys
 
 MIN_RSA_BITS = 2048
 # Bounds the cost of one verification: an attacker chooses the key of every newAccount.
@@ -161,6 +161,6 @@ def same_key(first: JWK, second: JWK) -> bool:
 
 
 def key_id(jwk: JWK) -> str:
-    """The caucase key id (x509util.key_id) of the account key, to compare it with the key
-    of a certificate or a CSR."""
-    return x509util.key_id(public_key_of(jwk))
+    """The caucase key id (caucase.crypto.keys.key_id) of the account key, to compare it with
+    the key of a certificate or a CSR."""
+    return crypto_keys.key_id(public_key_of(jwk))

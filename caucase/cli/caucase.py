@@ -19,10 +19,11 @@ from cryptography import x509
 
 from caucase.cli.caucase_options import AUTHENTICATED_NAMES, build_parser
 from caucase.cli.hook import describe_outcome, run_hook
+from caucase.cli.key_options import check_key_options
 from caucase.cli.user_key import MISSING, explain_refusal
 from caucase.client import CaucaseClient, parse_ca_url
 from caucase.clock import Clock, utcnow
-from caucase.crypto import pemfile, verification, x509util
+from caucase.crypto import keys, pemfile, verification, x509util
 from caucase.exceptions import CaucaseError, CaucaseHTTPError, CaucaseTLSError, PemFileError
 from caucase.trust_stores import load_valid_ca_list, update_ca_store, update_crl_store
 
@@ -259,10 +260,11 @@ class CaucaseRun:
         if pair.certificate.not_valid_after_utc > now + threshold:
             self.say(f"{crt_path} did not reach renew threshold, not renewing")
             return
-        key, crt_pem = self.mode_client.renew_certificate(
-            pair.certificate, pair.key, self.args.key_len
+        key_spec = keys.spec_from_options(
+            self.args.key_type, self.args.key_len, pair.key.public_key()
         )
-        pemfile.write_renewed(pair, crt_path, x509util.dump_private_key(key), crt_pem)
+        key, crt_pem = self.mode_client.renew_certificate(pair.certificate, pair.key, key_spec)
+        pemfile.write_renewed(pair, crt_path, keys.dump_private_key(key), crt_pem)
         self.updated = True
         new_end = x509util.load_certificate(crt_pem).not_valid_after_utc
         self.confirm(f"Renewed {crt_path}: valid until {new_end:%Y-%m-%d %H:%M:%S} UTC")
@@ -347,7 +349,9 @@ def main(
     """Console entry point; returns the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_key_options(parser, args)
     if not _check_disjoint_ids(args):
         print(
             "A given CSR_ID cannot be in more than one of --sign-csr, --sign-csr-with "

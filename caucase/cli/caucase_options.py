@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from caucase import __version__
+from caucase.cli.key_options import RENEWAL_DEFAULT, key_len_option, key_type_option
 
 # How openssl prints a serial number ("Serial Number:" of `openssl x509 -text`).
 _COLON_HEX = re.compile(r"[0-9a-fA-F]{1,2}(?::[0-9a-fA-F]{1,2})+")
@@ -61,9 +62,8 @@ GENERAL_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                      "help": "--renew-crt renews a certificate once fewer than THRESHOLD "
                              "days of validity are left (fractions allowed). "
                              "Default: %(default)s days"}),
-    ("--key-len", {"default": 2048, "type": int, "metavar": "BITLENGTH",
-                   "help": "Size of the RSA keys --renew-crt generates. "
-                           "Default: %(default)s bits"}),
+    key_type_option(RENEWAL_DEFAULT + " (for --renew-crt)"),
+    key_len_option("the size of the RSA key being replaced, else 2048"),
     ("--on-renew", {"metavar": "EXECUTABLE_PATH",
                     "help": "Shell command line (run by /bin/sh -c) run at the end when a CA, "
                             "CRL or certificate file changed; if it fails, the exit status "

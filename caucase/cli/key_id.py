@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from caucase import __version__, backup
-from caucase.crypto import pemfile, x509util
+from caucase.crypto import keys, pemfile
 from caucase.exceptions import BackupError, PemFileError
 
 
@@ -53,7 +53,7 @@ def _private_key_line(path: str) -> str:
     for block in pemfile.read_blocks(path):
         if block.kind is pemfile.BlockKind.KEY and "PRIVATE" in block.label:
             try:
-                key_id = x509util.key_id(x509util.load_private_key(block.text).public_key())
+                key_id = keys.private_key_id(block.text)
             except (ValueError, TypeError) as error:
                 raise PemFileError(path, f"{path}: unusable private key ({error})") from None
             return f"{path} {_bytes_literal(key_id)}"

@@ -1,37 +1,34 @@
 """caucased-manage: offline database maintenance (cli 9, ca-profile 5.5 and 6.7).
 
 Actions run in a fixed order whatever the command line order: check an audit log, restore
-a backup, import CA key pairs, import CRLs, export CA key pairs. Every failure is one line
-on stderr and exit status 1, and leaves no half-made file behind.
+a backup, import CA key pairs, import CRLs, start a CA rollover, export CA key pairs. Every
+failure is one line on stderr and exit status 1, and leaves no half-made file behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from caucase import __version__, backup
 from caucase.audit import verify_audit_log
 from caucase.ca import CertificateAuthority
+from caucase.cli.key_options import check_key_options, key_len_option, key_type_option
+from caucase.cli.manage_ca import CAPair, ManageError, import_ca, renew_ca, select_ca_pairs
 from caucase.cli.passphrase import Passphrases
 from caucase.clock import Clock, to_timestamp, utcnow
-from caucase.crypto import x509util
-from caucase.crypto.pemfile import BlockKind, PemBlock, append_to_file, read_blocks, read_one_csr
+from caucase.crypto import keys, x509util
+from caucase.crypto.pemfile import BlockKind, append_to_file, read_blocks, read_one_csr
 from caucase.exceptions import CaucaseError, NotFound
 from caucase.storage import Database, Storage, restored_database
-
-
-class ManageError(CaucaseError):
-    """A maintenance action failed: the message is shown to the operator as is."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=93,
         metavar="DAYS",
-        help="validity in days of the user certificate --restore-backup issues "
-        "(default: %(default)s days)",
+        help="validity in days of the user certificate --restore-backup issues, and of "
+        "user certificates for --renew-ca cau: caucased's value (default: %(default)s days)",
+    )
+    add(
+        "--service-crt-validity",
+        type=float,
+        default=93,
+        metavar="DAYS",
+        help="validity in days of service certificates, for --renew-ca cas: caucased's "
+        "value (default: %(default)s days)",
     )
     add(
         "--restore-backup",
@@ -90,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
         "must have signed; repeatable",
     )
     add(
+        "--renew-ca",
+        choices=("cas", "cau"),
+        help="start a CA rollover now: a new CA certificate, distributed at once, signing "
+        "one certificate validity later; restart caucased afterwards",
+    )
+    for name, settings in (
+        key_type_option("the type and size of the newest CA key (for --renew-ca)"),
+        key_len_option("the size of the newest RSA CA key, else 2048"),
+    ):
+        add(name, **settings)
+    add(
         "--export-ca",
         metavar="PEM_FILE",
         help="write every service CA certificate and its key, encrypted with a "
@@ -115,28 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
 # Restore (cli 9.3, ca-profile 6.7)
 
 
-def _load_restoring_key(path: str) -> rsa.RSAPrivateKey:
-    """One RSA key, alone or with its own certificate."""
+def _load_restoring_key(path: str) -> keys.PrivateKey:
+    """One RSA or EC key, alone or with its own certificate."""
     blocks = read_blocks(path)
-    keys = [block for block in blocks if block.kind is BlockKind.KEY]
+    key_blocks = [block for block in blocks if block.kind is BlockKind.KEY]
     certificates = [block for block in blocks if block.kind is BlockKind.CERTIFICATE]
-    if len(keys) != 1 or len(certificates) > 1 or len(blocks) != len(keys) + len(certificates):
+    if (
+        len(key_blocks) != 1
+        or len(certificates) > 1
+        or len(blocks) != len(key_blocks) + len(certificates)
+    ):
         raise ManageError(f"{path}: expected one private key, optionally with its certificate")
     try:
-        key = x509util.load_private_key(keys[0].text)
+        key = keys.load_private_key(key_blocks[0].text)
     except (ValueError, TypeError) as error:
         raise ManageError(f"{path}: unusable private key ({error})") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ManageError(f"{path}: backups can only be decrypted with an RSA key")
+    if not keys.can_agree(key.public_key()):
+        raise ManageError(
+            f"{path}: {keys.family(key.public_key())} keys cannot decrypt backups "
+            "(only RSA and EC users are backup recipients)"
+        )
     if certificates:
         crt = x509.load_pem_x509_certificate(certificates[0].text)
-        if x509util.key_id(crt.public_key()) != x509util.key_id(key.public_key()):
+        if keys.key_id(crt.public_key()) != keys.key_id(key.public_key()):
             raise ManageError(f"{path}: the certificate does not match the private key")
     return key
 
 
 def _replace_user_certificate(
-    database: Database, key: rsa.RSAPrivateKey, csr_pem: bytes, validity: float, clock: Clock
+    database: Database, key: keys.PrivateKey, csr_pem: bytes, validity: float, clock: Clock
 ) -> bytes:
     """Renew the restoring user's certificate for the new key, then revoke the old one."""
     storage = Storage(
@@ -152,7 +175,7 @@ def _replace_user_certificate(
     subject = x509util.load_certificate(pairs[-1][1]).subject
     authority = CertificateAuthority(storage, subject, None, validity, clock=clock)
     try:
-        old_pem = storage.get_certificate_by_key_id(x509util.key_id(key.public_key()))
+        old_pem = storage.get_certificate_by_key_id(keys.key_id(key.public_key()))
     except NotFound:
         raise ManageError("the backup holds no certificate for the given key") from None
     new_pem = authority.renew(old_pem, csr_pem)
@@ -177,120 +200,6 @@ def restore(args: argparse.Namespace, clock: Clock) -> None:
                 database, key, csr_pem, args.user_crt_validity, clock
             )
             append_to_file(crt_path, new_pem)
-
-
-# Import CA (cli 9.4)
-
-
-@dataclass
-class _Candidate:
-    """Key and certificate blocks sharing one public key, from wherever they came."""
-
-    origins: list[str] = field(default_factory=list)
-    certificate: x509.Certificate | None = None
-    key: rsa.RSAPrivateKey | None = None
-
-
-class _KeyReader:
-    """Loads key blocks, trying every passphrase known so far before asking for one."""
-
-    def __init__(self, passphrases: Passphrases) -> None:
-        self._source = passphrases
-        self._known: list[bytes | None] = [None]
-        if passphrases.given is not None:
-            self._known.append(passphrases.given)
-
-    def load(self, block: PemBlock, name: str) -> PrivateKeyTypes | None:
-        for passphrase in self._known:
-            try:
-                return x509util.load_private_key(block.text, passphrase)
-            except (ValueError, TypeError):
-                continue
-        answer = self._source.for_key(name)
-        if answer is None:
-            print("File skipped")
-            return None
-        try:
-            key = x509util.load_private_key(block.text, answer)
-        except (ValueError, TypeError):
-            raise ManageError(f"Wrong passphrase for key at {name}") from None
-        self._known.append(answer)
-        return key
-
-
-def _collect_candidates(path_list: Sequence[str], passphrases: Passphrases) -> list[_Candidate]:
-    """Every key and certificate of the files, paired by key id, in first-seen order."""
-    by_key_id: dict[str, _Candidate] = {}
-    keys = _KeyReader(passphrases)
-
-    def candidate_for(public_key: object, name: str) -> _Candidate:
-        candidate = by_key_id.setdefault(x509util.key_id(public_key), _Candidate())
-        candidate.origins.append(name)
-        return candidate
-
-    for path in path_list:
-        for index, block in enumerate(read_blocks(path)):
-            name = f"{path!r}, block {index}"
-            if block.kind is BlockKind.CERTIFICATE:
-                crt = x509.load_pem_x509_certificate(block.text)
-                candidate_for(crt.public_key(), name).certificate = crt
-            elif block.kind is not BlockKind.KEY:
-                raise ManageError(f"{name} is of unsupported type {block.label!r}")
-            else:
-                key = keys.load(block, name)
-                if isinstance(key, rsa.RSAPrivateKey):
-                    candidate_for(key.public_key(), name).key = key
-                elif key is not None:
-                    print(f"Skipping non-RSA private key from {name}")
-    return list(by_key_id.values())
-
-
-def _is_ca_certificate(crt: x509.Certificate) -> bool:
-    try:
-        constraints = crt.extensions.get_extension_for_class(x509.BasicConstraints)
-        usage = crt.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return False
-    return constraints.critical and constraints.value.ca and usage.key_cert_sign and usage.crl_sign
-
-
-CAPair = tuple[x509.Certificate, rsa.RSAPrivateKey]
-
-
-def select_ca_pairs(
-    args: argparse.Namespace, passphrases: Passphrases, clock: Clock
-) -> list[CAPair]:
-    """The CA key pairs of the --import-ca files that qualify (cli 9.4), each refusal
-    said on stdout; read before the database is touched."""
-    now = clock()
-    pairs = []
-    for candidate in _collect_candidates(args.import_ca, passphrases):
-        origin = ", ".join(candidate.origins)
-        crt = candidate.certificate
-        if crt is None:
-            print(f"No certificate correspond to {origin} - skipping")
-        elif crt.not_valid_after_utc < now:
-            print(f"Skipping expired certificate from {origin}")
-        elif not args.import_bad_ca and not _is_ca_certificate(crt):
-            print(f"Skipping non-CA certificate from {origin}")
-        elif candidate.key is None:
-            print(f"No private key correspond to {origin} - skipping")
-        else:
-            pairs.append((crt, candidate.key))
-    if not pairs:
-        raise ManageError("No CA certificate imported")
-    return pairs
-
-
-def import_ca(storage: Storage, pairs: list[CAPair]) -> None:
-    """Add the CA key pairs to the CAS."""
-    for crt, key in pairs:
-        storage.append_ca_key_pair(
-            to_timestamp(crt.not_valid_after_utc),
-            x509util.dump_private_key(key),
-            x509util.dump_certificate(crt),
-        )
-    print(f"Imported {len(pairs)} CA certificates")
 
 
 # Import CRL (cli 9.5)
@@ -358,8 +267,8 @@ def export_ca(path: str, storage: Storage, clock: Clock, passphrase: bytes) -> N
     """Write every CAS CA certificate and its encrypted key, 0600, never over a file."""
     output = []
     for key_pem, crt_pem in storage.get_ca_key_pairs(to_timestamp(clock())):
-        key = x509util.load_private_key(key_pem)
-        output.append(crt_pem + x509util.dump_private_key(key, passphrase))
+        key = keys.load_private_key(key_pem)
+        output.append(crt_pem + keys.dump_private_key(key, passphrase))
     _create_private_file(path, b"".join(output))
 
 
@@ -398,8 +307,10 @@ def read_inputs(args: argparse.Namespace, clock: Clock) -> Inputs:
     return Inputs(pairs, crls, export_passphrase)
 
 
-def maintain(args: argparse.Namespace, inputs: Inputs, storage: Storage, clock: Clock) -> None:
-    """Import CAs, import CRLs, export CAs; every check comes before the first write."""
+def import_inputs(
+    args: argparse.Namespace, inputs: Inputs, storage: Storage, clock: Clock
+) -> None:
+    """Import CAs, then CRLs; every check comes before the first write."""
     revocations = None
     if inputs.crls:
         held = storage.get_ca_key_pairs(to_timestamp(clock()))
@@ -410,13 +321,12 @@ def maintain(args: argparse.Namespace, inputs: Inputs, storage: Storage, clock: 
         import_ca(storage, inputs.ca_pairs)
     if revocations is not None:
         import_crl(storage, revocations, clock)
-    if inputs.export_passphrase is not None:
-        export_ca(args.export_ca, storage, clock, inputs.export_passphrase)
 
 
 def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
-    """The actions asked for, in the fixed order of cli 9.2 (the audit log check first).
-    A database this run creates for import or export is removed again when they fail."""
+    """The actions asked for, in the fixed order of cli 9.2 (the audit log check first,
+    the CA rollover between the imports and the export). A database this run creates for
+    import or export is removed again when they fail."""
     if args.verify_audit_log:
         verification = verify_audit_log(args.verify_audit_log)
         if not verification.ok:
@@ -424,15 +334,28 @@ def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
         print(verification.describe())
     if args.restore_backup:
         restore(args, clock)
-    if not (args.import_ca or args.import_crl or args.export_ca):
+    if not (args.import_ca or args.import_crl or args.export_ca or args.renew_ca):
         return
     inputs = read_inputs(args, clock)
+    if inputs.ca_pairs or inputs.crls:
+        with _maintained_database(args) as storage:
+            import_inputs(args, inputs, storage, clock)
+    if args.renew_ca:
+        renew_ca(args, clock)
+    if inputs.export_passphrase is not None:
+        with _maintained_database(args) as storage:
+            export_ca(args.export_ca, storage, clock, inputs.export_passphrase)
+
+
+@contextlib.contextmanager
+def _maintained_database(args: argparse.Namespace) -> Iterator[Storage]:
+    """The CAS tables of --db; a database created here is removed again on failure.
+    Imports write: refused while a caucased holds the database. Exporting only reads."""
     created = not os.path.lexists(args.db)
-    # Imports write: refused while a caucased holds the database. Exporting only reads.
     exclusive = created or bool(args.import_ca or args.import_crl)
     database = Database(args.db, exclusive=exclusive)
     try:
-        maintain(args, inputs, Storage(database, "cas"), clock)
+        yield Storage(database, "cas")
     except BaseException:
         if created:
             database.remove()
@@ -446,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of `caucased-manage`."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_key_options(parser, args)
     if args.export_ca and os.path.lexists(args.export_ca):
         parser.error(f"file exists: {args.export_ca!r}")
     try:

@@ -13,11 +13,15 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase import __version__
-from caucase.crypto import pemfile, x509util
+from caucase.cli.key_options import (
+    RENEWAL_DEFAULT,
+    check_key_options,
+    key_len_option,
+    key_type_option,
+)
+from caucase.crypto import keys, pemfile, x509util
 from caucase.exceptions import CaucaseError
 
 
@@ -42,13 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         help="Where to write the new PEM private key, created 0600. An existing file is "
         "only replaced with --force.",
     )
-    parser.add_argument(
-        "--key-len",
-        type=int,
-        default=2048,
-        metavar="BITLENGTH",
-        help="Size of the new RSA key. Default: %(default)s bits",
-    )
+    for name, settings in (
+        key_type_option(f"{RENEWAL_DEFAULT} (the template's)"),
+        key_len_option("the size of the template's RSA key, else 2048"),
+    ):
+        parser.add_argument(name, **settings)
     parser.add_argument(
         "--force",
         action="store_true",
@@ -58,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def copy_request(
-    template: x509.CertificateSigningRequest, key: rsa.RSAPrivateKey
+    template: x509.CertificateSigningRequest, key: keys.PrivateKey
 ) -> x509.CertificateSigningRequest:
     """A CSR for `key` with the template's subject and extensions (criticality kept).
 
@@ -66,29 +68,37 @@ def copy_request(
     builder = x509.CertificateSigningRequestBuilder().subject_name(template.subject)
     for extension in template.extensions:
         builder = builder.add_extension(extension.value, critical=extension.critical)
-    return builder.sign(key, hashes.SHA256())
+    return builder.sign(key, keys.signature_hash(key))
 
 
 def rerequest(
-    template_path: str, csr_path: str, key_path: str, key_len: int, force: bool = False
+    template_path: str,
+    csr_path: str,
+    key_path: str,
+    key_type: str | None = None,
+    key_len: int | None = None,
+    force: bool = False,
 ) -> None:
-    """Write the new key (atomically, 0600 when new) before the CSR that names it. An
-    existing key file is kept unless `force`: it may be the key of a certificate in use."""
+    """Write the new key (atomically, 0600 when new) before the CSR that names it; the key
+    is like the template's unless the options say otherwise. An existing key file is kept
+    unless `force`: it may be the key of a certificate in use."""
     if not force and os.path.lexists(key_path):
         raise CaucaseError(f"{key_path} exists: not replacing a private key without --force")
     template = x509.load_pem_x509_csr(pemfile.read_one_csr(template_path))
-    key = x509util.generate_private_key(key_len)
+    key = keys.generate(keys.spec_from_options(key_type, key_len, template.public_key()))
     csr = copy_request(template, key)
-    pemfile.write_file(key_path, x509util.dump_private_key(key), private=True)
+    pemfile.write_file(key_path, keys.dump_private_key(key), private=True)
     pemfile.write_file(csr_path, x509util.dump_certificate_request(csr))
 
 
 def main(argv: Sequence[str] | None = None, stderr: TextIO | None = None) -> int:
     """Exit 0 on success, 1 when the template or a file is unusable; one line on stderr."""
     err = stderr or sys.stderr
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    check_key_options(parser, args)
     try:
-        rerequest(args.template, args.csr, args.key, args.key_len, args.force)
+        rerequest(args.template, args.csr, args.key, args.key_type, args.key_len, args.force)
     except (OSError, ValueError, CaucaseError) as error:
         print(f"caucase-rerequest: {error}", file=err)
         return 1

@@ -12,6 +12,7 @@ unusable) creates no database, server key or CORS store of its own.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import socket
 import ssl
@@ -26,9 +27,10 @@ from cryptography.x509.oid import NameOID
 
 from caucase import __version__
 from caucase.backup_schedule import BackupSchedule, check_backup_directory
-from caucase.ca import CertificateAuthority
+from caucase.ca import CA_RENEWAL_MARGIN, CertificateAuthority
+from caucase.cli.key_options import check_key_options
 from caucase.clock import Clock, utcnow
-from caucase.crypto import x509util
+from caucase.crypto import keys, x509util
 from caucase.exceptions import CaucaseError
 from caucase.http.app import Application
 from caucase.http.server import (
@@ -140,11 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
         "than this (default: %(default)s days)",
     )
     add(
+        "--key-type",
+        choices=keys.KEY_TYPE_NAMES,
+        default=keys.KeyType.RSA.value,
+        help="type of new CA keys (CAU, CAS and the HTTPS CA, each from its next rollover) "
+        "and of the HTTPS key (default: %(default)s)",
+    )
+    add(
         "--key-len",
         type=int,
-        default=2048,
         metavar="BITLENGTH",
-        help="size in bits of new RSA keys: CA keys and the HTTPS key (default: %(default)s bits)",
+        help="size in bits of new RSA keys: CA keys and the HTTPS key; RSA only "
+        "(default: 2048 bits)",
     )
     add(
         "--lock-auto-approve-count",
@@ -285,7 +294,7 @@ def _open_authorities(
     cau = CertificateAuthority(
         cau_storage,
         _subject("Caucase CAU at " + netloc),
-        args.key_len,
+        args.key_spec,
         user_days,
         clock=clock,
         auto_sign_csr_amount=args.user_auto_approve_count,
@@ -294,7 +303,7 @@ def _open_authorities(
     cas = CertificateAuthority(
         Storage(database, "cas", max_csr_amount=args.service_max_csr),
         _subject("Caucase CAS at " + netloc),
-        args.key_len,
+        args.key_spec,
         args.service_crt_validity,
         clock=clock,
         crl_base_url=f"http://{netloc}/cas/crl",
@@ -304,13 +313,39 @@ def _open_authorities(
     http_cas = CertificateAuthority(
         Storage(database, "http_cas"),
         _subject("Caucased CA at " + netloc),
-        args.key_len,
+        args.key_spec,
         args.service_crt_validity,
         clock=clock,
         ca_life_period=40,
         ca_extensions=[x509util.name_constraints_for_host(endpoint.host)],
     )
     return Authorities(database, cau, cau_storage, cas, http_cas)
+
+
+def announce_key_changes(args: argparse.Namespace, authorities: Authorities) -> None:
+    """Say when a new --key-type/--key-len will reach the CAU and CAS: not at once, but with
+    the next CA rollover, which caucased-manage --renew-ca can start now."""
+    for label, authority, days in (
+        ("CAU", authorities.cau, args.user_crt_validity),
+        ("CAS", authorities.cas, args.service_crt_validity),
+    ):
+        ca_list = authority.get_ca_certificate_list()
+        if not ca_list:
+            continue
+        newest = ca_list[-1]
+        try:
+            current = str(keys.spec_of(newest.public_key()))
+        except CaucaseError as error:
+            current = str(error)
+        if current == str(args.key_spec):
+            continue
+        due = newest.not_valid_after_utc - datetime.timedelta(days=days * CA_RENEWAL_MARGIN)
+        write_line(
+            sys.stderr,
+            f"{label} CA key is {current}: new {label} CAs will be {args.key_spec} from the "
+            f"next rollover, due {due:%Y-%m-%d %H:%M:%S} UTC "
+            f"(caucased-manage --renew-ca {label.lower()} starts it now)\n",
+        )
 
 
 def resolve_addresses(
@@ -410,6 +445,7 @@ def open_service(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> 
 def _build_service(
     args: argparse.Namespace, endpoint: Endpoint, clock: Clock, authorities: Authorities
 ) -> Service:
+    announce_key_changes(args, authorities)
     backups = None
     if args.backup_directory is not None:
         backups = BackupSchedule(
@@ -426,7 +462,7 @@ def _build_service(
         authorities.http_cas,
         authorities.cau,
         endpoint.host,
-        args.key_len,
+        args.key_spec,
         args.threshold,
         clock,
     )
@@ -478,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of `caucased`."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.key_spec = check_key_options(parser, args)
     endpoint = parse_endpoint(parser, args)
     problem = check_parent_directories(args)
     if problem is not None:

@@ -23,9 +23,15 @@ from cryptography import x509
 from caucase import __version__
 from caucase.cli.caucase_options import STORE_LAYOUT
 from caucase.cli.hook import describe_outcome, run_hook
+from caucase.cli.key_options import (
+    RENEWAL_DEFAULT,
+    check_key_options,
+    key_len_option,
+    key_type_option,
+)
 from caucase.client import CaucaseClient, RetryingCaucaseClient, parse_ca_url
 from caucase.clock import Clock, utcnow
-from caucase.crypto import pemfile, verification, x509util
+from caucase.crypto import keys, pemfile, verification
 from caucase.exceptions import CaucaseError, CaucaseHTTPError, PemFileError
 from caucase.trust_stores import load_valid_ca_list, update_ca_store, update_crl_store
 
@@ -186,16 +192,16 @@ class Updater:
         """Refuse to request a certificate for a key we do not hold: the reference would
         get it signed, then fail at every start on a certificate without its key."""
         args = self._args
-        keys = [
+        key_blocks = [
             block
             for block in (pemfile.read_blocks(args.crt) if os.path.exists(args.crt) else [])
             if block.kind is pemfile.BlockKind.KEY
         ]
-        if len(keys) > 1:
+        if len(key_blocks) > 1:
             raise PemFileError(args.crt, f"{args.crt} holds more than one key")
-        if keys:
+        if key_blocks:
             try:
-                key = x509util.load_private_key(keys[0].text)
+                key = keys.load_private_key(key_blocks[0].text)
             except (ValueError, TypeError) as error:
                 raise PemFileError(
                     args.crt, f"{args.crt}: unusable private key ({error})"
@@ -208,8 +214,8 @@ class Updater:
             )
         else:
             raise CaucaseError(f"{args.crt} holds no private key and no --key was given")
-        csr_key_id = x509util.key_id(x509.load_pem_x509_csr(csr_pem).public_key())
-        if csr_key_id != x509util.key_id(key.public_key()):
+        csr_key_id = keys.key_id(x509.load_pem_x509_csr(csr_pem).public_key())
+        if csr_key_id != keys.key_id(key.public_key()):
             raise CaucaseError(f"{args.csr} does not request a certificate for the private key")
 
     def bootstrap(self) -> None:
@@ -291,10 +297,12 @@ class Updater:
             self._say(f"Renewing {args.crt}")
             with _during(f"renewing {args.crt} at {self._mode_url}"):
                 new_key, crt_pem = self._client.renew_certificate(
-                    certificate, pair.key, args.key_len
+                    certificate,
+                    pair.key,
+                    keys.spec_from_options(args.key_type, args.key_len, pair.key.public_key()),
                 )
             with self._guard.critical():
-                pemfile.write_renewed(pair, args.crt, x509util.dump_private_key(new_key), crt_pem)
+                pemfile.write_renewed(pair, args.crt, keys.dump_private_key(new_key), crt_pem)
             certificate = x509.load_pem_x509_certificate(crt_pem)
             self._updated = True
         return certificate.not_valid_after_utc - threshold
@@ -357,13 +365,11 @@ def _parser() -> argparse.ArgumentParser:
         help="Fetch new revocation lists once fewer than CRL_THRESHOLD days are left before "
         "their next update. Default: %(default)s days",
     )
-    parser.add_argument(
-        "--key-len",
-        type=int,
-        default=2048,
-        metavar="BITLENGTH",
-        help="Size of the RSA keys generated on renewal. Default: %(default)s bits",
-    )
+    for name, settings in (
+        key_type_option(RENEWAL_DEFAULT),
+        key_len_option("the size of the RSA key being replaced, else 2048"),
+    ):
+        parser.add_argument(name, **settings)
     parser.add_argument(
         "--on-renew",
         metavar="EXECUTABLE_PATH",
@@ -419,7 +425,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run until a signal (0), an error (1) or a hook failure (3)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    check_key_options(parser, args)
     try:
         parse_ca_url(args.ca_url)
     except CaucaseError as error:

@@ -1,5 +1,7 @@
 """Keys, certificates and signed documents: pure functions over ``cryptography``.
 
+- ``keys``: the one seam for key types (RSA, ECDSA P-256/P-384, Ed25519): generate, load,
+  dump, sign, verify, key id, key agreement.
 - ``x509util``: the certificate and CRL profile (building, loading, dumping).
 - ``verification``: certificate chain and CRL checks.
 - ``envelope``: signed JSON envelopes (renew and revoke by the key holder, CA chain).

@@ -22,8 +22,8 @@ from typing import Union
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from caucase.crypto import keys
 from caucase.exceptions import PemFileError
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -78,7 +78,7 @@ class KeyPair:
     """A certificate and its private key, with the file the key was read from."""
 
     certificate: x509.Certificate
-    key: PrivateKeyTypes
+    key: keys.PrivateKey
     key_path: str
 
     @property
@@ -126,10 +126,10 @@ def parse_crl(path: StrPath, block: PemBlock) -> x509.CertificateRevocationList:
         raise PemFileError(path, f"{os.fspath(path)}: malformed CRL") from None
 
 
-def _parse_key(path: StrPath, block: PemBlock) -> PrivateKeyTypes:
+def _parse_key(path: StrPath, block: PemBlock) -> keys.PrivateKey:
     try:
-        return serialization.load_pem_private_key(block.text, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        return keys.load_private_key(block.text)
+    except ValueError as error:
         raise PemFileError(path, f"{os.fspath(path)}: unusable private key ({error})") from None
 
 
@@ -158,7 +158,7 @@ def read_one_csr(path: StrPath) -> bytes:
     return blocks[0].text
 
 
-def read_one_key(path: StrPath) -> PrivateKeyTypes:
+def read_one_key(path: StrPath) -> keys.PrivateKey:
     """The only block of the file, which must be a private key."""
     blocks = read_blocks(path)
     if len(blocks) != 1 or blocks[0].kind is not BlockKind.KEY:
@@ -183,7 +183,7 @@ def _public_der(key: object) -> bytes:
     return der
 
 
-def same_public_key(certificate: x509.Certificate, key: PrivateKeyTypes) -> bool:
+def same_public_key(certificate: x509.Certificate, key: keys.PrivateKey) -> bool:
     """Whether `key` is the private half of the certificate's public key."""
     return _public_der(certificate.public_key()) == _public_der(key.public_key())
 
@@ -197,15 +197,15 @@ def read_key_pair(crt_path: StrPath, key_path: StrPath | None) -> KeyPair:
         blocks = blocks + read_blocks(key_path)
         source = os.fspath(key_path)
     paths = sorted({os.fspath(crt_path), *([source] if source else [])})
-    keys = _of_kind(blocks, BlockKind.KEY)
+    key_blocks = _of_kind(blocks, BlockKind.KEY)
     certificates = _of_kind(blocks, BlockKind.CERTIFICATE)
     mismatch = PemFileError(
         crt_path, f"Could not find (exactly) one matching key pair in {paths!r}"
     )
-    if len(keys) != 1 or len(certificates) != 1:
+    if len(key_blocks) != 1 or len(certificates) != 1:
         raise mismatch
     certificate = parse_certificate(crt_path, certificates[0])
-    key = _parse_key(source or crt_path, keys[0])
+    key = _parse_key(source or crt_path, key_blocks[0])
     if not same_public_key(certificate, key):
         raise mismatch
     return KeyPair(certificate, key, source)

@@ -17,16 +17,13 @@ from typing import Any, Callable, Union
 import pem as pemlib
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificatePublicKeyTypes,
-    PrivateKeyTypes,
-)
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from caucase import exceptions
 from caucase.clock import as_utc
+from caucase.crypto import keys
 
 BACKDATE = datetime.timedelta(seconds=10)
 CAUCASE_OID_TOP = "1.3.6.1.4.1.37476.9000.70.0"
@@ -35,7 +32,6 @@ LEGACY_OID_TOP = "2.25.285541874270823339875695650038637483517"
 LEGACY_AUTO_SIGNED_OID = LEGACY_OID_TOP + ".0"
 AUTO_SIGNED_TEXT = "Auto-signed caucase certificate"
 
-CAPrivateKey = rsa.RSAPrivateKey
 Template = Union[x509.CertificateSigningRequest, x509.Certificate]
 
 # An extension to write: its value (which knows its OID) and whether it is critical.
@@ -113,19 +109,6 @@ def load_crl(pem: bytes) -> x509.CertificateRevocationList:
     return x509.load_pem_x509_crl(block)
 
 
-def load_private_key(pem: bytes, password: bytes | None = None) -> PrivateKeyTypes:
-    """One PEM private key; ValueError otherwise.
-
-    Other PEM blocks (the certificate stored beside the key in one file) are ignored."""
-    blocks = [block for block in pemlib.parse(pem) if isinstance(block, pemlib.PrivateKey)]
-    if len(blocks) != 1:
-        raise ValueError(f"Expected exactly one PEM private key, found {len(blocks)}")
-    try:
-        return serialization.load_pem_private_key(blocks[0].as_bytes(), password)
-    except (TypeError, UnsupportedAlgorithm) as error:
-        raise ValueError(f"Cannot load the private key: {error}") from None
-
-
 def dump_certificate(crt: x509.Certificate) -> bytes:
     """PEM encoding."""
     return crt.public_bytes(serialization.Encoding.PEM)
@@ -144,29 +127,6 @@ def dump_crl(crl: x509.CertificateRevocationList) -> bytes:
     return b"".join(
         (b"-----BEGIN X509 CRL-----\n", b"\n".join(lines), b"\n-----END X509 CRL-----\n")
     )
-
-
-def dump_private_key(key: PrivateKeyTypes, password: bytes | None = None) -> bytes:
-    """Traditional OpenSSL PEM ("BEGIN RSA PRIVATE KEY"), encrypted with the best available
-    cipher when a password is given."""
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.NoEncryption()
-        if password is None
-        else serialization.BestAvailableEncryption(password)
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, encryption
-    )
-
-
-def generate_private_key(key_len: int) -> rsa.RSAPrivateKey:
-    """RSA, public exponent 65537."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=key_len)
-
-
-def key_id(public_key: Any) -> str:
-    """Lowercase hex SHA-1 of the key (RFC 5280 method 1, same as the SKI caucase writes)."""
-    return x509.SubjectKeyIdentifier.from_public_key(public_key).digest.hex()
 
 
 def _authority_key_identifier(
@@ -260,15 +220,15 @@ def _self_identifiers(public_key: CertificatePublicKeyTypes) -> list[_Extension]
 
 
 def _sign_with(
-    builder: x509.CertificateBuilder, extensions: Iterable[_Extension], key: rsa.RSAPrivateKey
+    builder: x509.CertificateBuilder, extensions: Iterable[_Extension], key: keys.PrivateKey
 ) -> x509.Certificate:
     for value, critical in extensions:
         builder = builder.add_extension(value, critical)
-    return builder.sign(key, hashes.SHA256())
+    return builder.sign(key, keys.signature_hash(key))
 
 
 def make_ca_certificate(
-    key: rsa.RSAPrivateKey,
+    key: keys.PrivateKey,
     subject: x509.Name,
     now: datetime.datetime,
     life: datetime.timedelta,
@@ -289,7 +249,7 @@ def make_ca_certificate(
 
 def renew_ca_certificate(
     previous: x509.Certificate,
-    key: rsa.RSAPrivateKey,
+    key: keys.PrivateKey,
     now: datetime.datetime,
     life: datetime.timedelta,
 ) -> x509.Certificate:
@@ -418,7 +378,7 @@ def _leaf_extensions(
 
 
 def issue_certificate(
-    ca_key: rsa.RSAPrivateKey,
+    ca_key: keys.PrivateKey,
     ca_crt: x509.Certificate,
     public_key: CertificatePublicKeyTypes,
     template: Template,
@@ -447,7 +407,7 @@ def revoked_entry(serial: int, revocation_date: datetime.datetime) -> x509.Revok
 
 
 def make_crl(
-    ca_key: rsa.RSAPrivateKey,
+    ca_key: keys.PrivateKey,
     ca_crt: x509.Certificate,
     revoked: Iterable[tuple[int, datetime.datetime] | x509.RevokedCertificate],
     number: int,
@@ -471,10 +431,10 @@ def make_crl(
     )
     builder = builder.add_extension(x509.CRLNumber(number), critical=False)
     builder = builder.add_extension(_authority_key_identifier(ca_crt), critical=False)
-    return builder.sign(ca_key, hashes.SHA256())
+    return builder.sign(ca_key, keys.signature_hash(ca_key))
 
 
-def make_server_csr(key: rsa.RSAPrivateKey, host: str) -> x509.CertificateSigningRequest:
+def make_server_csr(key: keys.PrivateKey, host: str) -> x509.CertificateSigningRequest:
     """caucased's own HTTPS CSR: empty subject, KU digitalSignature, SAN ip or dns
     (ca-profile 1.10); the DNS name is lowercased (errata 11)."""
     address = _host_address(host)
@@ -486,13 +446,14 @@ def make_server_csr(key: rsa.RSAPrivateKey, host: str) -> x509.CertificateSignin
         .subject_name(x509.Name([]))
         .add_extension(_key_usage(digital_signature=True), critical=True)
         .add_extension(x509.SubjectAlternativeName([name]), critical=True)
-        .sign(key, hashes.SHA256())
+        .sign(key, keys.signature_hash(key))
     )
 
 
-def make_renewal_csr(key: rsa.RSAPrivateKey, subject: x509.Name) -> x509.CertificateSigningRequest:
-    """CSR for a renewal: the old subject, no extensions, SHA-256."""
-    return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+def make_renewal_csr(key: keys.PrivateKey, subject: x509.Name) -> x509.CertificateSigningRequest:
+    """CSR for a renewal: the old subject, no extensions."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    return builder.sign(key, keys.signature_hash(key))
 
 
 def is_auto_signed(crt: x509.Certificate) -> bool:

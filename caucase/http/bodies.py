@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase.crypto import x509util
-from caucase.crypto.envelope import DIGEST_LIST, verify_envelope
+from caucase.crypto.envelope import DIGEST_NAMES, verify_envelope
 from caucase.exceptions import NotACertificateSigningRequest, NotJSON
 from caucase.http.request import HTTPError, Request
 
@@ -108,16 +107,14 @@ def _read_envelope(request: Request, certificate_key: str) -> Envelope:
 
 
 def _verified(fields: dict[str, Any], certificate_key: str) -> SignedEnvelope:
-    if fields["digest"] not in DIGEST_LIST:
+    if fields["digest"] not in DIGEST_NAMES:
         raise HTTPError(400, b"Unsupported digest")
     payload = decode_payload(fields)
     crt_pem = certificate_pem(payload, certificate_key)
     try:
         public_key = x509util.load_certificate(crt_pem).public_key()
     except UnsupportedAlgorithm:
-        raise HTTPError(400, b"Only RSA keys can sign an envelope") from None
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise HTTPError(400, b"Only RSA keys can sign an envelope")
+        raise HTTPError(400, b"Envelopes cannot be verified with this key type") from None
     if not isinstance(fields.get("signature"), str):
         raise HTTPError(400, b"Envelope has no signature")
     verify_envelope(fields, public_key)

@@ -1,8 +1,9 @@
 """caucased's own HTTPS identity and TLS context (http-api 1.4, 13; ca-profile 1.10).
 
-The key file holds the RSA key (traditional PEM) then the leaf certificate issued by the
-internal http CA. It is reused while it verifies and is not within the renewal threshold;
-otherwise a fresh key is made and the certificate renewed (or issued anew).
+The key file holds the key (traditional PEM for RSA and EC, PKCS#8 for Ed25519) then the
+leaf certificate issued by the internal http CA. It is reused while it verifies, is not
+within the renewal threshold and its key is of the configured type; otherwise a fresh key is
+made and the certificate renewed (or issued anew).
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import os
 import ssl
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock
-from caucase.crypto import x509util
+from caucase.crypto import keys, x509util
 from caucase.crypto.pemfile import BlockKind, split_blocks, write_file
 from caucase.exceptions import CaucaseError, PemFileError
 
-LoadedIdentity = tuple[rsa.RSAPrivateKey, x509.Certificate]
+LoadedIdentity = tuple[keys.PrivateKey, x509.Certificate]
 
 
 def _is_ca(crt: x509.Certificate) -> bool:
@@ -34,20 +34,18 @@ def _load_identity(path: str, http_cas: CertificateAuthority) -> LoadedIdentity 
     try:
         with open(path, "rb") as handle:
             blocks = split_blocks(handle.read())
-        keys = [b for b in blocks if b.kind is BlockKind.KEY]
+        key_blocks = [b for b in blocks if b.kind is BlockKind.KEY]
         certificates = [
             x509.load_pem_x509_certificate(b.text)
             for b in blocks
             if b.kind is BlockKind.CERTIFICATE
         ]
         leaves = [crt for crt in certificates if not _is_ca(crt)]
-        if len(keys) != 1 or len(leaves) != 1:
+        if len(key_blocks) != 1 or len(leaves) != 1:
             return None
-        key = x509util.load_private_key(keys[0].text)
+        key = keys.load_private_key(key_blocks[0].text)
         leaf = leaves[0]
-        if not isinstance(key, rsa.RSAPrivateKey) or x509util.key_id(
-            key.public_key()
-        ) != x509util.key_id(leaf.public_key()):
+        if keys.key_id(key.public_key()) != keys.key_id(leaf.public_key()):
             return None
         http_cas.verify_certificate(leaf)
     except (OSError, ValueError, TypeError, x509.ExtensionNotFound, CaucaseError):
@@ -64,7 +62,7 @@ class ServerIdentity:
         http_cas: CertificateAuthority,
         cau: CertificateAuthority,
         host: str,
-        key_len: int,
+        key_spec: keys.KeySpec,
         threshold_days: float,
         clock: Clock,
     ) -> None:
@@ -72,7 +70,7 @@ class ServerIdentity:
         self._http_cas = http_cas
         self._cau = cau
         self._host = host
-        self._key_len = key_len
+        self._key_spec = key_spec
         self._threshold = datetime.timedelta(days=threshold_days)
         self._clock = clock
         self._certificate: x509.Certificate | None = None
@@ -85,19 +83,27 @@ class ServerIdentity:
         return self._certificate.not_valid_after_utc - self._threshold
 
     def prepare(self) -> None:
-        """At start: reuse the file when it verifies and is not due, else renew or issue."""
+        """At start: reuse the file when it verifies, is not due and its key has the configured
+        type, else renew or issue (clients do not pin this key: a new type is safe at once)."""
         loaded = _load_identity(self.key_path, self._http_cas)
         if loaded is None:
             self._issue()
             return
-        self._certificate = loaded[1]
-        if self.renewal_due <= self._clock():
+        key, self._certificate = loaded
+        if self.renewal_due <= self._clock() or not self._has_configured_type(key):
             self.renew()
+
+    def _has_configured_type(self, key: keys.PrivateKey) -> bool:
+        """Only the type matters: like the reference, a new --key-len waits for renewal."""
+        try:
+            return keys.kind(key.public_key()) is self._key_spec.type
+        except CaucaseError:
+            return False
 
     def renew(self) -> None:
         """Fresh key, certificate renewed by the http CA (issued anew if renewal is refused)."""
         assert self._certificate is not None
-        key = x509util.generate_private_key(self._key_len)
+        key = keys.generate(self._key_spec)
         csr = x509util.make_renewal_csr(key, self._certificate.subject)
         try:
             crt_pem = self._http_cas.renew(
@@ -110,16 +116,16 @@ class ServerIdentity:
         self._store(key, crt_pem)
 
     def _issue(self) -> None:
-        key = x509util.generate_private_key(self._key_len)
+        key = keys.generate(self._key_spec)
         csr = x509util.make_server_csr(key, self._host)
         csr_id = self._http_cas.append_csr(
             x509util.dump_certificate_request(csr), override_limits=True
         )
         self._store(key, self._http_cas.create_certificate(csr_id))
 
-    def _store(self, key: rsa.RSAPrivateKey, crt_pem: bytes) -> None:
+    def _store(self, key: keys.PrivateKey, crt_pem: bytes) -> None:
         try:
-            write_file(self.key_path, x509util.dump_private_key(key) + crt_pem, private=True)
+            write_file(self.key_path, keys.dump_private_key(key) + crt_pem, private=True)
         except PemFileError as error:
             raise CaucaseError(f"cannot write the server key file: {error}") from None
         self._certificate = x509util.load_certificate(crt_pem)

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from caucase.acme import problems
 from caucase.acme.csr import check_finalize_csr
 from caucase.acme.identifiers import Identifier
-from caucase.crypto import x509util
+from caucase.crypto import keys
 
 ACCOUNT_KEY_ID = "0" * 40
 
@@ -105,7 +105,7 @@ def test_the_account_key_cannot_be_certified() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     csr = encoded_csr("a.example", [], key)
     with pytest.raises(problems.BadCSR, match="account key"):
-        check_finalize_csr(csr, (Identifier.dns("a.example"),), x509util.key_id(key.public_key()))
+        check_finalize_csr(csr, (Identifier.dns("a.example"),), keys.key_id(key.public_key()))
 
 
 @pytest.mark.parametrize("encoded", [None, 5, "", "!!!!", "AAAA", "x" * 30_000])

@@ -44,7 +44,8 @@ def test_same_key_whatever_the_json_formatting(alg: str) -> None:
 
 
 def test_the_key_id_matches_caucases_for_the_same_key() -> None:
-    from caucase.crypto import x509util
+    from caucase.crypto import keys as crypto_keys
 
     key: JWK = account_key("ES256")[0]
-    assert keys.key_id(key.public_key()) == x509util.key_id(keys.public_key_of(key).public_key())
+    account_public_key = keys.public_key_of(key).public_key()
+    assert keys.key_id(key.public_key()) == crypto_keys.key_id(account_public_key)

@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 
 from caucase import __version__, backup
-from caucase.crypto import x509util
+from caucase.crypto import keys
 from tests.e2e.helpers import (
     CAUCASED,
     certificate_of,
@@ -217,7 +217,7 @@ def test_backup_waits_for_a_user_then_is_written(tmp_path: Path) -> None:
     assert [path.name for path in backups.iterdir()] == [found[0].name]
     assert re.fullmatch(r"\d{14}\.sql\.caucased", found[0].name)
     assert stat.S_IMODE(found[0].stat().st_mode) == 0o600
-    key = x509util.load_private_key(user.read_bytes().split(b"-----BEGIN CERTIFICATE")[0])
+    key = keys.load_private_key(user.read_bytes().split(b"-----BEGIN CERTIFICATE")[0])
     with found[0].open("rb") as source:
         statements = list(backup.read_backup(source, key))  # type: ignore[arg-type]
     assert statements[0] == "BEGIN TRANSACTION;"

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from caucase import __version__
 from caucase.client import USER_AGENT, CaucaseClient, RetryingCaucaseClient, https_port_for
 from caucase.clock import utcnow
-from caucase.crypto import pemfile, x509util
+from caucase.crypto import keys, pemfile, x509util
 from caucase.crypto.envelope import sign_envelope
 from caucase.exceptions import (
     CaucaseError,
@@ -260,11 +260,11 @@ def _ca_generations(count: int) -> list[tuple[rsa.RSAPrivateKey, x509.Certificat
     """CA certificates one hour apart, the newest made now, each renewing the previous."""
     start = utcnow() - datetime.timedelta(hours=count - 1)
     life = datetime.timedelta(days=30)
-    key = x509util.generate_private_key(2048)
+    key = keys.generate()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chain test")])
     generations = [(key, x509util.make_ca_certificate(key, subject, start, life))]
     for hours in range(1, count):
-        key = x509util.generate_private_key(2048)
+        key = keys.generate()
         made = start + datetime.timedelta(hours=hours)
         generations.append(
             (key, x509util.renew_ca_certificate(generations[-1][1], key, made, life))

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase import __version__
-from caucase.crypto import x509util
+from caucase.crypto import keys, x509util
 from caucase.storage import Storage
 from tests.e2e.helpers import CAUCASED, MANAGE, certificate_of, poll
 from tests.support.servers import key_pem, make_key_and_csr, make_user, request, start_caucased
@@ -100,7 +100,7 @@ def test_restore_then_serve_with_the_new_user_certificate(
     new_crt = certificate_of(crt)
     old_crt = certificate_of(populated.user)
     assert new_crt.subject == old_crt.subject
-    assert x509util.key_id(new_crt.public_key()) == x509util.key_id(key.public_key())
+    assert keys.key_id(new_crt.public_key()) == keys.key_id(key.public_key())
     credential = tmp_path / "new.pem"
     credential.write_bytes(key_pem(key) + crt.read_bytes())
     server = start_caucased(CAUCASED, restored)
@@ -334,7 +334,7 @@ def test_import_crl_revokes_its_serials_once(populated: Populated, tmp_path: Pat
     storage = Storage(str(db), "cas")
     try:
         key_pem_bytes, crt_pem = storage.get_ca_key_pairs(int(time.time()))[0]
-        ca_key = x509util.load_private_key(key_pem_bytes)
+        ca_key = keys.load_private_key(key_pem_bytes)
         assert isinstance(ca_key, rsa.RSAPrivateKey)
         crl = tmp_path / "old.crl.pem"
         crl.write_bytes(_crl(ca_key, x509util.load_certificate(crt_pem).subject, [5, 7]))

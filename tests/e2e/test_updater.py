@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from caucase.cli import updater
-from caucase.crypto import pemfile, x509util
+from caucase.crypto import keys, pemfile, x509util
 from caucase.exceptions import CaucaseError
 from tests.support.servers import (
     IMPLEMENTATIONS,
@@ -151,8 +151,8 @@ def _pair(crt_path: Path, key_path: Path | None = None) -> tuple[x509.Certificat
     data = crt_path.read_bytes() + (key_path.read_bytes() if key_path else b"")
     certificate = x509.load_pem_x509_certificate(data[data.index(b"-----BEGIN CERTIFICATE") :])
     key = serialization.load_pem_private_key(data, None)
-    assert x509util.key_id(key.public_key()) == x509util.key_id(certificate.public_key())
-    return certificate, x509util.key_id(key.public_key()).encode()
+    assert keys.key_id(key.public_key()) == keys.key_id(certificate.public_key())
+    return certificate, keys.key_id(key.public_key()).encode()
 
 
 def test_bootstrap_auto_approved_with_hook_then_sigterm(

@@ -26,6 +26,9 @@ PAIRS = [
     pytest.param(("ours", "reference"), id="our-tools-reference-server"),
     pytest.param(("ours", "ours"), id="our-tools-our-server"),
     pytest.param(("reference", "reference"), id="reference-tools-reference-server"),
+    # The reference tools (RSA keys only) against CA and HTTPS keys of other types.
+    pytest.param(("reference", "ours", "ec-p256"), id="reference-tools-our-ec-p256-server"),
+    pytest.param(("reference", "ours", "ed25519"), id="reference-tools-our-ed25519-server"),
 ]
 
 
@@ -33,12 +36,12 @@ PAIRS = [
 def pairing(
     request: pytest.FixtureRequest, reference_bin: Path, tmp_path: Path
 ) -> Iterator[tuple[Path, RunningServer]]:
-    tools, server_side = request.param
+    tools, server_side, *key_type = request.param
     bins = {"ours": OUR_BIN, "reference": reference_bin}
     server = start_caucased(
         [bins[server_side] / "caucased"],
         tmp_path / "server",
-        ["--service-auto-approve-count", "1"],
+        ["--service-auto-approve-count", "1", *(["--key-type", *key_type] if key_type else [])],
     )
     yield bins[tools], server
     server.stop()
