@@ -1,6 +1,7 @@
 #!/bin/sh
 # System packages the test suite drives as real peers: nginx (a TLS server trusting caucase),
-# Chromium and its WebDriver (the CORS consent flow in a browser), openssl, and ss (iproute2).
+# Chromium and its WebDriver (the CORS consent flow in a browser), openssl, ss (iproute2), and
+# libfaketime (caucased and its clients on a faked clock: tests/support/faketime.py).
 # Installs what is missing with apt-get (as root, or through sudo).
 set -e
 missing=""
@@ -10,6 +11,7 @@ have chromium || missing="$missing chromium"
 have chromedriver || missing="$missing chromium-driver"
 have openssl || missing="$missing openssl"
 have ss || missing="$missing iproute2"
+ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing="$missing libfaketime"
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo"; fi
 $as_root apt-get update -qq
