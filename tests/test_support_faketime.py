@@ -1,7 +1,7 @@
 """The faked clock of tests.support.faketime does what the end-to-end tests rely on.
 
-A real Python process under each role reports its clock and how long its waits took in
-real time; a libfaketime that changed how it wraps them would fail here first."""
+A real Python process under each role reads its clock and waits when asked; the test
+compares with the real clock and times the waits from outside."""
 
 from __future__ import annotations
 

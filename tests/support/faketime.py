@@ -20,7 +20,8 @@ avoid it:
 - with the real monotonic clock, time.sleep (clock_nanosleep with TIMER_ABSTIME) fails with
   EINVAL: the clients, which sleep and have no such lock waits, keep a faked monotonic
   clock (`Role.CLIENT`).
-tests/test_support_faketime.py checks both, so a libfaketime upgrade that changes them shows.
+tests/test_support_faketime.py checks that each role's clock jumps and its waits keep
+their length, so that a libfaketime upgrade changing either shows there first.
 """
 
 from __future__ import annotations
