@@ -20,8 +20,9 @@ from cryptography.x509.oid import NameOID
 
 from caucase.crypto import x509util
 from caucase.storage import Storage
-from tests.e2e.helpers import CAUCASED, MANAGE, certificate_of, poll
+from tests.e2e.helpers import CAUCASED, MANAGE, certificate_of
 from tests.support.servers import key_pem, make_key_and_csr, make_user, request, start_caucased
+from tests.support.wait import poll
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Populated]:
         assert first.stop() == 0
     second = start_caucased(CAUCASED, workdir, ["--backup-directory", str(backups)])
     try:
-        found = poll(lambda: list(backups.glob("*.sql.caucased")), 20, "a backup")
+        found = poll(lambda: list(backups.glob("*.sql.caucased")), "a backup")
     finally:
         assert second.stop() == 0
     yield Populated(workdir, user, found[0], cas_ca_pem)
@@ -288,7 +289,7 @@ def test_restore_a_backup_made_by_the_reference_server(
         first.stop()
     second = start_caucased(reference, origin, ["--backup-directory", str(backups)])
     try:
-        found = poll(lambda: list(backups.glob("*.sql.caucased")), 30, "a reference backup")
+        found = poll(lambda: list(backups.glob("*.sql.caucased")), "a reference backup")
     finally:
         second.stop()
     key = new_csr(tmp_path / "new.csr")
