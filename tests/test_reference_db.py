@@ -6,12 +6,11 @@ import contextlib
 import dataclasses
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase import backup
-from caucase.storage import Storage, restore_database, schema_statements
-from tests.support.servers import free_port_pair
+from caucase.storage import Storage, restore_database
+from caucase.storage.schema import schema_statements
+from tests.support.servers import accepts, free_port_pair
+from tests.support.wait import poll
 
 pytestmark = pytest.mark.interop
 
@@ -35,14 +36,6 @@ class ReferenceFiles:
     backup: Path
     user_key: rsa.RSAPrivateKey
     user_crt_pem: bytes
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -92,11 +85,6 @@ def has_every_ca(db: Path) -> bool:
         return False
 
 
-def is_listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def make_csr(key: rsa.RSAPrivateKey, common_name: str) -> bytes:
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -132,13 +120,12 @@ def reference_files(
     port = free_port_pair()
     user_key = rsa.generate_private_key(65537, 2048)
     with reference_caucased(reference_bin, workdir, port) as process:
-        wait_for(lambda: has_every_ca(workdir / "db.sqlite"), "the reference CAs")
-        wait_for(lambda: is_listening(port) or process.poll() is not None, "it to listen")
-        assert process.poll() is None, (workdir / "caucased.log").read_text()
+        poll(lambda: has_every_ca(workdir / "db.sqlite"), "the reference CAs", DEADLINE)
+        poll(lambda: accepts("127.0.0.1", port), "it to listen", DEADLINE, process=process)
         user_crt_pem = submit_user(port, user_key)
     # With no backup yet, a backup is due at start-up, and now there is a user to encrypt for.
     with reference_caucased(reference_bin, workdir, port, "--backup-directory", "backups"):
-        wait_for(lambda: any((workdir / "backups").glob("*.sql.caucased")), "a backup")
+        poll(lambda: any((workdir / "backups").glob("*.sql.caucased")), "a backup", DEADLINE)
     (backup_path,) = (workdir / "backups").glob("*.sql.caucased")
     return ReferenceFiles(workdir / "db.sqlite", backup_path, user_key, user_crt_pem)
 
@@ -302,8 +289,7 @@ def test_reference_runs_on_a_database_we_created(reference_bin: Path, tmp_path: 
         storage.close()
     port = free_port_pair()
     with reference_caucased(reference_bin, tmp_path, port) as process:
-        wait_for(lambda: has_every_ca(db) or process.poll() is not None, "the reference CAs")
-        assert process.poll() is None, (tmp_path / "caucased.log").read_text()
+        poll(lambda: has_every_ca(db), "the reference CAs", DEADLINE, process=process)
     assert query_journal_mode(db) == "wal"
     cas = Storage(str(db), "cas")
     assert len(cas.get_ca_key_pairs(int(time.time()))) == 1
