@@ -7,7 +7,6 @@ certificate of the authority addressed, not revoked."""
 
 from __future__ import annotations
 
-import datetime
 import http.client
 import json
 import ssl
@@ -19,11 +18,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
-from tests.support.ca_helpers import generate_keys, make_csr
+from tests.support.ca_helpers import generate_keys, make_csr, pem, self_signed
 from tests.support.faketime import FakeTime, Role
 from tests.support.servers import (
     OUR_BIN,
@@ -124,23 +122,6 @@ def revoked_serials(server: RunningServer, authority: str) -> set[int]:
     return {entry.serial_number for block in blocks for entry in x509.load_pem_x509_crl(block)}
 
 
-def self_signed(key: rsa.RSAPrivateKey, common_name: str) -> bytes:
-    """A certificate that looks like a user certificate but that no caucase issued."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.PEM)
-    )
-
-
 def user_key(path: Path) -> rsa.RSAPrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), None)
     assert isinstance(key, rsa.RSAPrivateKey)
@@ -192,11 +173,11 @@ def _foreign_credential(
         assert _issuer(twin) == _issuer(admin)
         return twin
     if kind == "self-signed":
-        return credential(workdir / "self.pem", keys[1], self_signed(keys[1], "admin"))
+        return credential(workdir / "self.pem", keys[1], pem(self_signed(keys[1], "admin")))
     status, _, ca_pem = request(server, "GET", "/cau/crt/ca.crt.pem")
     assert status == 200
     forged = x509.load_pem_x509_certificate(ca_pem).subject.rfc4514_string()
-    return credential(workdir / "forged.pem", keys[1], self_signed(keys[1], forged))
+    return credential(workdir / "forged.pem", keys[1], pem(self_signed(keys[1], forged)))
 
 
 def _issuer(path: Path) -> x509.Name:

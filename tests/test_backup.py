@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from caucase import backup
 from caucase.exceptions import BackupError
 from caucase.storage import Storage, restore_database
+from tests.support.ca_helpers import generate_keys
 
 NOW = 1_800_000_000
 STATEMENTS = [
@@ -49,7 +50,7 @@ def self_signed(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> x509.Cer
 
 @pytest.fixture(scope="module")
 def rsa_keys() -> list[rsa.RSAPrivateKey]:
-    return [rsa.generate_private_key(65537, 2048) for _ in range(3)]
+    return generate_keys(3)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from tests.support.ca_helpers import generate_keys
 from tests.support.servers import (
     OUR_BIN,
     RunningServer,
+    caucased_args,
     free_port_pair,
     key_pem,
     make_key_and_csr,
@@ -181,15 +182,7 @@ def test_caucased_killed_during_its_first_start_starts_again(
     workdir = tmp_path / "server"
     workdir.mkdir()
     port = free_port_pair()
-    args = [
-        str(OUR_BIN / "caucased"),
-        "--db",
-        str(workdir / "caucase.sqlite"),
-        "--server-key",
-        str(workdir / "server.key.pem"),
-        "--netloc",
-        f"127.0.0.1:{port}",
-    ]
+    args = caucased_args([OUR_BIN / "caucased"], workdir, port)
     for _ in range(STARTUP_ROUNDS):
         with open(workdir / "killed.err", "ab") as err:
             process = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=err)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from caucase import backup
 from caucase.storage import Storage, restore_database
 from caucase.storage.schema import schema_statements
-from tests.support.servers import accepts, free_port_pair
+from tests.support.ca_helpers import generate_keys, make_csr
+from tests.support.servers import start_caucased
 from tests.support.wait import poll
 
 pytestmark = pytest.mark.interop
@@ -38,37 +36,6 @@ class ReferenceFiles:
     user_crt_pem: bytes
 
 
-@contextlib.contextmanager
-def reference_caucased(
-    reference_bin: Path, workdir: Path, port: int, *options: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    with open(workdir / "caucased.log", "ab") as log:
-        process = subprocess.Popen(
-            [
-                str(reference_bin / "caucased"),
-                "--db",
-                "db.sqlite",
-                "--server-key",
-                "server.key.pem",
-                "--netloc",
-                f"127.0.0.1:{port}",
-                *options,
-            ],
-            cwd=workdir,
-            stdout=log,
-            stderr=log,
-        )
-        try:
-            yield process
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def has_every_ca(db: Path) -> bool:
     if not db.exists():
         return False
@@ -83,15 +50,6 @@ def has_every_ca(db: Path) -> bool:
             connection.close()
     except sqlite3.Error:
         return False
-
-
-def make_csr(key: rsa.RSAPrivateKey, common_name: str) -> bytes:
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)]))
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def submit_user(port: int, key: rsa.RSAPrivateKey) -> bytes:
@@ -116,18 +74,28 @@ def reference_files(
     reference_bin: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> ReferenceFiles:
     workdir = tmp_path_factory.mktemp("reference")
-    (workdir / "backups").mkdir()
-    port = free_port_pair()
-    user_key = rsa.generate_private_key(65537, 2048)
-    with reference_caucased(reference_bin, workdir, port) as process:
-        poll(lambda: has_every_ca(workdir / "db.sqlite"), "the reference CAs", DEADLINE)
-        poll(lambda: accepts("127.0.0.1", port), "it to listen", DEADLINE, process=process)
-        user_crt_pem = submit_user(port, user_key)
+    backups = workdir / "backups"
+    backups.mkdir()
+    (user_key,) = generate_keys(1)
+    server = start_caucased([reference_bin / "caucased"], workdir)
+    try:
+        assert has_every_ca(workdir / "caucase.sqlite")
+        user_crt_pem = submit_user(server.http_port, user_key)
+    finally:
+        server.stop()
     # With no backup yet, a backup is due at start-up, and now there is a user to encrypt for.
-    with reference_caucased(reference_bin, workdir, port, "--backup-directory", "backups"):
-        poll(lambda: any((workdir / "backups").glob("*.sql.caucased")), "a backup", DEADLINE)
-    (backup_path,) = (workdir / "backups").glob("*.sql.caucased")
-    return ReferenceFiles(workdir / "db.sqlite", backup_path, user_key, user_crt_pem)
+    server = start_caucased(
+        [reference_bin / "caucased"],
+        workdir,
+        ["--backup-directory", str(backups)],
+        http_port=server.http_port,
+    )
+    try:
+        poll(lambda: any(backups.glob("*.sql.caucased")), "a backup", DEADLINE)
+    finally:
+        server.stop()
+    (backup_path,) = backups.glob("*.sql.caucased")
+    return ReferenceFiles(workdir / "caucase.sqlite", backup_path, user_key, user_crt_pem)
 
 
 @pytest.fixture
@@ -282,14 +250,16 @@ def test_reference_restores_our_backup(
 
 
 def test_reference_runs_on_a_database_we_created(reference_bin: Path, tmp_path: Path) -> None:
-    db = tmp_path / "db.sqlite"
+    db = tmp_path / "caucase.sqlite"
     for prefix, unique in PREFIXES.items():
         storage = Storage(str(db), prefix, enforce_unique_key_id=unique)
         storage.lock_auto_sign_amount(0)
         storage.close()
-    port = free_port_pair()
-    with reference_caucased(reference_bin, tmp_path, port) as process:
-        poll(lambda: has_every_ca(db), "the reference CAs", DEADLINE, process=process)
+    server = start_caucased([reference_bin / "caucased"], tmp_path)
+    try:
+        assert has_every_ca(db)
+    finally:
+        server.stop()
     assert query_journal_mode(db) == "wal"
     cas = Storage(str(db), "cas")
     assert len(cas.get_ca_key_pairs(int(time.time()))) == 1

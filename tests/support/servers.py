@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
+from tests.support.ca_helpers import PrivateKey, generate_keys, make_csr
 from tests.support.wait import poll
 
 OUR_BIN = Path(sys.executable).parent
@@ -102,6 +101,22 @@ class RunningServer:
         return self.process.returncode
 
 
+def caucased_args(
+    command: Sequence[str | Path], workdir: Path, port: int, extra_args: Sequence[str] = ()
+) -> list[str]:
+    """The command line of a caucased keeping its db and server key in `workdir`."""
+    return [
+        *map(str, command),
+        "--db",
+        str(workdir / "caucase.sqlite"),
+        "--server-key",
+        str(workdir / "server.key.pem"),
+        "--netloc",
+        f"127.0.0.1:{port}",
+        *extra_args,
+    ]
+
+
 def start_caucased(
     command: Sequence[str | Path],
     workdir: Path,
@@ -115,16 +130,7 @@ def start_caucased(
     `env` replaces the environment (a faked clock: tests.support.faketime)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = http_port or free_port_pair()
-    args = [
-        *map(str, command),
-        "--db",
-        str(workdir / "caucase.sqlite"),
-        "--server-key",
-        str(workdir / "server.key.pem"),
-        "--netloc",
-        f"127.0.0.1:{port}",
-        *extra_args,
-    ]
+    args = caucased_args(command, workdir, port, extra_args)
     with open(workdir / "caucased.out", "ab") as out, open(workdir / "caucased.err", "ab") as err:
         process = subprocess.Popen(
             args, cwd=workdir, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
@@ -145,16 +151,11 @@ def start_caucased(
 
 def make_key_and_csr(common_name: str) -> tuple[rsa.RSAPrivateKey, bytes]:
     """A fresh RSA key and a CSR for it, independent of the code under test."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .sign(key, hashes.SHA256())
-    )
-    return key, csr.public_bytes(serialization.Encoding.PEM)
+    (key,) = generate_keys(1)
+    return key, make_csr(key, common_name)
 
 
-def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
