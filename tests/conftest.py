@@ -1,18 +1,23 @@
-"""Fixtures shared by every test module: an injectable clock and the reference peer."""
+"""Fixtures shared by every test module: an injectable clock, a replayable random
+generator and the reference peer."""
 
 from __future__ import annotations
 
 import datetime
 import os
+import random
 import subprocess
 import sys
 import threading
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_VERSION = "0.9.17"
+SEED_VARIABLE = "CAUCASE_TEST_SEED"
+_SEED_PROPERTY = "random seed"
 
 
 class FakeClock:
@@ -35,6 +40,28 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """This test's random generator, seeded from $CAUCASE_TEST_SEED when it is set and at
+    random otherwise; a failing test's report gives the seed, to replay the same run."""
+    given = os.environ.get(SEED_VARIABLE)
+    seed = int(given) if given else random.randrange(2**32)
+    request.node.user_properties.append((_SEED_PROPERTY, seed))
+    return random.Random(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        for key, value in item.user_properties:
+            if key == _SEED_PROPERTY:
+                report.sections.append((_SEED_PROPERTY, f"replay with {SEED_VARIABLE}={value}"))
+    return report
 
 
 def _reference_venv() -> Path:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # System packages the test suite drives as real peers: nginx (a TLS server trusting caucase),
 # Chromium and its WebDriver (the CORS consent flow in a browser), openssl, ss (iproute2),
+# libfaketime (caucased and its clients on a faked clock: tests/support/faketime.py),
 # Prometheus (promtool lints our scrapes, the server scrapes and answers PromQL), and the
 # ACME peers: lego and uacme (clients), pebble (a test ACME server, and
 # pebble-challtestsrv, a DNS server with an HTTP API for its records).
@@ -17,6 +18,7 @@ have promtool || missing="$missing prometheus"
 have lego || missing="$missing lego"
 have uacme || missing="$missing uacme"
 have pebble-challtestsrv || missing="$missing pebble"
+ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing="$missing libfaketime"
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo"; fi
 $as_root apt-get update -qq

@@ -7,32 +7,33 @@ certificate of the authority addressed, not revoked."""
 
 from __future__ import annotations
 
-import datetime
 import http.client
 import json
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
-from tests.support.ca_helpers import generate_keys, make_csr
+from tests.support.ca_helpers import generate_keys, make_csr, pem, self_signed
+from tests.support.faketime import FakeTime, Role
 from tests.support.servers import (
     OUR_BIN,
     RunningServer,
+    client_context,
     free_port_pair,
     key_pem,
     make_user,
     request,
     start_caucased,
 )
+from tests.support.wait import poll
 from tests.support.wsgi_support import signed_body
 
 JSON = {"Content-Type": "application/json"}
@@ -121,23 +122,6 @@ def revoked_serials(server: RunningServer, authority: str) -> set[int]:
     return {entry.serial_number for block in blocks for entry in x509.load_pem_x509_crl(block)}
 
 
-def self_signed(key: rsa.RSAPrivateKey, common_name: str) -> bytes:
-    """A certificate that looks like a user certificate but that no caucase issued."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.PEM)
-    )
-
-
 def user_key(path: Path) -> rsa.RSAPrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), None)
     assert isinstance(key, rsa.RSAPrivateKey)
@@ -189,11 +173,11 @@ def _foreign_credential(
         assert _issuer(twin) == _issuer(admin)
         return twin
     if kind == "self-signed":
-        return credential(workdir / "self.pem", keys[1], self_signed(keys[1], "admin"))
+        return credential(workdir / "self.pem", keys[1], pem(self_signed(keys[1], "admin")))
     status, _, ca_pem = request(server, "GET", "/cau/crt/ca.crt.pem")
     assert status == 200
     forged = x509.load_pem_x509_certificate(ca_pem).subject.rfc4514_string()
-    return credential(workdir / "forged.pem", keys[1], self_signed(keys[1], forged))
+    return credential(workdir / "forged.pem", keys[1], pem(self_signed(keys[1], forged)))
 
 
 def _issuer(path: Path) -> x509.Name:
@@ -270,20 +254,17 @@ def test_certificate_with_another_key_cannot_be_presented(
         context.load_cert_chain(str(stolen))
 
 
-@pytest.mark.slow
 def test_expired_user_is_refused(tmp_path: Path) -> None:
-    # 0.0004 day = 34.56 s (errata 4: CRLs live 11.4 s > 10 s); the usable life is ~24.5 s.
-    short = start_caucased(CAUCASED, tmp_path / "short", ["--user-crt-validity", "0.0004"])
+    """The server's clock is carried to a minute before the user's notAfter, then past it."""
+    clock = FakeTime(tmp_path / "clock")
+    short = start_caucased(CAUCASED, tmp_path / "short", env=clock.env(Role.SERVER))
     try:
         user = make_user(short, tmp_path / "user.pem")
         not_after = x509.load_pem_x509_certificate(user_crt(user)).not_valid_after_utc
         assert authenticated_list(short, user) == 200
-        deadline = time.monotonic() + 90
-        while authenticated_list(short, user) == 200:
-            assert time.monotonic() < deadline, "expired user still accepted"
-            time.sleep(0.2)
-        refused_at = datetime.datetime.now(datetime.timezone.utc)
-        assert refused_at >= not_after - datetime.timedelta(seconds=1)
+        clock.advance(seconds=(not_after - clock.now()).total_seconds() - 60)
+        assert authenticated_list(short, user) == 200
+        clock.advance(seconds=120)
         assert authenticated_list(short, user) in (401, REFUSED)
     finally:
         short.stop()
@@ -361,12 +342,8 @@ def test_revocation_applies_to_an_open_connection(
     """Authentication is per request, not per TLS session: a connection opened while the
     user was valid gets no more once the user is revoked."""
     user = make_user(server, tmp_path / "user.pem", "revoked while connected")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.load_cert_chain(str(user))
     connection = http.client.HTTPSConnection(
-        server.host, server.https_port, context=context, timeout=30
+        server.host, server.https_port, context=client_context(user), timeout=30
     )
     try:
         connection.request("GET", "/cas/csr")
@@ -385,13 +362,6 @@ def test_revocation_applies_to_an_open_connection(
         assert response.status == 401
     finally:
         connection.close()
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def _served_at_least(made: list[tuple[float, int | str]], count: int) -> bool:
@@ -424,7 +394,11 @@ def test_revocations_under_concurrent_use_take_effect_at_once(tmp_path: Path) ->
         revoked_at = []
         try:
             for index, user in enumerate(users):
-                wait_until(partial(_served_at_least, calls[index], 3), "the user to be served")
+                poll(
+                    partial(_served_at_least, calls[index], 3),
+                    "the user to be served",
+                    interval=0.01,
+                )
                 serial = x509.load_pem_x509_certificate(user_crt(user)).serial_number
                 body = json.dumps(
                     {"payload": json.dumps({"revoke_serial": serial}), "digest": None}
@@ -440,11 +414,12 @@ def test_revocations_under_concurrent_use_take_effect_at_once(tmp_path: Path) ->
                 )
                 assert status == 204
                 revoked_at.append(time.monotonic())
-            wait_until(
+            poll(
                 lambda: all(
                     calls[n] and calls[n][-1][0] > revoked_at[-1] for n in range(users_count)
                 ),
                 "calls after the last revocation",
+                interval=0.01,
             )
         finally:
             stop.set()

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from caucase import backup
 from caucase.exceptions import BackupError
 from caucase.storage import Storage, restore_database
+from tests.support.ca_helpers import generate_keys
 
 NOW = 1_800_000_000
 STATEMENTS = [
@@ -53,7 +54,7 @@ def self_signed(key: UserKey) -> x509.Certificate:
 
 @pytest.fixture(scope="module")
 def rsa_keys() -> list[rsa.RSAPrivateKey]:
-    return [rsa.generate_private_key(65537, 2048) for _ in range(3)]
+    return generate_keys(3)
 
 
 @pytest.fixture(scope="module")

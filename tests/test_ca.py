@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtensionOID
 
@@ -38,6 +38,8 @@ from tests.support.ca_helpers import (
     generate_keys,
     make_csr,
     name,
+    pem,
+    self_signed,
     signed,
 )
 
@@ -63,18 +65,8 @@ def ca(make_ca: MakeCA) -> CertificateAuthority:
 
 
 def foreign_certificate(key: rsa.RSAPrivateKey, now: datetime.datetime) -> bytes:
-    """A self-issued certificate no caucase CA signed."""
-    crt = (
-        x509.CertificateBuilder()
-        .subject_name(name("intruder"))
-        .issuer_name(CA_SUBJECT)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return crt.public_bytes(serialization.Encoding.PEM)
+    """A certificate no caucase CA signed, naming the CA as its issuer."""
+    return pem(self_signed(key, "intruder", issuer=CA_SUBJECT, now=now, days=30))
 
 
 # Construction and CA material

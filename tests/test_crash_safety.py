@@ -30,6 +30,7 @@ from tests.support.ca_helpers import generate_keys
 from tests.support.servers import (
     OUR_BIN,
     RunningServer,
+    caucased_args,
     free_port_pair,
     key_pem,
     make_key_and_csr,
@@ -37,6 +38,7 @@ from tests.support.servers import (
     request,
     start_caucased,
 )
+from tests.support.wait import poll
 from tests.test_concurrency import (
     SERVER_ARGS,
     THREADS,
@@ -117,7 +119,7 @@ def check_crl_number(server: RunningServer, watcher: CRLWatcher) -> None:
 
 @pytest.mark.slow
 def test_caucased_killed_under_load_keeps_every_acknowledged_write(
-    tmp_path: Path, keys: list[rsa.RSAPrivateKey], servers: list[RunningServer]
+    tmp_path: Path, keys: list[rsa.RSAPrivateKey], servers: list[RunningServer], rng: random.Random
 ) -> None:
     workdir = tmp_path / "server"
     servers.append(start_caucased([OUR_BIN / "caucased"], workdir, SERVER_ARGS))
@@ -125,7 +127,6 @@ def test_caucased_killed_under_load_keeps_every_acknowledged_write(
     user = make_user(servers[0], tmp_path / "user.pem")
     ledger = Ledger()
     watcher = CRLWatcher(servers[0], ledger)
-    rng = random.Random()
     for round_number in range(SERVER_ROUNDS):
         server = servers[-1]
         watcher.server = server
@@ -176,22 +177,13 @@ STARTUP_ROUNDS = 8
 
 @pytest.mark.slow
 def test_caucased_killed_during_its_first_start_starts_again(
-    tmp_path: Path, servers: list[RunningServer]
+    tmp_path: Path, servers: list[RunningServer], rng: random.Random
 ) -> None:
     """Kills while the database, the three CAs and the server key are being created."""
     workdir = tmp_path / "server"
     workdir.mkdir()
     port = free_port_pair()
-    args = [
-        str(OUR_BIN / "caucased"),
-        "--db",
-        str(workdir / "caucase.sqlite"),
-        "--server-key",
-        str(workdir / "server.key.pem"),
-        "--netloc",
-        f"127.0.0.1:{port}",
-    ]
-    rng = random.Random()
+    args = caucased_args([OUR_BIN / "caucased"], workdir, port)
     for _ in range(STARTUP_ROUNDS):
         with open(workdir / "killed.err", "ab") as err:
             process = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=err)
@@ -243,6 +235,9 @@ class PairChecker:
         self.files = files
         self.ca_crt = ca_crt
         self.previous: tuple[int, str] | None = None
+        # The key on disk before the first check: the one a certificate not seen yet (the
+        # bootstrap one, when a kill interrupts the renewal right after it) belongs to.
+        self.first_key_id = key_id(files.read()[1].public_key())
         self.outcomes: Counter[str] = Counter()
 
     def check(self) -> None:
@@ -267,22 +262,36 @@ class PairChecker:
         pending_key = serialization.load_pem_private_key(pending.read_bytes(), None)
         assert isinstance(pending_key, rsa.RSAPrivateKey)
         assert _same_key(crt, pending_key)
-        assert self.previous is not None
-        assert key_id(key.public_key()) == self.previous[1]
+        old_key_id = self.previous[1] if self.previous else self.first_key_id
+        assert key_id(key.public_key()) == old_key_id
         self.outcomes["interrupted, recoverable"] += 1
         self.previous = (crt.serial_number, key_id(pending_key.public_key()))
 
 
-def _wait_for_write(workdir: Path, process: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Spin until a temporary or pending file of the pair appears: a write is under way."""
+def _renewal_done(log: Path) -> bool:
+    """The updater has renewed and gone to sleep (for a minute: no write until then)."""
+    return log.read_text(errors="replace").count("Next wake-up at") >= 2
+
+
+def _wait_for_write(
+    workdir: Path, log: Path, process: subprocess.Popen[bytes], timeout: float
+) -> bool:
+    """Spin until a temporary or pending file of the pair appears: a write is under way.
+    False when the renewal ended unseen: waiting on would only reach the next one."""
     before = set(os.listdir(workdir))
     deadline = time.monotonic() + timeout
+    log_size = 0
     while time.monotonic() < deadline and process.poll() is None:
         if any(
             name.startswith(".svc") or name.endswith(pemfile.PENDING_KEY_SUFFIX)
             for name in set(os.listdir(workdir)) - before
         ):
             return True
+        size = log.stat().st_size  # the log is read only when it grew: the spin stays fast
+        if size != log_size:
+            log_size = size
+            if _renewal_done(log):
+                return False
     return False
 
 
@@ -292,9 +301,10 @@ def _wait_for_kill_point(
     """The random moment of the kill: anywhere in the run, inside the renewal, or just
     after the pair's files start being written (the waits are the experiment, not a
     synchronisation)."""
-    if strategy == 1 and _wait_for_output(log, "Renewing", process, 30):
+    if strategy == 1:
+        _wait_for_output(log, "Renewing", process)
         time.sleep(rng.uniform(0, 0.15))
-    elif strategy == 2 and _wait_for_write(workdir, process, 30):
+    elif strategy == 2 and _wait_for_write(workdir, log, process, 30):
         end = time.monotonic() + rng.uniform(0, 0.005)
         while time.monotonic() < end:
             pass
@@ -302,15 +312,13 @@ def _wait_for_kill_point(
         time.sleep(rng.uniform(0.2, 2.0))
 
 
-def _wait_for_output(
-    path: Path, text: str, process: subprocess.Popen[bytes], timeout: float
-) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if text in path.read_text(errors="replace"):
-            return True
-        time.sleep(0.01)
-    return False
+def _wait_for_output(path: Path, text: str, process: subprocess.Popen[bytes]) -> None:
+    poll(
+        lambda: text in path.read_text(errors="replace"),
+        repr(text),
+        interval=0.01,
+        process=process,
+    )
 
 
 UPDATER = OUR_BIN / "caucase-updater"
@@ -361,7 +369,7 @@ def _start_updater(
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["combined", "separate"])
 def test_updater_killed_during_renewal_never_leaves_a_mismatched_pair(
-    tmp_path: Path, servers: list[RunningServer], layout: str
+    tmp_path: Path, servers: list[RunningServer], layout: str, rng: random.Random
 ) -> None:
     servers.append(
         start_caucased([OUR_BIN / "caucased"], tmp_path / "server", UPDATER_SERVER_ARGS)
@@ -370,7 +378,6 @@ def test_updater_killed_during_renewal_never_leaves_a_mismatched_pair(
     workdir = tmp_path / "client"
     files, options = _client_files(workdir, layout)
     checker = PairChecker(files, ca_certificate(server))
-    rng = random.Random()
     for round_number in range(UPDATER_ROUNDS):
         log = workdir / f"updater{round_number}.log"
         process = _start_updater(server, workdir, options, log)
@@ -385,10 +392,8 @@ def test_updater_killed_during_renewal_never_leaves_a_mismatched_pair(
     log = workdir / "final.log"
     process = _start_updater(server, workdir, options, log)
     try:
-        assert _wait_for_output(log, "Renewing", process, 30), log.read_text()
-        deadline = time.monotonic() + 30
-        while log.read_text().count("Next wake-up at") < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_output(log, "Renewing", process)
+        poll(lambda: _renewal_done(log), "the renewal")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)
@@ -444,10 +449,8 @@ def _run_updater_once(server: RunningServer, workdir: Path, options: list[str], 
     """A normal updater run through one full iteration (bootstrap or recovery, renewal)."""
     process = _start_updater(server, workdir, options, log)
     try:
-        deadline = time.monotonic() + 60
-        while log.read_text().count("Next wake-up at") < 2:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        poll(lambda: _renewal_done(log) or process.poll() is not None, "the renewal")
+        assert process.poll() is None, log.read_text()
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)

@@ -10,10 +10,9 @@ import os
 import stat
 import subprocess
 import threading
-import time
 import urllib.parse
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tests.support.servers import (
     request,
     start_caucased,
 )
+from tests.support.wait import poll
 
 UMASK_022 = ["sh", "-c", 'umask 022; exec "$0" "$@"']
 PRIVATE = 0o600
@@ -46,14 +46,6 @@ def run(*command: str | Path, cwd: Path, stdin: bytes = b"") -> subprocess.Compl
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def poll(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
-    """Wait until `condition()` is true, or fail."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class ModeWatcher:

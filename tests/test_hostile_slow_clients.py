@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase.http.server import CaucasedServer, CaucasedTLSServer, start_serving, stop_serving
 from tests.conftest import FakeClock
+from tests.support.servers import client_context
 from tests.support.wsgi_support import deploy, name
 
 PROMPT = 5.0  # a normal request must complete well within this, slow clients or not
@@ -106,11 +107,8 @@ def short_listeners(tmp_path: Path) -> Iterator[Listeners]:
 
 def _client_hello() -> bytes:
     """A real TLS ClientHello, so that the server answers and then waits for the rest."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing)
+    tls = client_context().wrap_bio(incoming, outgoing)
     with contextlib.suppress(ssl.SSLWantReadError):
         tls.do_handshake()
     return outgoing.read()
@@ -149,10 +147,7 @@ def _get(address: tuple[str, int], tls: bool) -> bytes:
     """A complete GET of the CAS certificate, on a fresh connection."""
     sock = socket.create_connection(address, timeout=PROMPT)
     if tls:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        sock = context.wrap_socket(sock)
+        sock = client_context().wrap_socket(sock)
     with sock:
         sock.sendall(b"GET /cas/crt/ca.crt.pem HTTP/1.0\r\n\r\n")
         data = bytearray()

@@ -2,49 +2,24 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import io
 import subprocess
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from caucase import __version__, backup
 from caucase.cli import key_id
-from tests.support.servers import OUR_BIN
+from tests.support.ca_helpers import generate_keys, self_signed
+from tests.support.servers import OUR_BIN, key_pem
 
 
 @pytest.fixture(scope="module")
 def rsa_keys() -> list[rsa.RSAPrivateKey]:
-    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
-
-
-def _key_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
-def _certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "user")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    return generate_keys(2)
 
 
 def _expected_id(key: rsa.RSAPrivateKey) -> str:
@@ -65,10 +40,10 @@ def _run(*argv: str) -> tuple[int, str, str]:
 def key_files(tmp_path: Path, rsa_keys: list[rsa.RSAPrivateKey]) -> list[Path]:
     """A key-only file, then a file with a certificate before its key."""
     alone = tmp_path / "user.key.pem"
-    alone.write_bytes(_key_pem(rsa_keys[0]))
+    alone.write_bytes(key_pem(rsa_keys[0]))
     combined = tmp_path / "service.pem"
     combined.write_bytes(
-        _certificate(rsa_keys[1]).public_bytes(serialization.Encoding.PEM) + _key_pem(rsa_keys[1])
+        self_signed(rsa_keys[1]).public_bytes(serialization.Encoding.PEM) + key_pem(rsa_keys[1])
     )
     return [alone, combined]
 
@@ -80,7 +55,7 @@ def backup_file(tmp_path: Path, rsa_keys: list[rsa.RSAPrivateKey]) -> Path:
         used = backup.write_backup(
             output,
             ["BEGIN TRANSACTION;", "COMMIT;"],
-            [_certificate(rsa_keys[1]), _certificate(rsa_keys[0])],
+            [self_signed(rsa_keys[1]), self_signed(rsa_keys[0])],
         )
     assert used == 2
     return path
@@ -180,7 +155,7 @@ def test_same_output_as_reference(
     tmp_path: Path, key_files: list[Path], backup_file: Path, reference_bin: Path
 ) -> None:
     ec_file = tmp_path / "ec.key.pem"
-    ec_file.write_bytes(_key_pem(ec.generate_private_key(ec.SECP256R1())))
+    ec_file.write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))
     argv = ["--private-key", *map(str, key_files), str(ec_file), "--backup", str(backup_file)]
 
     reference = subprocess.run(

@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from caucase.crypto import pemfile
 from caucase.crypto.pemfile import BlockKind
 from caucase.exceptions import PemFileError
+from tests.support.ca_helpers import make_csr
 
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.timezone.utc)
 
@@ -82,15 +83,6 @@ def second() -> Authority:
     return _authority("second")
 
 
-def _csr_pem(key: rsa.RSAPrivateKey) -> bytes:
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(_name("svc"))
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM)
-
-
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -108,7 +100,7 @@ def test_blocks_are_classified_and_keep_their_exact_text(first: Authority) -> No
     public = first.key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    csr = _csr_pem(first.key)
+    csr = make_csr(first.key, "svc")
     new_csr = csr.replace(b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST")
     trusted = first.crt_pem.replace(b"CERTIFICATE", b"TRUSTED CERTIFICATE")
     data = b"junk before\n" + b"\n".join(
@@ -151,14 +143,14 @@ def test_missing_file_error_names_the_path(tmp_path: Path) -> None:
 
 
 def test_one_csr_refuses_a_key_and_csr_file(tmp_path: Path, first: Authority) -> None:
-    path = _write(tmp_path / "both.pem", first.key_pem + _csr_pem(first.key))
+    path = _write(tmp_path / "both.pem", first.key_pem + make_csr(first.key, "svc"))
 
     with pytest.raises(PemFileError, match="contains more than just a csr"):
         pemfile.read_one_csr(path)
 
 
 def test_one_csr_refuses_a_bad_signature(tmp_path: Path, first: Authority) -> None:
-    csr = x509.load_pem_x509_csr(_csr_pem(first.key))
+    csr = x509.load_pem_x509_csr(make_csr(first.key, "svc"))
     der = bytearray(csr.public_bytes(serialization.Encoding.DER))
     der[-5] ^= 0xFF
     tampered = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM)
@@ -169,7 +161,7 @@ def test_one_csr_refuses_a_bad_signature(tmp_path: Path, first: Authority) -> No
 
 
 def test_one_csr_returns_the_file_text(tmp_path: Path, first: Authority) -> None:
-    csr = _csr_pem(first.key)
+    csr = make_csr(first.key, "svc")
 
     assert pemfile.read_one_csr(_write(tmp_path / "a.csr.pem", b"comment\n" + csr)) == csr
 

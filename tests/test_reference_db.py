@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from caucase import backup
 from caucase.storage import Storage, restore_database
 from caucase.storage.schema import schema_statements
-from tests.support.servers import free_port_pair
+from tests.support.ca_helpers import generate_keys, make_csr
+from tests.support.servers import start_caucased
+from tests.support.wait import poll
 
 pytestmark = pytest.mark.interop
 
@@ -36,45 +34,6 @@ class ReferenceFiles:
     backup: Path
     user_key: rsa.RSAPrivateKey
     user_crt_pem: bytes
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def reference_caucased(
-    reference_bin: Path, workdir: Path, port: int, *options: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    with open(workdir / "caucased.log", "ab") as log:
-        process = subprocess.Popen(
-            [
-                str(reference_bin / "caucased"),
-                "--db",
-                "db.sqlite",
-                "--server-key",
-                "server.key.pem",
-                "--netloc",
-                f"127.0.0.1:{port}",
-                *options,
-            ],
-            cwd=workdir,
-            stdout=log,
-            stderr=log,
-        )
-        try:
-            yield process
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def has_every_ca(db: Path) -> bool:
@@ -91,20 +50,6 @@ def has_every_ca(db: Path) -> bool:
             connection.close()
     except sqlite3.Error:
         return False
-
-
-def is_listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def make_csr(key: rsa.RSAPrivateKey, common_name: str) -> bytes:
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)]))
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def submit_user(port: int, key: rsa.RSAPrivateKey) -> bytes:
@@ -129,19 +74,28 @@ def reference_files(
     reference_bin: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> ReferenceFiles:
     workdir = tmp_path_factory.mktemp("reference")
-    (workdir / "backups").mkdir()
-    port = free_port_pair()
-    user_key = rsa.generate_private_key(65537, 2048)
-    with reference_caucased(reference_bin, workdir, port) as process:
-        wait_for(lambda: has_every_ca(workdir / "db.sqlite"), "the reference CAs")
-        wait_for(lambda: is_listening(port) or process.poll() is not None, "it to listen")
-        assert process.poll() is None, (workdir / "caucased.log").read_text()
-        user_crt_pem = submit_user(port, user_key)
+    backups = workdir / "backups"
+    backups.mkdir()
+    (user_key,) = generate_keys(1)
+    server = start_caucased([reference_bin / "caucased"], workdir)
+    try:
+        assert has_every_ca(workdir / "caucase.sqlite")
+        user_crt_pem = submit_user(server.http_port, user_key)
+    finally:
+        server.stop()
     # With no backup yet, a backup is due at start-up, and now there is a user to encrypt for.
-    with reference_caucased(reference_bin, workdir, port, "--backup-directory", "backups"):
-        wait_for(lambda: any((workdir / "backups").glob("*.sql.caucased")), "a backup")
-    (backup_path,) = (workdir / "backups").glob("*.sql.caucased")
-    return ReferenceFiles(workdir / "db.sqlite", backup_path, user_key, user_crt_pem)
+    server = start_caucased(
+        [reference_bin / "caucased"],
+        workdir,
+        ["--backup-directory", str(backups)],
+        http_port=server.http_port,
+    )
+    try:
+        poll(lambda: any(backups.glob("*.sql.caucased")), "a backup", DEADLINE)
+    finally:
+        server.stop()
+    (backup_path,) = backups.glob("*.sql.caucased")
+    return ReferenceFiles(workdir / "caucase.sqlite", backup_path, user_key, user_crt_pem)
 
 
 @pytest.fixture
@@ -296,15 +250,16 @@ def test_reference_restores_our_backup(
 
 
 def test_reference_runs_on_a_database_we_created(reference_bin: Path, tmp_path: Path) -> None:
-    db = tmp_path / "db.sqlite"
+    db = tmp_path / "caucase.sqlite"
     for prefix, unique in PREFIXES.items():
         storage = Storage(str(db), prefix, enforce_unique_key_id=unique)
         storage.lock_auto_sign_amount(0)
         storage.close()
-    port = free_port_pair()
-    with reference_caucased(reference_bin, tmp_path, port) as process:
-        wait_for(lambda: has_every_ca(db) or process.poll() is not None, "the reference CAs")
-        assert process.poll() is None, (tmp_path / "caucased.log").read_text()
+    server = start_caucased([reference_bin / "caucased"], tmp_path)
+    try:
+        assert has_every_ca(db)
+    finally:
+        server.stop()
     assert query_journal_mode(db) == "wal"
     cas = Storage(str(db), "cas")
     assert len(cas.get_ca_key_pairs(int(time.time()))) == 1

@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase.crypto import x509util
 from tests.conftest import FakeClock
+from tests.support.ca_helpers import generate_keys
 from tests.support.wsgi_support import (
     Deployment,
     ExplodingInput,
     call,
     deploy,
+    foreign_certificate,
     make_csr,
-    self_signed,
 )
 
 JSON = "application/json"
@@ -57,7 +58,7 @@ REFERENCE_CAS_HAL = (
 @pytest.fixture(scope="module")
 def keys() -> list[rsa.RSAPrivateKey]:
     """Leaf keys made once: request keys need not be fresh per test."""
-    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(5)]
+    return generate_keys(5)
 
 
 @pytest.fixture
@@ -301,7 +302,10 @@ def test_authentication_failures_are_401_transport_with_a_reason(
         ),
         "HTTPS without cert": ({"https": True}, b"No client certificate presented"),
         "CAS certificate": ({"https": True, "cert": cas_crt}, not_ours),
-        "self-signed": ({"https": True, "cert": self_signed(keys[2], dep.clock())}, not_ours),
+        "self-signed": (
+            {"https": True, "cert": foreign_certificate(keys[2], dep.clock())},
+            not_ours,
+        ),
         "garbage": (
             {"https": True, "cert": b"-----BEGIN CERTIFICATE-----\nxx\n"},
             b"Client certificate cannot be verified",

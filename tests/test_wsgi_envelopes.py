@@ -15,7 +15,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from caucase.crypto import x509util
 from caucase.crypto.envelope import sign_envelope
 from tests.conftest import FakeClock
-from tests.support.wsgi_support import Deployment, call, deploy, make_csr, self_signed, signed_body
+from tests.support.ca_helpers import generate_keys
+from tests.support.wsgi_support import (
+    Deployment,
+    call,
+    deploy,
+    foreign_certificate,
+    make_csr,
+    signed_body,
+)
 
 JSON = "application/json"
 
@@ -23,7 +31,7 @@ JSON = "application/json"
 @pytest.fixture(scope="module")
 def keys() -> list[rsa.RSAPrivateKey]:
     """Leaf keys made once: request keys need not be fresh per test."""
-    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(4)]
+    return generate_keys(4)
 
 
 @pytest.fixture
@@ -133,7 +141,7 @@ def test_bad_renewal_requests_are_400_and_store_nothing(
             keys[1], {**payload, "crt_pem": _unknown_key_type(crt).decode()}
         ),
         "wrong key": renew_body(crt, keys[3], keys[2]),
-        "foreign crt": renew_body(self_signed(keys[1], dep.clock()), keys[1], keys[2]),
+        "foreign crt": renew_body(foreign_certificate(keys[1], dep.clock()), keys[1], keys[2]),
     }
     before = dep.cas.get_csr_list()
     for label, body in cases.items():

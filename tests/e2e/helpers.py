@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from cryptography import x509
 
 from tests.support.servers import (
     OUR_BIN,
     RunningServer,
+    client_context,
     key_pem,
     make_key_and_csr,
     request,
@@ -22,29 +19,13 @@ from tests.support.servers import (
 
 CAUCASED = [str(OUR_BIN / "caucased")]
 MANAGE = str(OUR_BIN / "caucased-manage")
-T = TypeVar("T")
-
-
-def poll(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Call `condition` until it returns something truthy, or fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def served_certificate(server: RunningServer) -> x509.Certificate:
     """The certificate the HTTPS listener presents right now."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     with (
         socket.create_connection((server.host, server.https_port), timeout=10) as raw,
-        context.wrap_socket(raw) as tls,
+        client_context().wrap_socket(raw) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None

@@ -16,13 +16,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from caucase import __version__
 from caucase.crypto import keys, x509util
 from caucase.storage import Storage
-from tests.e2e.helpers import CAUCASED, MANAGE, certificate_of, poll
+from tests.e2e.helpers import CAUCASED, MANAGE, certificate_of
+from tests.support.ca_helpers import generate_keys, self_signed
 from tests.support.servers import key_pem, make_key_and_csr, make_user, request, start_caucased
+from tests.support.wait import poll
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Populated]:
         assert first.stop() == 0
     second = start_caucased(CAUCASED, workdir, ["--backup-directory", str(backups)])
     try:
-        found = poll(lambda: list(backups.glob("*.sql.caucased")), 20, "a backup")
+        found = poll(lambda: list(backups.glob("*.sql.caucased")), "a backup")
     finally:
         assert second.stop() == 0
     yield Populated(workdir, user, found[0], cas_ca_pem)
@@ -293,19 +294,8 @@ def test_help_offers_a_passphrase_file(tmp_path: Path) -> None:
 
 
 def test_import_skips_certificates_that_are_not_cas(tmp_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    (key,) = generate_keys(1)
+    leaf = self_signed(key, "leaf")
     pem = tmp_path / "leaf.pem"
     pem.write_bytes(key_pem(key) + x509util.dump_certificate(leaf))
     result = manage(["--db", str(tmp_path / "db.sqlite"), "--import-ca", str(pem)], tmp_path)
@@ -381,7 +371,7 @@ def test_restore_a_backup_made_by_the_reference_server(
         first.stop()
     second = start_caucased(reference, origin, ["--backup-directory", str(backups)])
     try:
-        found = poll(lambda: list(backups.glob("*.sql.caucased")), 30, "a reference backup")
+        found = poll(lambda: list(backups.glob("*.sql.caucased")), "a reference backup")
     finally:
         second.stop()
     key = new_csr(tmp_path / "new.csr")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import ssl
 import subprocess
@@ -11,13 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from caucase import __version__
-from tests.support.servers import OUR_BIN, RunningServer, free_port_pair
+from tests.support.ca_helpers import generate_keys, pem, self_signed
+from tests.support.servers import OUR_BIN, RunningServer, free_port_pair, key_pem
 
 PROBE = OUR_BIN / "caucase-probe"
 
@@ -70,29 +66,10 @@ def test_nothing_listening(tmp_path: Path) -> None:
 
 def _self_signed(tmp_path: Path, name: str) -> tuple[Path, bytes]:
     """A key + certificate file (for a TLS listener) and the certificate PEM."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    crt_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    (key,) = generate_keys(1)
+    crt_pem = pem(self_signed(key, name))
     path = tmp_path / f"{name}.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        + crt_pem
-    )
+    path.write_bytes(key_pem(key) + crt_pem)
     return path, crt_pem
 
 

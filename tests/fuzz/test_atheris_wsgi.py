@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import subprocess
 import sys
@@ -16,13 +17,16 @@ FUZZ_SECONDS = 60
 
 
 @pytest.mark.slow
-def test_wsgi_application_survives_coverage_guided_fuzzing(tmp_path: Path) -> None:
+def test_wsgi_application_survives_coverage_guided_fuzzing(
+    tmp_path: Path, rng: random.Random
+) -> None:
     environ = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [
             sys.executable,
             str(TARGET),
             f"-max_total_time={FUZZ_SECONDS}",
+            f"-seed={rng.randrange(1, 2**31)}",  # libFuzzer's, drawn from the test's seed
             f"-artifact_prefix={tmp_path}/",
             "-rss_limit_mb=4096",
         ],

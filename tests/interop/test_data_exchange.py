@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.support.servers import (
     request,
     start_caucased,
 )
+from tests.support.wait import poll
 
 pytestmark = [pytest.mark.slow, pytest.mark.interop]
 DIRECTIONS = [
@@ -100,11 +100,12 @@ def test_database_is_a_drop_in(
 
 
 def wait_for_backup(directory: Path, server: RunningServer) -> Path:
-    deadline = time.monotonic() + 60
-    while not (found := sorted(directory.glob("*.sql.caucased"))):
-        assert server.process.poll() is None, server.stderr()
-        assert time.monotonic() < deadline, "no backup written"
-        time.sleep(0.1)
+    found = poll(
+        lambda: sorted(directory.glob("*.sql.caucased")),
+        "a backup",
+        timeout=60,
+        process=server.process,
+    )
     return found[0]
 
 

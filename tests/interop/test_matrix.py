@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from cryptography import x509
 
 from tests.support.servers import OUR_BIN, RunningServer, key_pem, make_key_and_csr, start_caucased
+from tests.support.wait import poll
 
 pytestmark = [pytest.mark.slow, pytest.mark.interop]
 DEADLINE = 60.0
@@ -88,11 +88,12 @@ def certificate(path: Path) -> x509.Certificate:
 
 
 def wait_for_certificate(path: Path, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while b"BEGIN CERTIFICATE" not in path.read_bytes():
-        assert process.poll() is None, "the updater exited"
-        assert time.monotonic() < deadline, "the updater did not bootstrap in time"
-        time.sleep(0.1)
+    poll(
+        lambda: b"BEGIN CERTIFICATE" in path.read_bytes(),
+        "the updater's bootstrap",
+        DEADLINE,
+        process=process,
+    )
 
 
 def test_operator_story(pairing: tuple[Path, RunningServer], tmp_path: Path) -> None:

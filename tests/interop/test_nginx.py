@@ -9,8 +9,7 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,13 @@ from cryptography import x509
 
 from tests.support.servers import (
     RunningServer,
+    client_context,
     free_port_pair,
     key_pem,
     make_key_and_csr,
     start_caucased,
 )
+from tests.support.wait import poll
 
 pytestmark = pytest.mark.slow
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -56,25 +57,14 @@ http {{
 """
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def holds_certificate(path: Path) -> bool:
     return path.exists() and b"BEGIN CERTIFICATE" in path.read_bytes()
 
 
 def get(port: int, client_pem: Path | None) -> tuple[int, bytes]:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if client_pem is not None:
-        context.load_cert_chain(str(client_pem))
-    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=client_context(client_pem), timeout=30
+    )
     try:
         connection.request("GET", "/")
         response = connection.getresponse()
@@ -124,9 +114,9 @@ def test_nginx_trusts_caucase_and_honours_revocation(
     )  # fmt: skip
     nginx = None
     try:
-        wait_for(lambda: holds_certificate(work / "nginx.pem"), "the server certificate")
-        wait_for(lambda: holds_certificate(work / "cas.crt.pem"), "the CA file")
-        wait_for(lambda: (work / "cas.crl.pem").exists(), "the CRL file")
+        poll(lambda: holds_certificate(work / "nginx.pem"), "the server certificate", DEADLINE)
+        poll(lambda: holds_certificate(work / "cas.crt.pem"), "the CA file", DEADLINE)
+        poll(lambda: (work / "cas.crl.pem").exists(), "the CRL file", DEADLINE)
 
         # A client certificate, obtained with the one-shot client.
         client_key, client_csr = make_key_and_csr("client")
@@ -145,8 +135,8 @@ def test_nginx_trusts_caucase_and_honours_revocation(
         )  # fmt: skip
 
         nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(work)])
-        wait_for(lambda: (work / "nginx.pid").exists(), "nginx to start")
-        wait_for(lambda: _serves(port), "nginx to listen")
+        poll(lambda: (work / "nginx.pid").exists(), "nginx to start", DEADLINE)
+        poll(lambda: _serves(port), "nginx to listen", DEADLINE)
 
         status, body = get(port, work / "client.pem")
         assert status == 200, body
@@ -175,7 +165,7 @@ def test_nginx_trusts_caucase_and_honours_revocation(
                 refusals.append(body)
             return bool(refusals)
 
-        wait_for(refused, "nginx to refuse the client")
+        poll(refused, "nginx to refuse the client", DEADLINE)
         assert b"SSL certificate error" in refusals[0]
     finally:
         updater.send_signal(signal.SIGTERM)

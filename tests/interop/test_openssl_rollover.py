@@ -1,11 +1,11 @@
 """openssl verifies, with the CA and CRL files our caucase client writes, certificates issued
 before and after a real CA rollover of a running caucased (old and new CA both in the store).
 
-The server runs with a 0.0004-day (34.56 s) service validity so that the CAS CA (4 periods)
-is renewed about 69 s after start and the new CA signs one period later. At such validities a
-CRL is nearly born expired (errata 4: thisUpdate is back-dated 10 s, life is 0.33 period), so
-openssl checks at a time inside the CRL's window (`-attime`), which is also inside every
-certificate's validity.
+The server and the client run on one faked clock (tests.support.faketime), which the test
+carries through the rollover: with 10-day service certificates the CAS CA lives 40 days, is
+renewed once 20 days are left, and the new CA signs from 10 days after its birth. openssl,
+on the real clock, checks at a time inside the newest CRL's window (`-attime`), which is
+also inside every certificate's validity.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
+from tests.support.faketime import FakeTime, Role
 from tests.support.servers import (
     OUR_BIN,
     RunningServer,
@@ -29,17 +29,21 @@ from tests.support.servers import (
     start_caucased,
 )
 
-pytestmark = pytest.mark.slow
-VALIDITY = "0.0004"
-DEADLINE = 240.0
+VALIDITY_DAYS = 10
 
 
 @pytest.fixture
-def caucased(tmp_path: Path) -> Iterator[RunningServer]:
+def clock(tmp_path: Path) -> FakeTime:
+    return FakeTime(tmp_path / "clock")
+
+
+@pytest.fixture
+def caucased(tmp_path: Path, clock: FakeTime) -> Iterator[RunningServer]:
     server = start_caucased(
         [OUR_BIN / "caucased"],
         tmp_path / "server",
-        ["--service-crt-validity", VALIDITY, "--service-auto-approve-count", "1000"],
+        ["--service-crt-validity", str(VALIDITY_DAYS), "--service-auto-approve-count", "1000"],
+        env=clock.env(Role.SERVER),
     )
     yield server
     server.stop()
@@ -58,11 +62,14 @@ def issue(server: RunningServer, directory: Path, name: str) -> tuple[Path, x509
     return path, x509.load_pem_x509_certificate(pem)
 
 
-def refresh_stores(server: RunningServer, directory: Path) -> list[x509.Certificate]:
+def refresh_stores(
+    server: RunningServer, directory: Path, clock: FakeTime
+) -> list[x509.Certificate]:
     """Run our one-shot client to bring cas.crt.pem and cas.crl.pem up to date."""
     subprocess.run(
         [str(OUR_BIN / "caucase"), "--ca-url", server.http_url],
         cwd=directory, check=True, capture_output=True, timeout=60,
+        env=clock.env(Role.CLIENT),
     )  # fmt: skip
     return x509.load_pem_x509_certificates((directory / "cas.crt.pem").read_bytes())
 
@@ -95,31 +102,29 @@ def subject_key_id(crt: x509.Certificate) -> bytes:
     return crt.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
 
 
-def test_certificates_verify_across_a_ca_rollover(caucased: RunningServer, tmp_path: Path) -> None:
+def test_certificates_verify_across_a_ca_rollover(
+    caucased: RunningServer, clock: FakeTime, tmp_path: Path
+) -> None:
     work = tmp_path / "client"
     work.mkdir()
     user = make_user(caucased, work / "user.pem")
-    (first_ca,) = refresh_stores(caucased, work)
-    deadline = time.monotonic() + DEADLINE
+    (first_ca,) = refresh_stores(caucased, work, clock)
 
     # Passive phase: the client store gains the new CA, the old one still signs.
-    while len(cas := refresh_stores(caucased, work)) < 2:
-        assert time.monotonic() < deadline, "no CA rollover"
-        time.sleep(1)
-    assert cas[0] == first_ca
+    clock.advance(days=2 * VALIDITY_DAYS + 1)
+    cas = refresh_stores(caucased, work, clock)
+    assert len(cas) == 2 and cas[0] == first_ca
     passive_path, passive = issue(caucased, work, "passive")
     assert signer_key_id(passive) == subject_key_id(first_ca)
-    refresh_stores(caucased, work)
+    refresh_stores(caucased, work, clock)
     assert len(load_crls(work / "cas.crl.pem")) == 2
     assert openssl_verify(work, passive_path).endswith("OK")
 
     # Active phase: the new CA signs, and its certificates verify with the same files.
-    while signer_key_id((active := issue(caucased, work, "active"))[1]) == signer_key_id(passive):
-        assert time.monotonic() < deadline, "the new CA never became active"
-        time.sleep(1)
-    active_path, active_crt = active
+    clock.advance(days=VALIDITY_DAYS + 1)
+    active_path, active_crt = issue(caucased, work, "active")
     assert signer_key_id(active_crt) == subject_key_id(cas[1])
-    refresh_stores(caucased, work)
+    refresh_stores(caucased, work, clock)
     assert openssl_verify(work, active_path).endswith("OK")
 
     # And a revocation reaches the verifier through the same files.
@@ -130,5 +135,5 @@ def test_certificates_verify_across_a_ca_rollover(caucased: RunningServer, tmp_p
         {"Content-Type": "application/json"}, https=True, cert_file=user,
     )  # fmt: skip
     assert status == 204
-    refresh_stores(caucased, work)
+    refresh_stores(caucased, work, clock)
     assert "certificate revoked" in openssl_verify(work, active_path)

@@ -1,1 +1,3 @@
-"""Helpers shared by the test modules: servers, raw HTTP, the in-process app, CAs, waits."""
+"""Helpers shared by the test modules: servers (servers), raw HTTP (raw_http), the in-process
+app (wsgi_support), keys, CSRs, certificates and CAs (ca_helpers), waits (wait), and a faked
+clock for subprocesses (faketime)."""

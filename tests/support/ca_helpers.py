@@ -1,12 +1,14 @@
-"""Helpers shared by the CertificateAuthority tests: CSRs, a CA factory, CRL accessors."""
+"""Keys, CSRs and certificates for tests (built with cryptography alone, independent of the
+code under test), a CertificateAuthority factory, CRL accessors."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import datetime
+from typing import Any, Callable, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from caucase.ca import CertificateAuthority
@@ -18,6 +20,7 @@ CA_SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Caucase CAS at 
 CRT_LIFE = 93.0
 
 MakeCA = Callable[..., CertificateAuthority]
+PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
 
 
 def generate_keys(count: int) -> list[rsa.RSAPrivateKey]:
@@ -36,6 +39,30 @@ def make_csr(key: rsa.RSAPrivateKey, common_name: str = "user", *, san: str = ""
             x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False
         )
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def self_signed(
+    key: PrivateKey,
+    common_name: str = "self-signed",
+    *,
+    issuer: x509.Name | None = None,
+    now: datetime.datetime | None = None,
+    days: float = 1,
+) -> x509.Certificate:
+    """A certificate no caucase CA issued: signed by its own key, naming itself (or
+    `issuer`) as issuer, valid from a day before `now` until `days` after it."""
+    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    subject = name(common_name)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer or subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(moment - datetime.timedelta(days=1))
+        .not_valid_after(moment + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
 
 
 def ca_factory(db_path: str, clock: FakeClock) -> MakeCA:

@@ -12,7 +12,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.servers import RunningServer
+from tests.support.servers import RunningServer, client_context
 
 ANSWER_TIMEOUT = 30.0
 # Framings that end the body with a half-close rather than a length or a last chunk.
@@ -42,11 +42,7 @@ class Answer:
 def _connect(server: RunningServer, scheme: str, user: Path) -> socket.socket:
     if scheme == "http":
         return socket.create_connection((server.host, server.http_port), timeout=ANSWER_TIMEOUT)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if scheme == "https+cert":
-        context.load_cert_chain(str(user))
+    context = client_context(user if scheme == "https+cert" else None)
     raw = socket.create_connection((server.host, server.https_port), timeout=ANSWER_TIMEOUT)
     return context.wrap_socket(raw)
 

@@ -13,16 +13,16 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from tests.support.ca_helpers import PrivateKey, generate_keys, make_csr
+from tests.support.wait import poll
 
 OUR_BIN = Path(sys.executable).parent
 # Which caucased (or tool set) a parametrized test runs: ours, or the reference release's.
@@ -47,7 +47,8 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free pair of consecutive ports")
 
 
-def _accepts(host: str, port: int) -> bool:
+def accepts(host: str, port: int) -> bool:
+    """Whether something listens on host:port (a connection is accepted)."""
     try:
         with socket.create_connection((host, port), timeout=1):
             return True
@@ -100,17 +101,11 @@ class RunningServer:
         return self.process.returncode
 
 
-def start_caucased(
-    command: Sequence[str | Path],
-    workdir: Path,
-    extra_args: Sequence[str] = (),
-    *,
-    http_port: int | None = None,
-) -> RunningServer:
-    """Start caucased in `workdir` with its db and server key there; wait until it listens."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = http_port or free_port_pair()
-    args = [
+def caucased_args(
+    command: Sequence[str | Path], workdir: Path, port: int, extra_args: Sequence[str] = ()
+) -> list[str]:
+    """The command line of a caucased keeping its db and server key in `workdir`."""
+    return [
         *map(str, command),
         "--db",
         str(workdir / "caucase.sqlite"),
@@ -120,39 +115,63 @@ def start_caucased(
         f"127.0.0.1:{port}",
         *extra_args,
     ]
+
+
+def start_caucased(
+    command: Sequence[str | Path],
+    workdir: Path,
+    extra_args: Sequence[str] = (),
+    *,
+    http_port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> RunningServer:
+    """Start caucased in `workdir` with its db and server key there; wait until it listens.
+
+    `env` replaces the environment (a faked clock: tests.support.faketime)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = http_port or free_port_pair()
+    args = caucased_args(command, workdir, port, extra_args)
     with open(workdir / "caucased.out", "ab") as out, open(workdir / "caucased.err", "ab") as err:
         process = subprocess.Popen(
-            args, cwd=workdir, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            args, cwd=workdir, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
         )
     server = RunningServer(process, workdir, port, args=args)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not (_accepts("127.0.0.1", port) and _accepts("127.0.0.1", port + 1)):
-        if process.poll() is not None:
-            raise RuntimeError(f"caucased exited with {process.returncode}:\n{server.stderr()}")
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"caucased did not listen in time:\n{server.stderr()}")
-        time.sleep(0.05)
+    try:
+        poll(
+            lambda: accepts(server.host, port) and accepts(server.host, port + 1),
+            "caucased to listen",
+            STARTUP_TIMEOUT,
+            process=process,
+        )
+    except AssertionError as error:
+        server.stop()
+        raise RuntimeError(f"{error}:\n{server.stderr()}") from None
     return server
 
 
 def make_key_and_csr(common_name: str) -> tuple[rsa.RSAPrivateKey, bytes]:
     """A fresh RSA key and a CSR for it, independent of the code under test."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .sign(key, hashes.SHA256())
-    )
-    return key, csr.public_bytes(serialization.Encoding.PEM)
+    (key,) = generate_keys(1)
+    return key, make_csr(key, common_name)
 
 
-def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
+
+
+def client_context(cert_file: Path | None = None) -> ssl.SSLContext:
+    """A TLS client context that does not check the server (tests reach it by address),
+    presenting `cert_file` (key and certificate) when given."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if cert_file is not None:
+        context.load_cert_chain(str(cert_file))
+    return context
 
 
 def request(
@@ -164,20 +183,16 @@ def request(
     *,
     https: bool = False,
     cert_file: Path | None = None,
+    timeout: float = 30,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request on a fresh connection; (status, headers, body)."""
     connection: http.client.HTTPConnection
     if https:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        if cert_file is not None:
-            context.load_cert_chain(str(cert_file))
         connection = http.client.HTTPSConnection(
-            server.host, server.https_port, context=context, timeout=30
+            server.host, server.https_port, context=client_context(cert_file), timeout=timeout
         )
     else:
-        connection = http.client.HTTPConnection(server.host, server.http_port, timeout=30)
+        connection = http.client.HTTPConnection(server.host, server.http_port, timeout=timeout)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()

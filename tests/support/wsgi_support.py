@@ -10,43 +10,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from caucase.ca import CertificateAuthority
 from caucase.crypto.envelope import sign_envelope
 from caucase.http.app import Application
 from caucase.storage import Storage
 from tests.conftest import FakeClock
+from tests.support import ca_helpers
+from tests.support.ca_helpers import make_csr, name, pem
 
+CAU_SUBJECT = name("Caucase CAU at test")
 HOST = "127.0.0.1:18640"
 HTTPS_HOST = "127.0.0.1:18641"
 
 
-def name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_csr(key: rsa.RSAPrivateKey, common_name: str = "user") -> bytes:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(name(common_name))
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def self_signed(key: rsa.RSAPrivateKey, now: datetime.datetime) -> bytes:
-    """A certificate no caucase CA issued."""
-    crt = (
-        x509.CertificateBuilder()
-        .subject_name(name("intruder"))
-        .issuer_name(name("Caucase CAU at test"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return crt.public_bytes(serialization.Encoding.PEM)
+def foreign_certificate(key: rsa.RSAPrivateKey, now: datetime.datetime) -> bytes:
+    """A certificate no caucase CA issued, naming the test CAU as its issuer."""
+    return pem(ca_helpers.self_signed(key, "intruder", issuer=CAU_SUBJECT, now=now, days=30))
 
 
 @dataclass
@@ -153,7 +134,7 @@ def deploy(
     db = str(tmp_path / "caucase.sqlite")
     cau = CertificateAuthority(
         Storage(db, "cau", crt_keep_time=93, crt_read_keep_time=93, enforce_unique_key_id=True),
-        name("Caucase CAU at test"),
+        CAU_SUBJECT,
         2048,
         93,
         clock=clock,
