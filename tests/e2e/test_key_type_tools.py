@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from caucase.crypto import keys, x509util
 from caucase.storage import Storage
-from tests.e2e.helpers import CAUCASED, MANAGE, certificate_of, poll
+from tests.e2e.helpers import CAUCASED, MANAGE, certificate_of
 from tests.e2e.test_updater import UpdaterProcess
 from tests.support.servers import OUR_BIN, RunningServer, request, start_caucased
+from tests.support.wait import poll
 from tests.support.wsgi_support import name
 
 pytestmark = pytest.mark.slow
@@ -104,7 +105,7 @@ def mixed_backup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MixedBack
     args = [*approve, "--backup-directory", str(backups), "--backup-period", "0.0001"]
     second = start_caucased(CAUCASED, workdir, args)
     try:
-        poll(lambda: sorted(backups.glob("*.sql.caucased"))[1:], 60, "two backups")
+        poll(lambda: sorted(backups.glob("*.sql.caucased"))[1:], "two backups", 60)
     finally:
         assert second.stop() == 0
     yield MixedBackup(workdir, users, sorted(backups.glob("*.sql.caucased")), second.stderr())

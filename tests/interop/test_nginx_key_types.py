@@ -13,8 +13,9 @@ import pytest
 from cryptography import x509
 
 from caucase.crypto import keys, x509util
-from tests.interop.test_nginx import NGINX, NGINX_CONF, _serves, get, holds_certificate, wait_for
+from tests.interop.test_nginx import DEADLINE, NGINX, NGINX_CONF, _serves, get, holds_certificate
 from tests.support.servers import OUR_BIN, free_port_pair, start_caucased
+from tests.support.wait import poll
 from tests.support.wsgi_support import name
 
 pytestmark = pytest.mark.slow
@@ -60,8 +61,8 @@ def test_nginx_with_an_ec_ca_ec_service_and_ec_clients(tmp_path: Path) -> None:
     )  # fmt: skip
     nginx = None
     try:
-        wait_for(lambda: holds_certificate(work / "nginx.pem"), "the server certificate")
-        wait_for(lambda: (work / "cas.crl.pem").exists(), "the CRL file")
+        poll(lambda: holds_certificate(work / "nginx.pem"), "the server certificate", DEADLINE)
+        poll(lambda: (work / "cas.crl.pem").exists(), "the CRL file", DEADLINE)
         clients = {}
         for key_type in (keys.KeyType.EC_P384, keys.KeyType.ED25519):
             pem = work / f"{key_type.value}.pem"
@@ -79,8 +80,8 @@ def test_nginx_with_an_ec_ca_ec_service_and_ec_clients(tmp_path: Path) -> None:
             clients[key_type] = pem
 
         nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(work)])
-        wait_for(lambda: (work / "nginx.pid").exists(), "nginx to start")
-        wait_for(lambda: _serves(port), "nginx to listen")
+        poll(lambda: (work / "nginx.pid").exists(), "nginx to start", DEADLINE)
+        poll(lambda: _serves(port), "nginx to listen", DEADLINE)
 
         served_pem = ssl.get_server_certificate(("127.0.0.1", port)).encode()
         served = x509.load_pem_x509_certificate(served_pem)
@@ -105,7 +106,7 @@ def test_nginx_with_an_ec_ca_ec_service_and_ec_clients(tmp_path: Path) -> None:
                 refusals.append(body)
             return bool(refusals)
 
-        wait_for(refused, "nginx to refuse the revoked client")
+        poll(refused, "nginx to refuse the revoked client", DEADLINE)
         assert b"SSL certificate error" in refusals[0]
         assert get(port, clients[keys.KeyType.ED25519])[0] == 200
     finally:
