@@ -153,7 +153,7 @@ def _load_restoring_key(path: str) -> keys.PrivateKey:
         )
     if certificates:
         crt = x509.load_pem_x509_certificate(certificates[0].text)
-        if keys.key_id(crt.public_key()) != keys.key_id(key.public_key()):
+        if not keys.same_public_key(crt, key):
             raise ManageError(f"{path}: the certificate does not match the private key")
     return key
 
