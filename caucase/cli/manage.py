@@ -200,6 +200,12 @@ def restore(args: argparse.Namespace, clock: Clock) -> None:
                 database, key, csr_pem, args.user_crt_validity, clock
             )
             append_to_file(crt_path, new_pem)
+    valid_until = x509util.load_certificate(new_pem).not_valid_after_utc
+    print(
+        f"Restored {args.db} from {backup_path}; the new user certificate, valid until "
+        f"{valid_until:%Y-%m-%d %H:%M:%S} UTC, is in {crt_path}",
+        file=sys.stderr,
+    )
 
 
 # Import CRL (cli 9.5)
