@@ -61,6 +61,7 @@ class Authorities:
     """The three CAs of one caucased, sharing one database file and its owner."""
 
     database: Database
+    key_spec: keys.KeySpec
     cau: CertificateAuthority
     cau_storage: Storage
     cas: CertificateAuthority
@@ -85,6 +86,8 @@ def _open_authorities(
 ) -> Authorities:
     netloc = endpoint.netloc
     user_days = args.user_crt_validity
+    # Checked at parsing (check_key_options): the type and size of every new key.
+    key_spec = keys.spec_from_options(args.key_type, args.key_len)
     cau_storage = Storage(
         database,
         "cau",
@@ -96,7 +99,7 @@ def _open_authorities(
     cau = CertificateAuthority(
         cau_storage,
         _subject("Caucase CAU at " + netloc),
-        args.key_spec,
+        key_spec,
         user_days,
         clock=clock,
         auto_sign_csr_amount=args.user_auto_approve_count,
@@ -105,7 +108,7 @@ def _open_authorities(
     cas = CertificateAuthority(
         Storage(database, "cas", max_csr_amount=args.service_max_csr),
         _subject("Caucase CAS at " + netloc),
-        args.key_spec,
+        key_spec,
         args.service_crt_validity,
         clock=clock,
         crl_base_url=f"http://{netloc}/cas/crl",
@@ -115,13 +118,13 @@ def _open_authorities(
     http_cas = CertificateAuthority(
         Storage(database, "http_cas"),
         _subject("Caucased CA at " + netloc),
-        args.key_spec,
+        key_spec,
         args.service_crt_validity,
         clock=clock,
         ca_life_period=40,
         ca_extensions=[x509util.name_constraints_for_host(endpoint.host)],
     )
-    return Authorities(database, cau, cau_storage, cas, http_cas)
+    return Authorities(database, key_spec, cau, cau_storage, cas, http_cas)
 
 
 def announce_key_changes(args: argparse.Namespace, authorities: Authorities) -> None:
@@ -139,12 +142,13 @@ def announce_key_changes(args: argparse.Namespace, authorities: Authorities) -> 
             current = str(keys.spec_of(newest.public_key()))
         except CaucaseError as error:
             current = str(error)
-        if current == str(args.key_spec):
+        wanted = str(authorities.key_spec)
+        if current == wanted:
             continue
         due = newest.not_valid_after_utc - datetime.timedelta(days=days * CA_RENEWAL_MARGIN)
         write_line(
             sys.stderr,
-            f"{label} CA key is {current}: new {label} CAs will be {args.key_spec} from the "
+            f"{label} CA key is {current}: new {label} CAs will be {wanted} from the "
             f"next rollover, due {due:%Y-%m-%d %H:%M:%S} UTC "
             f"(caucased-manage --renew-ca {label.lower()} starts it now)\n",
         )
@@ -264,7 +268,7 @@ def _build_service(
         authorities.http_cas,
         authorities.cau,
         endpoint.host,
-        args.key_spec,
+        authorities.key_spec,
         args.threshold,
         clock,
     )
@@ -301,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of `caucased`."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.key_spec = check_key_options(parser, args)
+    check_key_options(parser, args)
     endpoint = parse_endpoint(parser, args)
     problem = check_parent_directories(args)
     if problem is not None:
