@@ -2,7 +2,8 @@
 
 Layers, lowest first (nothing imports a layer above it):
 
-- ``clock``, ``exceptions``: the injected "now" and the error types.
+- ``clock``, ``exceptions``, ``ports``: the injected "now", the error types, and the rule
+  placing caucased's HTTPS port beside its HTTP port.
 - ``crypto``: ``keys`` (key types), ``x509util`` (certificate profile), ``verification``
   (certificate checks), ``envelope`` (signed JSON requests), ``pemfile`` (PEM files and
   stores on disk).
@@ -10,7 +11,8 @@ Layers, lowest first (nothing imports a layer above it):
 - ``storage``: the database: its owner (``database``: pool, committer, lock), ``sqlite``
   rows, ``schema``, ``connection``, ``group_commit``, ``restore`` (the statement allow-list).
 - ``audit``: the hash-chained audit log of every change of state, and its verifier.
-- ``ca``: the policy of one certificate authority.
+- ``ca``: the policy of one certificate authority; ``crl``: its CRLs, cached and
+  regenerated.
 - ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).
 - ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``bodies``, ``request``,
   ``cors``), caucased's listeners (``server``) and HTTPS identity (``tls``), and the
@@ -20,7 +22,7 @@ Layers, lowest first (nothing imports a layer above it):
 - ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL
   stores kept up to date through it.
 - ``cli``: one module per console script (``server`` is caucased's), and the parts
-  several scripts share (``caucase_options``, ``user_key``, ``hook``, ``passphrase``).
+  scripts share or that keep a script's module small (see ``caucase.cli``).
 """
 
 __version__ = "1.0.0"

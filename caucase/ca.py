@@ -17,9 +17,9 @@ from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from caucase.clock import Clock, from_timestamp, to_timestamp, utcnow
+from caucase.clock import Clock, to_timestamp, utcnow
+from caucase.crl import CRLCache
 from caucase.crypto import keys, verification, x509util
 from caucase.crypto.envelope import sign_envelope
 from caucase.crypto.x509util import SigningMode
@@ -57,14 +57,6 @@ class _CAKeyPair:
         return self.crt.not_valid_after_utc
 
 
-def _public_der(public_key: Any) -> bytes:
-    return bytes(
-        public_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-
-
 def _load_ca_key_pair(key_pem: bytes, crt_pem: bytes, now: datetime.datetime) -> _CAKeyPair:
     """Parse and check one stored CA row; ValueError says why it cannot be used.
 
@@ -72,7 +64,7 @@ def _load_ca_key_pair(key_pem: bytes, crt_pem: bytes, now: datetime.datetime) ->
     longer be accepted as new: dropping it would break every certificate it issued)."""
     key = keys.load_private_key(key_pem)
     crt = x509util.load_certificate(crt_pem)
-    if _public_der(key.public_key()) != _public_der(crt.public_key()):
+    if not keys.same_public_key(crt, key):
         raise ValueError("CA certificate does not match its key")
     if not verification.is_valid_ca(crt, now):
         raise ValueError("not a valid self-signed CA certificate")
@@ -87,107 +79,6 @@ def _build_chain(pair_list: Sequence[_CAKeyPair]) -> list[dict[str, Any]]:
         payload = json.dumps({"old_pem": previous.pem.decode(), "new_pem": current.pem.decode()})
         chain.append(sign_envelope(previous.key, payload))
     return chain
-
-
-class _CRLCache:
-    """CRL regeneration with the reference's numbering and thisUpdate reuse (ca-profile 2.2-2.3).
-
-    Callers hold the CA lock: this class is not thread-safe on its own."""
-
-    def __init__(
-        self, storage: Storage, crl_life: datetime.timedelta, renew_time: datetime.timedelta
-    ) -> None:
-        self._storage = storage
-        self._crl_life = crl_life
-        self._renew_time = renew_time
-        self._by_authority: dict[int, tuple[bytes, datetime.datetime]] = {}
-        # CRL entries survive regenerations: after one more revocation only it is built.
-        self._entries: dict[tuple[int, int], x509.RevokedCertificate] = {}
-        self._result: dict[int, bytes] | None = None
-        self._bundle: bytes | None = None
-
-    def clear(self) -> None:
-        """Forget everything: after a revocation or a CA list change."""
-        self._by_authority.clear()
-        self._result = None
-        self._bundle = None
-
-    def get_bundle(self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime) -> bytes:
-        """The CRLs joined by a blank line, rebuilt only with the CRLs themselves."""
-        result = self.get(pair_list, now)
-        if self._bundle is None:
-            self._bundle = b"\n".join(result.values())
-        return self._bundle
-
-    def get(self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime) -> dict[int, bytes]:
-        """CRL per CA (oldest first); no storage access while fresh."""
-        if self._result is not None and all(
-            self._is_fresh(pair.authority_key_id, now) for pair in pair_list
-        ):
-            return self._result
-        return self._regenerate(pair_list, now)
-
-    def _is_fresh(self, authority_key_id: int, now: datetime.datetime) -> bool:
-        cached = self._by_authority.get(authority_key_id)
-        return cached is not None and cached[1] >= now
-
-    def prepare_entries(self, now: datetime.datetime) -> None:
-        """Build the entries of the stored revocations ahead of the first CRL."""
-        self._crl_entries(self._storage.get_revoked(to_timestamp(now)))
-
-    def _crl_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
-        """Entries in storage order, reusing those built by earlier regenerations."""
-        previous = self._entries
-        entries = {}
-        dates: dict[int, datetime.datetime] = {}
-        for row in revoked:
-            entry = previous.get(row)
-            if entry is None:
-                date = dates.get(row[1])
-                if date is None:
-                    date = dates[row[1]] = from_timestamp(row[1])
-                entry = x509util.revoked_entry(row[0], date)
-            entries[row] = entry
-        self._entries = entries
-        return list(entries.values())
-
-    def _regenerate(
-        self, pair_list: Sequence[_CAKeyPair], now: datetime.datetime
-    ) -> dict[int, bytes]:
-        number, last_update = self._storage.get_crl_state()
-        renewed = last_update is None
-        revoked = self._storage.get_revoked(to_timestamp(now))
-        entries = self._crl_entries(revoked)
-        result = {}
-        for pair in pair_list:
-            cached = self._by_authority.get(pair.authority_key_id)
-            if cached is not None and cached[1] >= now:
-                result[pair.authority_key_id] = cached[0]
-                continue
-            if cached is not None and not renewed:
-                # One expiry forces one fresh number, shared by the CAs that follow.
-                last_update = None
-                renewed = True
-            if last_update is None or from_timestamp(last_update) + self._renew_time < now:
-                last_update = to_timestamp(now - x509util.BACKDATE)
-                number = self._storage.start_crl_generation(last_update)
-            this_update = from_timestamp(last_update)
-            crl = x509util.make_crl(
-                pair.key,
-                pair.crt,
-                entries,
-                number,
-                this_update,
-                this_update + self._crl_life,
-            )
-            pem = x509util.dump_crl(crl)
-            self._by_authority[pair.authority_key_id] = (pem, this_update + self._renew_time)
-            result[pair.authority_key_id] = pem
-        for authority_key_id in set(self._by_authority) - set(result):
-            del self._by_authority[authority_key_id]
-        self._result = result
-        self._bundle = None
-        return result
 
 
 class CertificateAuthority:
@@ -233,7 +124,7 @@ class CertificateAuthority:
         self._auto_sign_exhausted = self._auto_sign_csr_amount <= 0
         self._lock = threading.RLock()
         self._renewal_lock = threading.Lock()
-        self._crl_cache = _CRLCache(storage, self._crl_life, self._crl_life / 2)
+        self._crl_cache = CRLCache(storage, self._crl_life, self._crl_life / 2)
         self._pair_list: list[_CAKeyPair] = []
         self._chain: list[dict[str, Any]] = []
         self._load_ca_list(clock())

@@ -34,6 +34,7 @@ from caucase.exceptions import (
     CaucaseTLSError,
     PemFileError,
 )
+from caucase.ports import http_port_for, https_port_for
 from caucase.trust_stores import verify_ca_chain
 
 USER_AGENT = "caucase " + __version__
@@ -55,11 +56,6 @@ _NOT_HTTP = (http.client.BadStatusLine, ConnectionResetError, BrokenPipeError)
 _SAFE_METHODS = ("GET", "HEAD")
 
 Response = tuple[int, list[tuple[str, str]], bytes]
-
-
-def https_port_for(http_port: int) -> int:
-    """The HTTPS port caucased listens on beside an HTTP port (cli.md 2.6)."""
-    return 443 if http_port == 80 else http_port + 1
 
 
 def parse_ca_url(ca_url: str) -> tuple[str, int, str]:
@@ -93,7 +89,7 @@ def _user_key_problem(path: str) -> str | None:
     except (ValueError, TypeError) as error:
         return f"{path}: unusable private key ({error}); it must not be encrypted"
     certificate = pemfile.parse_certificate(path, certificates[0])
-    if not pemfile.same_public_key(certificate, key):
+    if not keys.same_public_key(certificate, key):
         return f"{path}: its certificate does not belong to its private key: {need}"
     return None
 
@@ -252,7 +248,7 @@ class CaucaseClient:
     ) -> None:
         """A clear error when the URL names caucased's HTTPS port instead of its HTTP one."""
         if _speaks_tls(connection.host, connection.port):
-            http_port = 80 if connection.port == 443 else connection.port - 1
+            http_port = http_port_for(connection.port)
             raise CaucaseError(
                 f"{error.url}: port {connection.port} speaks TLS: the URL must give "
                 f"caucased's HTTP port (usually {http_port}), not its HTTPS one"
@@ -365,7 +361,7 @@ class CaucaseClient:
             new_certificate: x509.Certificate | None = x509util.load_certificate(crt_pem)
         except ValueError:
             new_certificate = None
-        if new_certificate is None or not pemfile.same_public_key(new_certificate, new_key):
+        if new_certificate is None or not keys.same_public_key(new_certificate, new_key):
             raise CaucaseError("Server returned an invalid renewed certificate")
         return new_key, crt_pem
 

@@ -39,7 +39,13 @@ def identity(tmp_path: Path, clock: FakeClock) -> ServerIdentity:
     endpoint = server.parse_endpoint(parser, args)
     authorities = server.open_authorities(args, endpoint, clock)
     identity = ServerIdentity(
-        args.server_key, authorities.http_cas, authorities.cau, endpoint.host, 2048, 31, clock
+        args.server_key,
+        authorities.http_cas,
+        authorities.cau,
+        endpoint.host,
+        authorities.key_spec,
+        31,
+        clock,
     )
     identity.prepare()
     identity.make_context()

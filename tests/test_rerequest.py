@@ -343,7 +343,8 @@ def test_key_type_chooses_the_new_key(
     status, err = _run(
         "--template", str(tmp_path / "template.csr"), *files, "--key-type", key_type
     )
-    assert (status, err) == (0, "")
+    assert status == 0
+    assert err == f"caucase-rerequest: new key in {files[3]}, new CSR in {files[1]}\n"
     key = serialization.load_pem_private_key((tmp_path / "new.key").read_bytes(), None)
     assert isinstance(key, key_class)
     csr = x509.load_pem_x509_csr((tmp_path / "new.csr").read_bytes())

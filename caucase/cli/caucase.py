@@ -221,7 +221,7 @@ class CaucaseRun:
         except PemFileError as error:
             self.complain(f"{error}, skipping")
             return None
-        if not pemfile.same_public_key(certificate, key):
+        if not keys.same_public_key(certificate, key):
             self.complain(f"Key in {path} does not match retrieved certificate, skipping")
             return None
         return True

@@ -21,7 +21,7 @@ def key_type_option(default_text: str) -> Option:
         "--key-type",
         {
             "choices": keys.KEY_TYPE_NAMES,
-            "help": f"Type of new keys. default: {default_text}",
+            "help": f"Type of new keys (default: {default_text}).",
         },
     )
 
@@ -33,7 +33,7 @@ def key_len_option(default_text: str) -> Option:
         {
             "type": int,
             "metavar": "BITLENGTH",
-            "help": f"Size of new RSA keys, in bits (RSA only). default: {default_text}",
+            "help": f"Size of new RSA keys, in bits; RSA only (default: {default_text}).",
         },
     )
 

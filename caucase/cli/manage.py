@@ -153,7 +153,7 @@ def _load_restoring_key(path: str) -> keys.PrivateKey:
         )
     if certificates:
         crt = x509.load_pem_x509_certificate(certificates[0].text)
-        if keys.key_id(crt.public_key()) != keys.key_id(key.public_key()):
+        if not keys.same_public_key(crt, key):
             raise ManageError(f"{path}: the certificate does not match the private key")
     return key
 
@@ -200,6 +200,12 @@ def restore(args: argparse.Namespace, clock: Clock) -> None:
                 database, key, csr_pem, args.user_crt_validity, clock
             )
             append_to_file(crt_path, new_pem)
+    valid_until = x509util.load_certificate(new_pem).not_valid_after_utc
+    print(
+        f"Restored {args.db} from {backup_path}; the new user certificate, valid until "
+        f"{valid_until:%Y-%m-%d %H:%M:%S} UTC, is in {crt_path}",
+        file=sys.stderr,
+    )
 
 
 # Import CRL (cli 9.5)

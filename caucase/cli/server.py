@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import socket
 import ssl
 import sys
-import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,10 +23,15 @@ from typing import Any, Callable
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from caucase import __version__
-from caucase.backup_schedule import BackupSchedule, check_backup_directory
+from caucase.backup_schedule import BackupSchedule
 from caucase.ca import CA_RENEWAL_MARGIN, CertificateAuthority
 from caucase.cli.key_options import check_key_options
+from caucase.cli.server_options import (
+    Endpoint,
+    build_parser,
+    check_parent_directories,
+    parse_endpoint,
+)
 from caucase.clock import Clock, utcnow
 from caucase.crypto import keys, x509util
 from caucase.exceptions import CaucaseError
@@ -44,210 +47,9 @@ from caucase.http.tls import ServerIdentity
 from caucase.main_loop import MainLoop, StopSignal
 from caucase.storage import Database, Storage
 
-MAX_CN_LENGTH = 64
-
 
 class StartupError(CaucaseError):
     """caucased cannot start: one line for the operator, exit status 1."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where caucased is reached: the public netloc and the local ports."""
-
-    netloc: str
-    host: str
-    http_port: int
-
-    @property
-    def https_port(self) -> int:
-        return 443 if self.http_port == 80 else self.http_port + 1
-
-
-def _positive_days(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of days, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a count of 0 or more, got {text!r}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Options, defaults, arities and repetition rules of cli 8.1, metavars as the
-    reference shows them."""
-    parser = argparse.ArgumentParser(
-        prog="caucased",
-        description="caucase certificate authority server: a CAU signing user "
-        "certificates and a CAS signing service certificates, over HTTP and HTTPS.",
-    )
-    parser.add_argument("--version", action="version", version=__version__)
-    add = parser.add_argument
-    add(
-        "--db",
-        default="caucase.sqlite",
-        help="SQLite database of the authorities, created (mode 0600) when missing "
-        "(default: %(default)s)",
-    )
-    add(
-        "--server-key",
-        default="server.key.pem",
-        metavar="KEY_PATH",
-        help="file holding caucased's own HTTPS key and certificate, made or renewed "
-        "as needed (default: %(default)s)",
-    )
-    add(
-        "--cors-key-store",
-        default="cors.key",
-        metavar="PATH",
-        help="file keeping the secrets that sign CORS consent tokens (default: %(default)s)",
-    )
-    add(
-        "--cors-whitelist",
-        nargs="+",
-        default=[],
-        metavar="URL",
-        help="origins always allowed to use credentials cross-origin, compared "
-        "exactly with the Origin header (default: none)",
-    )
-    add(
-        "--netloc",
-        required=True,
-        help="host[:port] by which clients reach this service, written into CA names, "
-        "CRL URLs and the HTTPS certificate; ASCII only, IDNA-encode other host names "
-        "(required)",
-    )
-    add(
-        "--base-port",
-        type=int,
-        help="local HTTP port; HTTPS listens on the next port, or on 443 when this "
-        "is 80 (default: the port of --netloc, else 80)",
-    )
-    add(
-        "--bind",
-        action="append",
-        help="local address to listen on, repeatable (default: every address the "
-        "--netloc host resolves to)",
-    )
-    add(
-        "--threshold",
-        type=float,
-        default=31,
-        help="renew the HTTPS certificate when it has fewer days of validity left "
-        "than this (default: %(default)s days)",
-    )
-    add(
-        "--key-type",
-        choices=keys.KEY_TYPE_NAMES,
-        default=keys.KeyType.RSA.value,
-        help="type of new CA keys (CAU, CAS and the HTTPS CA, each from its next rollover) "
-        "and of the HTTPS key (default: %(default)s)",
-    )
-    add(
-        "--key-len",
-        type=int,
-        metavar="BITLENGTH",
-        help="size in bits of new RSA keys: CA keys and the HTTPS key; RSA only "
-        "(default: 2048 bits)",
-    )
-    add(
-        "--lock-auto-approve-count",
-        action="store_true",
-        help="store both auto-approve counts in the database the first time this is "
-        "given; every later start uses the stored counts, whatever it is told",
-    )
-    _add_authority_options(parser)
-    backups = parser.add_argument_group("backups")
-    backups.add_argument(
-        "--backup-directory",
-        help="existing directory receiving encrypted backups, which the key of any "
-        "user valid at backup time opens (default: none, no backups)",
-    )
-    backups.add_argument(
-        "--backup-period",
-        type=_positive_days,
-        default=1,
-        help="days between backups; a skipped or failed backup is retried after one "
-        "period, or 1 hour when the period is longer (default: %(default)s day)",
-    )
-    backups.add_argument(
-        "--backup-keep",
-        type=_count,
-        default=0,
-        metavar="N",
-        help="after each backup, delete the oldest backups caucased wrote in "
-        "--backup-directory so that N remain, the new one included; other files are "
-        "never touched; 0 keeps every backup (default: %(default)s, keep all)",
-    )
-    return parser
-
-
-def _add_authority_options(parser: argparse.ArgumentParser) -> None:
-    """The options of each authority, CAS then CAU."""
-    validity = "in days, validity of the certificates it issues"
-    max_csr = (
-        "pending CSRs it holds at most; more are refused (HTTP 507) until some are "
-        "signed or rejected (default: %(default)s)"
-    )
-    cas = parser.add_argument_group("service certificates (CAS)")
-    cas.add_argument(
-        "--service-crt-validity",
-        type=float,
-        default=93,
-        metavar="DAYS",
-        help=validity + " and of caucased's own HTTPS certificate; its CA "
-        "certificates live 4 times as long (default: %(default)s days)",
-    )
-    cas.add_argument("--service-max-csr", type=int, default=50, help=max_csr)
-    cas.add_argument(
-        "--service-auto-approve-count",
-        type=int,
-        default=0,
-        metavar="COUNT",
-        help="number of first service CSRs signed on arrival, without a user's "
-        "approval (default: %(default)s)",
-    )
-    cau = parser.add_argument_group("user certificates (CAU: users approve CSRs, open backups)")
-    cau.add_argument(
-        "--user-crt-validity",
-        type=float,
-        default=93,
-        metavar="DAYS",
-        help=validity + "; its CA certificates live 4 times as long (default: %(default)s days)",
-    )
-    cau.add_argument("--user-max-csr", type=int, default=50, help=max_csr)
-    cau.add_argument(
-        "--user-auto-approve-count",
-        type=int,
-        default=1,
-        metavar="COUNT",
-        help="number of first user CSRs signed on arrival, without approval; the "
-        "default lets the first user in (default: %(default)s)",
-    )
-
-
-def parse_endpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Endpoint:
-    """Netloc verbatim for names, lowercased host for SAN and binding (errata 11)."""
-    split = urllib.parse.urlsplit("http://" + args.netloc)
-    try:
-        port = split.port
-    except ValueError:
-        parser.error(f"invalid port in --netloc {args.netloc!r}")
-    if not split.hostname or split.netloc != args.netloc:
-        parser.error(f"invalid --netloc {args.netloc!r}: expected host[:port]")
-    for label in ("Caucase CAU at ", "Caucased CA at "):
-        if len((label + split.netloc).encode("utf-8")) > MAX_CN_LENGTH:
-            parser.error(
-                f"--netloc {args.netloc!r} is too long: certificate names are limited to "
-                f"{MAX_CN_LENGTH} characters ({MAX_CN_LENGTH - len(label)} for the netloc)"
-            )
-    http_port = args.base_port if args.base_port is not None else (port or 80)
-    return Endpoint(split.netloc, split.hostname, http_port)
 
 
 def _subject(common_name: str) -> x509.Name:
@@ -259,6 +61,7 @@ class Authorities:
     """The three CAs of one caucased, sharing one database file and its owner."""
 
     database: Database
+    key_spec: keys.KeySpec
     cau: CertificateAuthority
     cau_storage: Storage
     cas: CertificateAuthority
@@ -283,6 +86,8 @@ def _open_authorities(
 ) -> Authorities:
     netloc = endpoint.netloc
     user_days = args.user_crt_validity
+    # Checked at parsing (check_key_options): the type and size of every new key.
+    key_spec = keys.spec_from_options(args.key_type, args.key_len)
     cau_storage = Storage(
         database,
         "cau",
@@ -294,7 +99,7 @@ def _open_authorities(
     cau = CertificateAuthority(
         cau_storage,
         _subject("Caucase CAU at " + netloc),
-        args.key_spec,
+        key_spec,
         user_days,
         clock=clock,
         auto_sign_csr_amount=args.user_auto_approve_count,
@@ -303,7 +108,7 @@ def _open_authorities(
     cas = CertificateAuthority(
         Storage(database, "cas", max_csr_amount=args.service_max_csr),
         _subject("Caucase CAS at " + netloc),
-        args.key_spec,
+        key_spec,
         args.service_crt_validity,
         clock=clock,
         crl_base_url=f"http://{netloc}/cas/crl",
@@ -313,13 +118,13 @@ def _open_authorities(
     http_cas = CertificateAuthority(
         Storage(database, "http_cas"),
         _subject("Caucased CA at " + netloc),
-        args.key_spec,
+        key_spec,
         args.service_crt_validity,
         clock=clock,
         ca_life_period=40,
         ca_extensions=[x509util.name_constraints_for_host(endpoint.host)],
     )
-    return Authorities(database, cau, cau_storage, cas, http_cas)
+    return Authorities(database, key_spec, cau, cau_storage, cas, http_cas)
 
 
 def announce_key_changes(args: argparse.Namespace, authorities: Authorities) -> None:
@@ -337,12 +142,13 @@ def announce_key_changes(args: argparse.Namespace, authorities: Authorities) -> 
             current = str(keys.spec_of(newest.public_key()))
         except CaucaseError as error:
             current = str(error)
-        if current == str(args.key_spec):
+        wanted = str(authorities.key_spec)
+        if current == wanted:
             continue
         due = newest.not_valid_after_utc - datetime.timedelta(days=days * CA_RENEWAL_MARGIN)
         write_line(
             sys.stderr,
-            f"{label} CA key is {current}: new {label} CAs will be {args.key_spec} from the "
+            f"{label} CA key is {current}: new {label} CAs will be {wanted} from the "
             f"next rollover, due {due:%Y-%m-%d %H:%M:%S} UTC "
             f"(caucased-manage --renew-ca {label.lower()} starts it now)\n",
         )
@@ -462,7 +268,7 @@ def _build_service(
         authorities.http_cas,
         authorities.cau,
         endpoint.host,
-        args.key_spec,
+        authorities.key_spec,
         args.threshold,
         clock,
     )
@@ -495,26 +301,11 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
         service.database.close()
 
 
-def check_parent_directories(args: argparse.Namespace) -> str | None:
-    """Why a file caucased writes cannot be created, checked before anything is."""
-    for option, path in (
-        ("--db", args.db),
-        ("--server-key", args.server_key),
-        ("--cors-key-store", args.cors_key_store),
-    ):
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            return f"{option} {path!r}: directory {parent!r} does not exist"
-    if args.backup_directory is not None:
-        return check_backup_directory(args.backup_directory)
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of `caucased`."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.key_spec = check_key_options(parser, args)
+    check_key_options(parser, args)
     endpoint = parse_endpoint(parser, args)
     problem = check_parent_directories(args)
     if problem is not None:

@@ -187,6 +187,22 @@ def key_id(public_key: object) -> str:
     return x509.SubjectKeyIdentifier.from_public_key(public_key).digest.hex()  # type: ignore[arg-type]
 
 
+def same_public_key(
+    document: x509.Certificate | x509.CertificateSigningRequest, key: PrivateKey
+) -> bool:
+    """Whether `key` is the private half of the document's public key: the one rule that
+    pairs a key with its certificate (or CSR)."""
+    return _public_der(document.public_key()) == _public_der(key.public_key())
+
+
+def _public_der(public_key: object) -> bytes:
+    public_bytes = public_key.public_bytes  # type: ignore[attr-defined]
+    der: bytes = public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
+
+
 # PEM
 
 

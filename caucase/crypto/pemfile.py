@@ -21,7 +21,6 @@ from typing import Union
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 
 from caucase.crypto import keys
 from caucase.exceptions import PemFileError
@@ -175,19 +174,6 @@ def count_keys(path: StrPath) -> int:
     return len(_of_kind(read_blocks(path), BlockKind.KEY))
 
 
-def _public_der(key: object) -> bytes:
-    public_bytes = key.public_bytes  # type: ignore[attr-defined]
-    der: bytes = public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return der
-
-
-def same_public_key(certificate: x509.Certificate, key: keys.PrivateKey) -> bool:
-    """Whether `key` is the private half of the certificate's public key."""
-    return _public_der(certificate.public_key()) == _public_der(key.public_key())
-
-
 def read_key_pair(crt_path: StrPath, key_path: StrPath | None) -> KeyPair:
     """The certificate and key of CRT_PATH, taking the key from KEY_PATH only when
     CRT_PATH holds none (cli.md 2.2). `KeyPair.key_path` is "" for a combined file."""
@@ -206,7 +192,7 @@ def read_key_pair(crt_path: StrPath, key_path: StrPath | None) -> KeyPair:
         raise mismatch
     certificate = parse_certificate(crt_path, certificates[0])
     key = _parse_key(source or crt_path, key_blocks[0])
-    if not same_public_key(certificate, key):
+    if not keys.same_public_key(certificate, key):
         raise mismatch
     return KeyPair(certificate, key, source)
 
@@ -389,7 +375,7 @@ def recover_interrupted_renewal(crt_path: StrPath, key_path: StrPath | None) -> 
     if not os.path.exists(pending):
         return
     try:
-        matches = same_public_key(read_one_certificate(crt_path), read_one_key(pending))
+        matches = keys.same_public_key(read_one_certificate(crt_path), read_one_key(pending))
     except PemFileError:
         matches = False
     if matches and count_keys(crt_path) == 0:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from caucase.ports import https_port_for
+
 MAX_BODY_SIZE = 10 * 1024 * 1024
 _READ_CHUNK = 65536
 
@@ -106,8 +108,8 @@ class Request:
             raise HTTPError(400, b"Invalid Host")
         if ":" in host:
             host = f"[{host}]"
-        if port is not None and port != 80:
-            host = f"{host}:{port + 1}"
+        if port is not None and https_port_for(port) != 443:
+            host = f"{host}:{https_port_for(port)}"
         return "https://" + host + path
 
     def _host_header(self) -> str:

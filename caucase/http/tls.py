@@ -45,7 +45,7 @@ def _load_identity(path: str, http_cas: CertificateAuthority) -> LoadedIdentity 
             return None
         key = keys.load_private_key(key_blocks[0].text)
         leaf = leaves[0]
-        if keys.key_id(key.public_key()) != keys.key_id(leaf.public_key()):
+        if not keys.same_public_key(leaf, key):
             return None
         http_cas.verify_certificate(leaf)
     except (OSError, ValueError, TypeError, x509.ExtensionNotFound, CaucaseError):

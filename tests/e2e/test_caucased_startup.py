@@ -150,6 +150,7 @@ NO_DEFAULT = {
     "--import-crl",
     "--export-ca",
     "--verify-audit-log",
+    "--renew-ca",
 }
 
 

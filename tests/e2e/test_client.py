@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase import __version__
-from caucase.client import USER_AGENT, CaucaseClient, RetryingCaucaseClient, https_port_for
+from caucase.client import USER_AGENT, CaucaseClient, RetryingCaucaseClient
 from caucase.clock import utcnow
 from caucase.crypto import keys, pemfile, x509util
 from caucase.crypto.envelope import sign_envelope
@@ -26,6 +26,7 @@ from caucase.exceptions import (
     CaucaseNetworkError,
     PemFileError,
 )
+from caucase.ports import https_port_for
 from caucase.trust_stores import (
     load_valid_ca_list,
     update_ca_store,
@@ -134,7 +135,7 @@ def test_sign_renew_revoke_with_user_key(caucased: RunningServer, user_key: Path
 
     assert new.subject == old.subject
     assert isinstance(new_key, rsa.RSAPrivateKey) and new_key.key_size == 2048
-    assert pemfile.same_public_key(new, new_key)
+    assert keys.same_public_key(new, new_key)
     assert any(crl.get_revoked_certificate_by_serial_number(new.serial_number) for crl in crl_list)
 
 

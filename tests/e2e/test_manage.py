@@ -97,6 +97,10 @@ def test_restore_then_serve_with_the_new_user_certificate(
     args = ["--db", str(db), "--restore-backup", str(populated.backup)]
     result = manage([*args, str(populated.user), str(tmp_path / "new.csr"), str(crt)], tmp_path)
     assert result.returncode == 0, result.stderr
+    # stdout stays as the reference's (empty); one confirmation line on stderr.
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"Restored {db} from {populated.backup}")
+    assert result.stderr.count("\n") == 1
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     new_crt = certificate_of(crt)
     old_crt = certificate_of(populated.user)
