@@ -161,7 +161,12 @@ class PostgresConnection:
         self._schema_locked = False
 
     def commit(self) -> None:
+        """COMMIT; a transaction a failed statement aborted is rolled back and reported
+        (PostgreSQL would roll it back silently, where SQLite commits the other statements)."""
         self.in_transaction = False
+        if self.raw.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            self.raw.execute("ROLLBACK")
+            raise StorageError("transaction aborted by a failed statement, nothing written")
         self.raw.execute("COMMIT")
 
     def rollback(self) -> None:
