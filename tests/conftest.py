@@ -126,3 +126,24 @@ def db_location(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
     if engine == "postgresql":
         return str(request.getfixturevalue("postgres_url"))
     return str(tmp_path / "caucase.sqlite")
+
+
+@pytest.fixture
+def caucased_db(engine: str, request: pytest.FixtureRequest) -> str | None:
+    """The --db of a caucased this test starts: None for its own SQLite file in its working
+    directory, else a fresh PostgreSQL database."""
+    if engine == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return None
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def module_caucased_db(request: pytest.FixtureRequest) -> Generator[str | None, None, None]:
+    """caucased_db for a caucased shared by a whole module: each module runs once per engine."""
+    if request.param != "postgresql":
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.new_database()
+    yield url
+    server.drop_database(url)
