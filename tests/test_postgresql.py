@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from caucase.storage.postgresql_sql import placeholders, schema_change
 from tests.conftest import FakeClock
 from tests.support.ca_helpers import CA_SUBJECT, CRT_LIFE, crl_number, generate_keys, make_csr
 from tests.support.postgres import PostgresServer, running_server
+from tests.support.servers import free_port_pair
 from tests.support.wait import poll
 
 NOW = 1_800_000_000
@@ -375,3 +378,24 @@ def test_copies_between_engines_keep_every_row_and_type(
         copy_database(source, postgres_url)
     with pytest.raises(FileExistsError):
         copy_database(source, back)
+
+
+def test_without_psycopg_a_url_is_one_clear_line(tmp_path: Path) -> None:
+    """The plain install has no PostgreSQL driver: caucased says what to install."""
+    code = (
+        "import sys; sys.modules['psycopg'] = None; "
+        "from caucase.cli.server import main; sys.exit(main(sys.argv[1:]))"
+    )
+    netloc = f"127.0.0.1:{free_port_pair()}"
+    command = [sys.executable, "-c", code, "--netloc", netloc, "--db", "postgresql://x@/y"]
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.endswith("pip install 'caucase[postgresql]'\n"), result.stderr
+    assert result.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

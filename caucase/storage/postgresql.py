@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import select
 import sqlite3
 import threading
 import urllib.parse
@@ -76,12 +77,16 @@ class _NumberLoader(NumericLoader):
         return int(value) if value == value.to_integral_value() else float(value)
 
 
+# What the driver raises (our IntegrityError is an sqlite3 one).
+_DRIVER_ERRORS = (sqlite3.Error,) if psycopg is None else (psycopg.Error, sqlite3.Error)
+
+
 @contextlib.contextmanager
 def storage_errors() -> Iterator[None]:
     """Raise database errors of the block as StorageError (chained)."""
     try:
         yield
-    except (psycopg.Error, sqlite3.Error) as error:
+    except _DRIVER_ERRORS as error:
         raise StorageError(f"database error: {error}") from error
 
 
@@ -209,6 +214,20 @@ class PostgresConnection:
         return cursor
 
     @property
+    def dropped(self) -> bool:
+        """Whether the server ended this idle connection (restarted, or terminated it): it
+        then sent its goodbye, or closed the socket. An idle autocommit connection gets
+        nothing unasked otherwise, so a readable socket is enough to tell, without a round
+        trip, and the first request after a server restart needs no failure to find out."""
+        if self.raw.closed:
+            return True
+        try:
+            readable, _, _ = select.select([self.raw.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    @property
     def healthy(self) -> bool:
         """Still usable for the next borrower: open, and outside any transaction."""
         status = self.raw.info.transaction_status
@@ -234,10 +253,7 @@ class _Pool:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[PostgresConnection]:
-        with self._lock:
-            if self._closed:
-                raise StorageError("database is closed")
-            connection = self._idle.pop() if self._idle else None
+        connection = self._idle_connection()
         if connection is None:
             connection = PostgresConnection(self._url)
         try:
@@ -253,6 +269,19 @@ class _Pool:
                     self._idle.append(connection)
             if not keep:
                 connection.close()
+
+    def _idle_connection(self) -> PostgresConnection | None:
+        """The most recently used idle connection the server has not dropped, if any."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise StorageError("database is closed")
+                if not self._idle:
+                    return None
+                connection = self._idle.pop()
+            if not connection.dropped:
+                return connection
+            connection.close()
 
     def close(self) -> None:
         with self._lock:
