@@ -217,22 +217,22 @@ class Storage(RevocationRows):
         return "key_id IN (?, ?)", (key_id.encode("ascii"), key_id)
 
     def _insert_csr_row(self, tx: Connection, csr_blob: bytes, key_id: str) -> int:
-        """Insert under a fresh random 63-bit id; a constraint error can only be the key id."""
-        table = self._table("crt")
+        """Insert under a fresh random 63-bit id (another one on the rare clash); any other
+        constraint error can only be the key id."""
         while True:
             csr_id = secrets.randbits(63)
-            if tx.execute(f"SELECT 1 FROM {table} WHERE id = ?", (csr_id,)).fetchone() is None:
-                break
-        try:
-            tx.execute(
-                f"INSERT INTO {table} (id, key_id, csr) VALUES (?, ?, ?)",
-                (csr_id, key_id.encode("ascii"), csr_blob),
-            )
-        except IntegrityError as error:
-            raise exceptions.KeyAlreadyUsed(
-                "A certificate or request already exists for this public key"
-            ) from error
-        return csr_id
+            try:
+                cursor = tx.execute(
+                    f"INSERT INTO {self._table('crt')} (id, key_id, csr) VALUES (?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (csr_id, key_id.encode("ascii"), csr_blob),
+                )
+            except IntegrityError as error:
+                raise exceptions.KeyAlreadyUsed(
+                    "A certificate or request already exists for this public key"
+                ) from error
+            if cursor.rowcount == 1:
+                return csr_id
 
     def get_csr(self, csr_id: int) -> bytes:
         """NotFound if unknown."""

@@ -160,8 +160,12 @@ class PostgresConnection:
         except psycopg.errors.IntegrityError as error:
             raise PostgresIntegrityError(str(error)) from error
 
-    def begin(self, isolation: str = "") -> None:
-        self.raw.execute("BEGIN" + (f" ISOLATION LEVEL {isolation}" if isolation else ""))
+    def begin(self, isolation: str = "", lock: str | None = None) -> None:
+        """BEGIN, and take `lock` in the same round trip (the lock is held till the end)."""
+        statement = "BEGIN" + (f" ISOLATION LEVEL {isolation}" if isolation else "")
+        if lock is not None:
+            statement += f"; SELECT pg_advisory_xact_lock({lock_key(lock)})"
+        self.raw.execute(statement)
         self.in_transaction = True
         self._schema_locked = False
 
@@ -358,11 +362,9 @@ class PostgresDatabase:
             yield joined
             return
         with storage_errors(), self._pool.connection() as connection:
-            connection.begin()
+            connection.begin(lock=lock)
             self._local.transaction = connection
             try:
-                if lock is not None:
-                    connection.lock(lock)
                 yield connection
             except BaseException:
                 self._local.transaction = None

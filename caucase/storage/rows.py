@@ -93,12 +93,11 @@ class TableRows:
 
     def _increment_counter(self, tx: Connection, name: str) -> int:
         table = self._table("counter")
-        tx.execute(
+        (value,) = tx.execute(
             f"INSERT INTO {table} (name, value) VALUES (?, 1) "
-            f"ON CONFLICT(name) DO UPDATE SET value = {table}.value + 1",
+            f"ON CONFLICT(name) DO UPDATE SET value = {table}.value + 1 RETURNING value",
             (name,),
-        )
-        (value,) = tx.execute(f"SELECT value FROM {table} WHERE name = ?", (name,)).fetchone()
+        ).fetchone()
         return int(value)
 
     def _set_config(self, tx: Connection, name: str, value: str) -> None:
