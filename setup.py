@@ -34,7 +34,10 @@ setup(
         "idna>=3.4",
     ],
     extras_require={
+        # PostgreSQL storage (caucased --db postgresql://...).
+        "postgresql": ["psycopg[binary]>=3.1"],
         "test": [
+            "psycopg[binary]>=3.1",
             "pytest>=8",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",

@@ -8,8 +8,11 @@ Layers, lowest first (nothing imports a layer above it):
   (certificate checks), ``envelope`` (signed JSON requests), ``pemfile`` (PEM files and
   stores on disk).
 - ``backup``: the encrypted backup format.
-- ``storage``: the database: its owner (``database``: pool, committer, lock), ``sqlite``
-  rows, ``schema``, ``connection``, ``group_commit``, ``restore`` (the statement allow-list).
+- ``storage``: the database behind one interface (``engine``) with two engines: SQLite
+  (``database``: pool, committer, lock) and PostgreSQL (``postgresql``, shared by several
+  caucased); the CA tables (``authority``, ``revocations``), what nodes share
+  (``cluster``), ``schema``, ``copy`` and ``migrate`` (between engines), ``restore`` (the
+  statement allow-list). See ``caucase.storage``.
 - ``audit``: the hash-chained audit log of every change of state, and its verifier.
 - ``ca``: the policy of one certificate authority; ``crl``: its CRLs, cached and
   regenerated.

@@ -7,6 +7,9 @@ is logged and tried again on the period's scale: it never stops the server. With
 count, older backups are pruned after each new one; only files named as caucased names
 its backups are ever deleted, never the one just written. Users whose key cannot decrypt
 (Ed25519 can only sign) are no recipients; caucased says so once, not at every backup.
+
+When several caucased share the database, each period's backup is made by the first node
+to claim it in the database; a claim that comes to nothing is given back.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from cryptography import x509
 
 from caucase import backup
 from caucase.ca import CertificateAuthority
-from caucase.clock import from_timestamp
+from caucase.clock import from_timestamp, to_timestamp
 from caucase.exceptions import BackupError, CaucaseError
 from caucase.http.server import write_line
 from caucase.storage import Storage
+from caucase.storage.cluster import ClusterState
 
 SUFFIX = ".sql.caucased"
 BACKUP_NAME = re.compile(r"\d{14}" + re.escape(SUFFIX))
@@ -37,6 +41,8 @@ MAX_RETRY_DELAY = datetime.timedelta(hours=1)
 # (sqlite3.Error until storage reports them all as StorageError, a CaucaseError), and
 # file system or network ones.
 TASK_ERRORS = (CaucaseError, OSError, sqlite3.Error)
+# The turn of the cluster's nodes at periodic backups (caucase.storage.cluster).
+BACKUP_TURN = "backup"
 
 
 def check_backup_directory(path: str) -> str | None:
@@ -63,14 +69,17 @@ class BackupSchedule:
         cau: CertificateAuthority,
         storage: Storage,
         keep: int = 0,
+        cluster: ClusterState | None = None,
     ) -> None:
-        """`keep` is how many backups to keep, the new one included; 0 keeps them all."""
+        """`keep` is how many backups to keep, the new one included; 0 keeps them all.
+        With `cluster`, nodes sharing the database take turns: one backup per period."""
         self._directory = directory
         self._period = datetime.timedelta(days=period_days)
         self._retry_delay = min(self._period, MAX_RETRY_DELAY)
         self._cau = cau
         self._storage = storage
         self._keep = keep
+        self._cluster = cluster
         self._skip_reported = False
 
     def first_due(self, now: datetime.datetime) -> datetime.datetime:
@@ -90,18 +99,46 @@ class BackupSchedule:
         name = now.strftime("%Y%m%d%H%M%S") + SUFFIX
         path = os.path.join(self._directory, name)
         retry = describe_delay(self._retry_delay)
+        claimed = False
         try:
+            turn = self._claim(now)
+            if turn is not None:
+                return turn
+            claimed = self._cluster is not None
             self._write(path)
         except BackupError as error:
             write_line(sys.stderr, f"Backup skipped: {error}; retrying in {retry}\n")
-            return now + self._retry_delay
         except TASK_ERRORS as error:
             write_line(sys.stderr, f"Backup failed: {error}; retrying in {retry}\n")
-            return now + self._retry_delay
-        write_line(sys.stderr, f"Backup written: {path}\n")
-        if self._keep:
-            self._prune(name)
-        return now + self._period
+        else:
+            write_line(sys.stderr, f"Backup written: {path}\n")
+            if self._keep:
+                self._prune(name)
+            return now + self._period
+        if claimed:
+            self._give_back(now)
+        return now + self._retry_delay
+
+    def _claim(self, now: datetime.datetime) -> datetime.datetime | None:
+        """None when this node is to write this period's backup, else when to try again
+        (another node claimed the period)."""
+        if self._cluster is None:
+            return None
+        period = int(self._period.total_seconds())
+        mine, due = self._cluster.claim_turn(BACKUP_TURN, to_timestamp(now), period)
+        if mine:
+            return None
+        next_turn = from_timestamp(due)
+        write_line(sys.stderr, f"Backup left to another caucased, next due {next_turn:%c} UTC\n")
+        return next_turn
+
+    def _give_back(self, now: datetime.datetime) -> None:
+        """Release a claim that produced no backup, so that another node takes it."""
+        assert self._cluster is not None
+        try:
+            self._cluster.release_turn(BACKUP_TURN, to_timestamp(now))
+        except TASK_ERRORS as error:
+            write_line(sys.stderr, f"Backup claim not released: {error}\n")
 
     def _report_skipped(self, certificate: x509.Certificate, reason: str) -> None:
         if self._skip_reported:

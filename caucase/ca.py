@@ -4,6 +4,11 @@ Talks to storage and x509util only. Parsed CA keys and certificates, the CA chai
 document and the CRLs live in memory and are rebuilt only when what they derive from
 changes, so that per-request work stays cheap; authentication looks revoked serials up
 in storage (one indexed read), so it never waits for a CRL to be signed.
+
+When other caucased share the database (PostgreSQL), each use of the CA list first reads
+its version from storage (one small read), so that a rollover made by another node is
+seen at once; a CA is stored only if the CA rows are still at the version the decision was
+made on, so that nodes racing through a rollover make one new CA between them.
 """
 
 from __future__ import annotations
@@ -127,12 +132,16 @@ class CertificateAuthority:
         self._crl_cache = CRLCache(storage, self._crl_life, self._crl_life / 2)
         self._pair_list: list[_CAKeyPair] = []
         self._chain: list[dict[str, Any]] = []
+        self._ca_version = storage.get_ca_version()
         self._load_ca_list(clock())
         self._check_ca_renewal()
 
     # CA list and rollover
     def _load_ca_list(self, now: datetime.datetime) -> None:
-        """Read the CA rows again; a row that cannot be used is skipped, never fatal."""
+        """Read the CA rows again; a row that cannot be used is skipped, never fatal.
+
+        The version is read first: a row added in between makes the next check reload."""
+        version = self._storage.get_ca_version()
         pair_list = []
         for key_pem, crt_pem in self._storage.get_ca_key_pairs(to_timestamp(now)):
             try:
@@ -141,7 +150,13 @@ class CertificateAuthority:
                 logger.warning("Skipping unusable CA certificate row: %s", error)
         pair_list.sort(key=lambda pair: pair.not_after)
         with self._lock:
+            self._ca_version = version
             self._set_pair_list(pair_list)
+
+    def _follow_other_nodes(self, now: datetime.datetime) -> None:
+        """Reload the CA list when another process changed the CA rows."""
+        if self._storage.shared and self._storage.get_ca_version() != self._ca_version:
+            self._load_ca_list(now)
 
     def _set_pair_list(self, pair_list: list[_CAKeyPair]) -> None:
         self._pair_list = pair_list
@@ -160,6 +175,7 @@ class CertificateAuthority:
         Without a key size (restore) nothing is ever generated, whatever the CA list holds:
         the reference crashes there. A thread finding a generation under way skips it."""
         now = self._clock()
+        self._follow_other_nodes(now)
         spec = self._ca_key_spec
         if (
             spec is not None
@@ -197,6 +213,9 @@ class CertificateAuthority:
             return self._pair_list[-1].crt
 
     def _generate_ca(self, now: datetime.datetime, spec: keys.KeySpec) -> None:
+        """Make and store the next CA, then read the CA list again: it holds either this
+        CA or the one another node stored first."""
+        version = self._ca_version
         key = keys.generate(spec)
         if self._pair_list:
             crt = x509util.renew_ca_certificate(self._pair_list[-1].crt, key, now, self._ca_life)
@@ -204,11 +223,14 @@ class CertificateAuthority:
             crt = x509util.make_ca_certificate(
                 key, self._ca_subject, now, self._ca_life, self._ca_extensions
             )
-        self._storage.append_ca_key_pair(
+        stored = self._storage.append_next_ca_key_pair(
+            version,
             to_timestamp(crt.not_valid_after_utc),
             keys.dump_private_key(key),
             x509util.dump_certificate(crt),
         )
+        if not stored:
+            logger.info("Another process stored the next CA first: using that one")
         self._load_ca_list(now)
 
     def _current_pair_list(self) -> tuple[list[_CAKeyPair], datetime.datetime]:

@@ -1,5 +1,6 @@
 """Fixtures shared by every test module: an injectable clock, a replayable random
-generator and the reference peer."""
+generator, the reference peer, and the storage engines (a PostgreSQL server shared by the
+session, a fresh database per test)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from collections.abc import Generator
 from pathlib import Path
 
 import pytest
+
+from tests.support.postgres import PostgresServer, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_VERSION = "0.9.17"
@@ -91,3 +94,56 @@ def reference_bin() -> Path:
     ).stdout.strip()
     assert version == REFERENCE_VERSION
     return bin_dir
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Generator[PostgresServer, None, None]:
+    """One PostgreSQL server for the whole session, started on first use."""
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Generator[str, None, None]:
+    """A fresh, empty PostgreSQL database for this test; dropped after it."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+# The storage engines a parametrised test runs on: ids "sqlite" and "postgresql".
+ENGINES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_location(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where this test's database is: an SQLite path, or a fresh PostgreSQL database."""
+    if engine == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return str(tmp_path / "caucase.sqlite")
+
+
+@pytest.fixture
+def caucased_db(engine: str, request: pytest.FixtureRequest) -> str | None:
+    """The --db of a caucased this test starts: None for its own SQLite file in its working
+    directory, else a fresh PostgreSQL database."""
+    if engine == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return None
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def module_caucased_db(request: pytest.FixtureRequest) -> Generator[str | None, None, None]:
+    """caucased_db for a caucased shared by a whole module: each module runs once per engine."""
+    if request.param != "postgresql":
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.new_database()
+    yield url
+    server.drop_database(url)

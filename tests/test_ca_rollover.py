@@ -29,7 +29,7 @@ from caucase.exceptions import (
     CertificateVerificationError,
     NotFound,
 )
-from caucase.storage import Storage
+from caucase.storage import Database, Storage
 from tests.conftest import FakeClock
 from tests.support.ca_helpers import (
     CA_SUBJECT,
@@ -121,19 +121,21 @@ def test_restart_after_half_life_takes_a_new_number(make_ca: MakeCA, clock: Fake
     assert later.last_update_utc == clock() - datetime.timedelta(seconds=10)
 
 
-def test_expired_cache_takes_a_new_number_even_when_storage_is_fresh(
+def test_a_fresh_crl_stored_by_another_process_is_served_as_is(
     make_ca: MakeCA, clock: FakeClock
 ) -> None:
-    """ca-profile 2.3: an expired cached CRL forgets the stored last update, so a fresher
-    one written meanwhile by another CA object still gives way to a new number."""
+    """The CRL of a number is stored and shared: a process whose own CRL passed its half
+    life serves the fresher one another process signed meanwhile (the reference signed a
+    third CRL of its own, ca-profile 2.3), and both then serve the same bytes."""
     first_process = make_ca()
     first_process.get_crl_dict()
     clock.advance(days=CRT_LIFE * 0.33 / 2 + 1)
-    (second,) = crl_list(make_ca())
+    second_process = make_ca()
+    (second,) = crl_list(second_process)
     (first_again,) = crl_list(first_process)
     assert crl_number(second) == 2
-    assert crl_number(first_again) == 3
-    assert first_again.last_update_utc == second.last_update_utc
+    assert crl_number(first_again) == 2
+    assert first_process.get_crl_dict() == second_process.get_crl_dict()
 
 
 def test_expired_revocations_are_pruned(
@@ -147,44 +149,85 @@ def test_expired_revocations_are_pruned(
     assert crl_serials == {7}
 
 
-def test_cached_paths_do_not_touch_storage(
-    db_path: str, clock: FakeClock, user_keys: list[rsa.RSAPrivateKey]
+def _exercise_cached_paths(
+    ca: CertificateAuthority, valid: x509.Certificate, revoked: x509.Certificate
 ) -> None:
-    """Cached CRLs and revoked serials are served from memory: the fast path of every request."""
-    storage = CountingStorage(db_path, "cas")
+    ca.get_crl_dict()
+    ca.get_crl_bundle()
+    ca.get_ca_certificate()
+    ca.get_ca_certificate_chain()
+    ca.verify_certificate(valid)
+    with pytest.raises(CertificateVerificationError, match="revoked"):
+        ca.verify_certificate(revoked)
+
+
+def _counting_authority(
+    storage: CountingStorage, clock: FakeClock, user_keys: list[rsa.RSAPrivateKey]
+) -> tuple[CertificateAuthority, x509.Certificate, x509.Certificate]:
     ca = CertificateAuthority(storage, CA_SUBJECT, 2048, CRT_LIFE, clock=clock)
     valid = signed(ca, make_csr(user_keys[0]))
     revoked = signed(ca, make_csr(user_keys[1]))
     ca.revoke_certificate(revoked.public_bytes(serialization.Encoding.PEM))
     ca.get_crl_dict()
-    storage.calls = 0
+    storage.calls.clear()
+    return ca, valid, revoked
+
+
+def test_cached_paths_do_not_touch_storage(
+    db_path: str, clock: FakeClock, user_keys: list[rsa.RSAPrivateKey]
+) -> None:
+    """Cached CRLs and CA certificates are served from memory: the fast path of every
+    request, on a database this process holds alone."""
+    with Database(db_path, exclusive=True) as database:
+        storage = CountingStorage(database, "cas")
+        ca, valid, revoked = _counting_authority(storage, clock, user_keys)
+        for _ in range(3):
+            _exercise_cached_paths(ca, valid, revoked)
+        assert storage.calls == {}
+
+
+def test_shared_cached_paths_read_only_versions(
+    db_path: str, clock: FakeClock, user_keys: list[rsa.RSAPrivateKey]
+) -> None:
+    """When other processes may write, the cached paths read the CA and CRL versions (one
+    small read each), never the CA rows, the revocations nor the stored CRLs."""
+    storage = CountingStorage(db_path, "cas")
+    ca, valid, revoked = _counting_authority(storage, clock, user_keys)
     for _ in range(3):
-        ca.get_crl_dict()
-        ca.get_crl_bundle()
-        ca.get_ca_certificate()
-        ca.get_ca_certificate_chain()
-        ca.verify_certificate(valid)
-        with pytest.raises(CertificateVerificationError, match="revoked"):
-            ca.verify_certificate(revoked)
-    assert storage.calls == 0
+        _exercise_cached_paths(ca, valid, revoked)
+    assert set(storage.calls) == {"get_ca_version", "get_crl_state"}
+    storage.close()
 
 
 class CountingStorage(Storage):
     """Storage counting the calls the CA makes: proves the cached paths stay in memory."""
 
-    calls = 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
 
     def get_crl_state(self) -> tuple[int, int | None]:
-        self.calls += 1
+        self._count("get_crl_state")
         return super().get_crl_state()
 
     def get_revoked(self, now: int) -> list[tuple[int, int]]:
-        self.calls += 1
+        self._count("get_revoked")
         return super().get_revoked(now)
 
     def get_ca_key_pairs(self, now: int) -> list[tuple[bytes, bytes]]:
-        self.calls += 1
+        self._count("get_ca_key_pairs")
         return super().get_ca_key_pairs(now)
+
+    def get_ca_version(self) -> tuple[int, int | None]:
+        self._count("get_ca_version")
+        return super().get_ca_version()
+
+    def get_issued_crls(self) -> dict[int, tuple[int, int, bytes]]:
+        self._count("get_issued_crls")
+        return super().get_issued_crls()
 
 
 # Restore-style CA: no key size, never generates

@@ -1,8 +1,10 @@
 """caucased-manage: offline database maintenance (cli 9, ca-profile 5.5 and 6.7).
 
 Actions run in a fixed order whatever the command line order: check an audit log, restore
-a backup, import CA key pairs, import CRLs, start a CA rollover, export CA key pairs. Every
-failure is one line on stderr and exit status 1, and leaves no half-made file behind.
+a backup, import CA key pairs, import CRLs, start a CA rollover, export CA key pairs, copy
+the database to another one. --db is an SQLite file or a PostgreSQL URL, as for caucased.
+Every failure is one line on stderr and exit status 1, and leaves no half-made file or
+database behind.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from caucase.clock import Clock, to_timestamp, utcnow
 from caucase.crypto import keys, x509util
 from caucase.crypto.pemfile import BlockKind, append_to_file, read_blocks, read_one_csr
 from caucase.exceptions import CaucaseError, NotFound
-from caucase.storage import Database, Storage, restored_database
+from caucase.storage import (
+    Engine,
+    Storage,
+    describe,
+    exists,
+    is_url,
+    open_database,
+    restored_database,
+)
+from caucase.storage.migrate import copy_database
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,16 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     shows them."""
     parser = argparse.ArgumentParser(
         prog="caucased-manage",
-        description="caucased database maintenance, while caucased is stopped: restore a "
-        "backup, import or export the service CA, import CRLs.",
+        description="caucased database maintenance, while caucased is stopped (unless the "
+        "database is PostgreSQL): restore a backup, import or export the service CA, import "
+        "CRLs, copy the database to another engine.",
     )
     parser.add_argument("--version", action="version", version=__version__)
     add = parser.add_argument
     add(
         "--db",
         default="caucase.sqlite",
-        help="caucased's database; import and export create it (mode 0600) when missing "
-        "(default: %(default)s)",
+        metavar="PATH_OR_URL",
+        help="caucased's database: an SQLite file, which import and export create (mode "
+        "0600) when missing, or a postgresql:// URL (default: %(default)s)",
     )
     add(
         "--user-crt-validity",
@@ -67,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--restore-backup",
         nargs=4,
         metavar=("BACKUP_PATH", "KEY_PATH", "CSR_PATH", "CRT_PATH"),
-        help="rebuild the missing --db from the backup at BACKUP_PATH, opened with the "
-        "user key at KEY_PATH; that user's certificate is revoked, and a new one for the "
-        "key of CSR_PATH is appended to CRT_PATH",
+        help="rebuild the missing --db (or an empty PostgreSQL one) from the backup at "
+        "BACKUP_PATH, opened with the user key at KEY_PATH; that user's certificate is "
+        "revoked, and a new one for the key of CSR_PATH is appended to CRT_PATH",
     )
     add(
         "--import-ca",
@@ -119,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         "input when there is no terminal)",
     )
     add(
+        "--copy-to",
+        metavar="PATH_OR_URL",
+        help="copy the whole --db, read from one snapshot (caucased may keep serving it), "
+        "into this new SQLite file or empty PostgreSQL database; runs last",
+    )
+    add(
         "--verify-audit-log",
         nargs="+",
         metavar="FILE",
@@ -159,7 +178,7 @@ def _load_restoring_key(path: str) -> keys.PrivateKey:
 
 
 def _replace_user_certificate(
-    database: Database, key: keys.PrivateKey, csr_pem: bytes, validity: float, clock: Clock
+    database: Engine, key: keys.PrivateKey, csr_pem: bytes, validity: float, clock: Clock
 ) -> bytes:
     """Renew the restoring user's certificate for the new key, then revoke the old one."""
     storage = Storage(
@@ -191,8 +210,8 @@ def restore(args: argparse.Namespace, clock: Clock) -> None:
     backup_path, key_path, csr_path, crt_path = args.restore_backup
     key = _load_restoring_key(key_path)
     csr_pem = read_one_csr(csr_path)
-    if os.path.lexists(args.db):
-        raise ManageError(f"{args.db!r} exists, not restoring.")
+    if exists(args.db):
+        raise ManageError(f"{describe(args.db)!r} exists, not restoring.")
     with open(backup_path, "rb") as source:
         statements = backup.read_backup(source, key)
         with restored_database(args.db, statements) as database:
@@ -340,8 +359,15 @@ def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
         print(verification.describe())
     if args.restore_backup:
         restore(args, clock)
-    if not (args.import_ca or args.import_crl or args.export_ca or args.renew_ca):
-        return
+    if args.import_ca or args.import_crl or args.export_ca or args.renew_ca:
+        _run_ca_actions(args, clock)
+    if args.copy_to:
+        tables, rows = copy_database(args.db, args.copy_to)
+        print(f"Copied {tables} tables ({rows} rows) to {describe(args.copy_to)}")
+
+
+def _run_ca_actions(args: argparse.Namespace, clock: Clock) -> None:
+    """Imports, rollover and export, reading every input first."""
     inputs = read_inputs(args, clock)
     if inputs.ca_pairs or inputs.crls:
         with _maintained_database(args) as storage:
@@ -356,10 +382,11 @@ def run(args: argparse.Namespace, clock: Clock = utcnow) -> None:
 @contextlib.contextmanager
 def _maintained_database(args: argparse.Namespace) -> Iterator[Storage]:
     """The CAS tables of --db; a database created here is removed again on failure.
-    Imports write: refused while a caucased holds the database. Exporting only reads."""
-    created = not os.path.lexists(args.db)
+    Imports write: refused while a caucased holds an SQLite file (on PostgreSQL, the
+    caucased sharing it see the change at once). Exporting only reads."""
+    created = not exists(args.db)
     exclusive = created or bool(args.import_ca or args.import_crl)
-    database = Database(args.db, exclusive=exclusive)
+    database = open_database(args.db, exclusive=exclusive)
     try:
         yield Storage(database, "cas")
     except BaseException:
@@ -378,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_key_options(parser, args)
     if args.export_ca and os.path.lexists(args.export_ca):
         parser.error(f"file exists: {args.export_ca!r}")
+    if args.copy_to and not is_url(args.copy_to) and os.path.lexists(args.copy_to):
+        parser.error(f"file exists: {args.copy_to!r}")
     try:
         run(args)
     except (CaucaseError, OSError, ValueError) as error:

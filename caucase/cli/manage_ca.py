@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ from caucase.clock import Clock, to_timestamp
 from caucase.crypto import keys, x509util
 from caucase.crypto.pemfile import BlockKind, PemBlock, read_blocks
 from caucase.exceptions import CaucaseError, UnsupportedKey
-from caucase.storage import Database, Storage
+from caucase.storage import Storage, describe, exists, is_url, open_database
 
 
 class ManageError(CaucaseError):
@@ -150,11 +149,12 @@ def import_ca(storage: Storage, pairs: list[CAPair]) -> None:
 def renew_ca(args: argparse.Namespace, clock: Clock) -> None:
     """Make the next CA certificate of the CAS or the CAU now, with the key type asked for
     (or the newest CA's), and say when it starts signing."""
-    if not os.path.exists(args.db):
-        raise ManageError(f"{args.db!r} does not exist")
+    if not exists(args.db):
+        raise ManageError(f"{describe(args.db)!r} does not exist")
     prefix = args.renew_ca
     validity = args.user_crt_validity if prefix == "cau" else args.service_crt_validity
-    with Database(args.db, exclusive=True) as database:
+    database = open_database(args.db, exclusive=True)
+    try:
         storage = Storage(database, prefix, enforce_unique_key_id=prefix == "cau")
         pairs = storage.get_ca_key_pairs(to_timestamp(clock()))
         if not pairs:
@@ -166,9 +166,16 @@ def renew_ca(args: argparse.Namespace, clock: Clock) -> None:
         # Constructing the authority makes the lazy rollover when it is already due.
         ca_list = authority.get_ca_certificate_list()
         crt = ca_list[-1] if len(ca_list) > len(pairs) else authority.start_rollover()
+    finally:
+        database.close()
     signing = crt.not_valid_before_utc + datetime.timedelta(days=validity)
+    # caucased nodes sharing a PostgreSQL database follow the CA rows by themselves.
+    then = (
+        "caucased distributes it at once"
+        if is_url(args.db)
+        else ("restart caucased so that it distributes it")
+    )
     print(
         f"New {prefix.upper()} CA certificate ({keys.spec_of(crt.public_key())}) valid "
-        f"until {crt.not_valid_after_utc}, signing from {signing}; restart caucased so "
-        "that it distributes it"
+        f"until {crt.not_valid_after_utc}, signing from {signing}; {then}"
     )

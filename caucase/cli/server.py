@@ -1,8 +1,12 @@
 """caucased: the caucase server (cli 8, http-api 1 and 13).
 
-Three certificate authorities in one SQLite file (users, services, and the private one
+Three certificate authorities in one database (users, services, and the private one
 signing our own HTTPS certificate), served over HTTP and HTTPS by threaded listeners,
 with periodic encrypted backups. SIGINT and SIGTERM both stop it cleanly.
+
+The database is an SQLite file held by this caucased alone, or a PostgreSQL database that
+several caucased share (behind one address): they then also share the CORS secrets and
+take turns at backups (caucase.storage.cluster); each keeps its own HTTPS key.
 
 Start-up binds every listener before it opens the database, and says `Listening` only
 once it is ready to serve: a start-up that fails (busy port, database in use or
@@ -36,6 +40,7 @@ from caucase.clock import Clock, utcnow
 from caucase.crypto import keys, x509util
 from caucase.exceptions import CaucaseError
 from caucase.http.app import Application
+from caucase.http.cors import SharedCorsKeyStore
 from caucase.http.server import (
     CaucasedServer,
     CaucasedTLSServer,
@@ -45,7 +50,8 @@ from caucase.http.server import (
 )
 from caucase.http.tls import ServerIdentity
 from caucase.main_loop import MainLoop, StopSignal
-from caucase.storage import Database, Storage
+from caucase.storage import Engine, Storage, is_url, open_database
+from caucase.storage.cluster import ClusterState
 
 
 class StartupError(CaucaseError):
@@ -58,31 +64,37 @@ def _subject(common_name: str) -> x509.Name:
 
 @dataclass
 class Authorities:
-    """The three CAs of one caucased, sharing one database file and its owner."""
+    """The three CAs of one caucased, sharing one database and its owner."""
 
-    database: Database
+    database: Engine
     key_spec: keys.KeySpec
     cau: CertificateAuthority
     cau_storage: Storage
     cas: CertificateAuthority
     http_cas: CertificateAuthority
+    # What the caucased sharing a PostgreSQL database share besides the CAs; None on SQLite.
+    cluster: ClusterState | None = None
 
 
 def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> Authorities:
     """CAU, CAS and http CA as configured (ca-profile 1.2), creating CAs when needed.
 
-    The database is held exclusively until closed: DatabaseInUse if another caucased or
-    caucased-manage holds it; closed again if anything fails here."""
-    database = Database(args.db, exclusive=True)
+    An SQLite database is held exclusively until closed: DatabaseInUse if another
+    caucased or caucased-manage holds it. The database is closed again if anything fails
+    here."""
+    database = open_database(args.db, exclusive=True)
     try:
-        return _open_authorities(database, args, endpoint, clock)
+        authorities = _open_authorities(database, args, endpoint, clock)
+        if is_url(args.db):
+            authorities.cluster = ClusterState(database)
+        return authorities
     except BaseException:
         database.close()
         raise
 
 
 def _open_authorities(
-    database: Database, args: argparse.Namespace, endpoint: Endpoint, clock: Clock
+    database: Engine, args: argparse.Namespace, endpoint: Endpoint, clock: Clock
 ) -> Authorities:
     netloc = endpoint.netloc
     user_days = args.user_crt_validity
@@ -216,12 +228,18 @@ def announce_listeners(
         )
 
 
-def make_application(args: argparse.Namespace, authorities: Authorities) -> Callable[..., Any]:
-    """The WSGI application serving both authorities."""
+def make_application(
+    args: argparse.Namespace, authorities: Authorities, clock: Clock
+) -> Callable[..., Any]:
+    """The WSGI application serving both authorities; the CORS secrets in the shared
+    database when there is one, else in the --cors-key-store file."""
+    cors_key_store = args.cors_key_store
+    if authorities.cluster is not None:
+        cors_key_store = SharedCorsKeyStore(authorities.cluster, clock)
     return Application(
         authorities.cau,
         authorities.cas,
-        args.cors_key_store,
+        cors_key_store,
         cors_whitelist=tuple(args.cors_whitelist),
     )
 
@@ -230,7 +248,7 @@ def make_application(args: argparse.Namespace, authorities: Authorities) -> Call
 class Service:
     """What the listeners serve and the main loop keeps up, once the database is open."""
 
-    database: Database
+    database: Engine
     application: Callable[..., Any]
     identity: ServerIdentity
     context: ssl.SSLContext
@@ -260,6 +278,7 @@ def _build_service(
             authorities.cau,
             authorities.cau_storage,
             keep=args.backup_keep,
+            cluster=authorities.cluster,
         )
     authorities.cau.prepare_crl_entries()
     authorities.cas.prepare_crl_entries()
@@ -273,7 +292,7 @@ def _build_service(
         clock,
     )
     identity.prepare()
-    application = make_application(args, authorities)
+    application = make_application(args, authorities, clock)
     context = identity.make_context()
     return Service(authorities.database, application, identity, context, backups)
 

@@ -12,6 +12,7 @@ from caucase import __version__
 from caucase.backup_schedule import check_backup_directory
 from caucase.crypto import keys
 from caucase.ports import https_port_for
+from caucase.storage import is_url
 
 MAX_CN_LENGTH = 64
 
@@ -56,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--db",
         default="caucase.sqlite",
-        help="SQLite database of the authorities, created (mode 0600) when missing "
-        "(default: %(default)s)",
+        metavar="PATH_OR_URL",
+        help="database of the authorities: an SQLite file, created (mode 0600) when "
+        "missing, or a postgresql:// URL (libpq's, credentials from the environment or "
+        "~/.pgpass) that several caucased may share (default: %(default)s)",
     )
     add(
         "--server-key",
@@ -70,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cors-key-store",
         default="cors.key",
         metavar="PATH",
-        help="file keeping the secrets that sign CORS consent tokens (default: %(default)s)",
+        help="file keeping the secrets that sign CORS consent tokens; unused with a "
+        "PostgreSQL --db, which keeps them for every caucased (default: %(default)s)",
     )
     add(
         "--cors-whitelist",
@@ -217,11 +221,10 @@ def parse_endpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 def check_parent_directories(args: argparse.Namespace) -> str | None:
     """Why a file caucased writes cannot be created, checked before anything is."""
-    for option, path in (
-        ("--db", args.db),
-        ("--server-key", args.server_key),
-        ("--cors-key-store", args.cors_key_store),
-    ):
+    files = [("--server-key", args.server_key), ("--cors-key-store", args.cors_key_store)]
+    if not is_url(args.db):
+        files.insert(0, ("--db", args.db))
+    for option, path in files:
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             return f"{option} {path!r}: directory {parent!r} does not exist"

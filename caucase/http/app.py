@@ -29,7 +29,13 @@ from caucase.exceptions import (
     StorageError,
 )
 from caucase.http.bodies import SignedEnvelope
-from caucase.http.cors import CorsConsent, CorsKeyStore, CorsPolicy, response_headers
+from caucase.http.cors import (
+    CorsConsent,
+    CorsKeyStore,
+    CorsPolicy,
+    KeyStore,
+    response_headers,
+)
 from caucase.http.handlers import Service
 from caucase.http.request import HTTPError, Request, Response, unauthorized
 from caucase.http.routes import Auth, Route, build_tree, parse_subpath
@@ -70,12 +76,14 @@ class Application:
         self,
         cau: CertificateAuthority,
         cas: CertificateAuthority,
-        cors_key_store: str,
+        cors_key_store: str | KeyStore,
         cors_whitelist: Sequence[str] = (),
         clock: Clock = utcnow,
     ) -> None:
         self._cau = cau
-        self._cors = CorsConsent(CorsKeyStore(cors_key_store, clock), cors_whitelist)
+        if isinstance(cors_key_store, str):
+            cors_key_store = CorsKeyStore(cors_key_store, clock)
+        self._cors = CorsConsent(cors_key_store, cors_whitelist)
         self._service = Service({"cau": cau, "cas": cas}, self._cors)
         self._clock = clock
         self._root = build_tree()

@@ -2,7 +2,8 @@
 
 The consent cookie maps each origin to an HS256 JWT saying whether the user granted it
 the use of their credentials. Only this server can mint or check those tokens, with
-secrets persisted in the `--cors-key-store` file.
+secrets persisted in the `--cors-key-store` file, or, when several caucased share a
+PostgreSQL database, in that database (a token one node signed verifies on every node).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import threading
 import urllib.parse
 from collections.abc import Collection, Sequence
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, Protocol
 
 from caucase.clock import Clock, from_timestamp, to_timestamp, utcnow
 from caucase.http.request import HTTPError, Request, Response
+from caucase.storage.cluster import ClusterState
 
 COOKIE_NAME = "cors"
 COOKIE_MAX_AGE = 31536000
@@ -85,6 +87,25 @@ def decode_token(secret_list: list[bytes], token: str, origin: str) -> bool | No
     return granted if isinstance(granted, bool) else None
 
 
+class KeyStore(Protocol):
+    """Where the token secrets are kept."""
+
+    def verification_secrets(self) -> list[bytes]: ...
+
+    def signing_secret(self) -> bytes: ...
+
+
+def rotated(
+    secret_list: list[tuple[int, bytes]], now: datetime.datetime
+) -> list[tuple[int, bytes]]:
+    """The secrets to hold at `now`: expired ones dropped, a new one added when the newest
+    is past half its life (or there is none)."""
+    kept = [item for item in secret_list if from_timestamp(item[0]) > now]
+    if not kept or from_timestamp(kept[-1][0]) - now < SECRET_RENEW_BEFORE:
+        kept.append((to_timestamp(now + SECRET_LIFE), secrets.token_bytes(SECRET_SIZE)))
+    return kept
+
+
 class CorsKeyStore:
     """Token secrets with their expiry, persisted as JSON [[expiry_unix_time, hex], ...].
 
@@ -136,11 +157,8 @@ class CorsKeyStore:
         """The newest secret, after dropping expired ones and adding a new one when due."""
         now = self._clock()
         with self._lock:
-            kept = [item for item in self._secret_list if from_timestamp(item[0]) > now]
-            changed = len(kept) != len(self._secret_list)
-            if not kept or from_timestamp(kept[-1][0]) - now < SECRET_RENEW_BEFORE:
-                kept.append((to_timestamp(now + SECRET_LIFE), secrets.token_bytes(SECRET_SIZE)))
-                changed = True
+            kept = rotated(self._secret_list, now)
+            changed = kept != self._secret_list
             self._secret_list = kept
             if changed:
                 try:
@@ -149,6 +167,27 @@ class CorsKeyStore:
                     # Consent still works until restart; only persistence is lost.
                     logger.warning("Cannot save CORS key store %r: %s", self._path, exc)
             return kept[-1][1]
+
+
+class SharedCorsKeyStore:
+    """Token secrets kept in the database that several caucased share, read at each use
+    (consent checks are rare), rotated by one node at a time."""
+
+    def __init__(self, cluster: ClusterState, clock: Clock = utcnow) -> None:
+        self._cluster = cluster
+        self._clock = clock
+
+    def verification_secrets(self) -> list[bytes]:
+        """Every held secret, newest first."""
+        return [key for _, key in reversed(self._cluster.cors_secrets())]
+
+    def signing_secret(self) -> bytes:
+        """The newest secret; one node adds a new one when due, the others then use it."""
+        now = self._clock()
+        held = self._cluster.cors_secrets()
+        if held and rotated(held, now) == held:
+            return held[-1][1]
+        return self._cluster.update_cors_secrets(lambda current: rotated(current, now))[-1][1]
 
 
 def read_cookie_map(cookie_header: str | None) -> dict[str, Any] | None:
@@ -257,7 +296,7 @@ def _http_url(url: str) -> str:
 class CorsConsent:
     """The consent gate in front of routes, the preflight answer and the /cors pages."""
 
-    def __init__(self, key_store: CorsKeyStore, whitelist: Collection[str]) -> None:
+    def __init__(self, key_store: KeyStore, whitelist: Collection[str]) -> None:
         self._key_store = key_store
         self._whitelist = frozenset(whitelist)
 

@@ -1,23 +1,51 @@
 """Storage of the CA state: rows, not policy. No SQL leaves this package.
 
-- ``database``: the owner of one database file (read pool, group committer, lock),
-  closed as a whole; database failures leave it as ``StorageError``.
-- ``sqlite``: the tables of one CA instance in an SQLite file (the reference's schema).
-- ``schema``: the SQL text of those tables and our extra indexes.
-- ``connection``: connection settings and the read pool.
-- ``group_commit``: concurrent writers sharing one synchronous commit.
+One interface (``engine``), two engines: SQLite, a file (the default), and PostgreSQL, a
+``postgresql://`` URL shared by several caucased. Storage modules run unchanged on both.
+
+- ``engine``: the interface (connections, locks, portable SQL rules), and which engine a
+  --db value names.
+- ``database``: the SQLite engine, owner of one database file (read pool, group committer,
+  lock); ``connection``: its connection settings and read pool; ``group_commit``: its
+  concurrent writers sharing one synchronous commit.
+- ``postgresql``: the PostgreSQL engine (pool, advisory locks, schema catalog, dumps);
+  ``postgresql_sql``: portable SQL rewritten for it.
+- ``authority``: the tables of one CA instance (the reference's schema); ``rows``: what its
+  table sets share; ``revocations``: its revocations, CRL numbers and issued CRLs.
+- ``cluster``: what the caucased nodes of one database share besides the CAs (CORS
+  secrets, backup turns).
+- ``schema``: the SQL text of the CA tables and our extra indexes and tables.
+- ``copy``: a whole database copied between engines (and into SQLite for dumps).
 - ``restore``: rebuilding a database from a backup, limited to the statements a dump holds.
+
+Database failures leave this package as ``StorageError``.
 """
 
+from caucase.storage.authority import Storage
 from caucase.storage.database import Database, DatabaseInUse
+from caucase.storage.engine import (
+    Engine,
+    IntegrityError,
+    create_database,
+    describe,
+    exists,
+    is_url,
+    open_database,
+)
 from caucase.storage.restore import restore_database, restored_database
 from caucase.storage.schema import schema_statements
-from caucase.storage.sqlite import Storage
 
 __all__ = [
     "Database",
     "DatabaseInUse",
+    "Engine",
+    "IntegrityError",
     "Storage",
+    "create_database",
+    "describe",
+    "exists",
+    "is_url",
+    "open_database",
     "restore_database",
     "restored_database",
     "schema_statements",

@@ -1,4 +1,5 @@
-"""The owner of one SQLite database file: its read pool, its group committer, its lock.
+"""The SQLite engine (caucase.storage.engine): the owner of one database file, its read
+pool, its group committer, its lock.
 
 Everything this process holds open on the file belongs to one Database object and is
 closed with it; nothing is kept by a module-level registry. The CA instances sharing the
@@ -25,6 +26,8 @@ from collections.abc import Iterator
 
 from caucase.exceptions import CaucaseError, StorageError
 from caucase.storage.connection import ConnectionPool, connect, create_private_file
+from caucase.storage.copy import SQLiteSource
+from caucase.storage.engine import Connection
 from caucase.storage.group_commit import GroupCommitter
 
 SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
@@ -118,10 +121,15 @@ class _Connections:
 class Database:
     """One SQLite database file and every connection this process has to it."""
 
+    strict_types = False
+
     def __init__(self, path: str, *, exclusive: bool = False) -> None:
         """Create the file (0600) if missing and switch it to WAL. With `exclusive`,
         DatabaseInUse when another process holds it exclusively."""
-        self.path = path
+        self.path = self.location = path
+        # Held exclusively, the file changes only through this process: its caches need
+        # not look at the database.
+        self.shared = not exclusive
         lock_fd = None
         try:
             create_private_file(path)
@@ -182,8 +190,11 @@ class Database:
             yield connection
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[sqlite3.Connection]:
-        """One writer's transaction, committed before this returns (group commit)."""
+    def writing(self, lock: str | None = None) -> Iterator[sqlite3.Connection]:
+        """One writer's transaction, committed before this returns (group commit).
+
+        `lock` needs nothing here: SQLite lets one writer at a time into the file, and
+        BEGIN IMMEDIATE takes its write lock before the first read."""
         self._check_file()
         with storage_errors(), self._committer.transaction() as connection:
             yield connection
@@ -197,6 +208,40 @@ class Database:
             raise StorageError(f"database file unusable: {error.strerror}") from None
         if current != self._identity:
             raise StorageError("database file was replaced while open")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[SQLiteSource]:
+        """Every table, read from one snapshot for the block."""
+        with storage_errors():
+            connection = self.open_connection()
+            try:
+                connection.execute("BEGIN")
+                yield SQLiteSource(connection)
+            finally:
+                connection.rollback()
+                self.close_connection(connection)
+
+    @staticmethod
+    def has_table(connection: Connection, name: str) -> bool:
+        row = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def is_empty(self) -> bool:
+        with self.reading() as connection:
+            (count,) = connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return bool(count == 0)
+
+    @staticmethod
+    def column_types(connection: Connection, table: str) -> None:
+        """SQLite keeps each value's own type: nothing to convert to."""
+        return None
+
+    def ping(self) -> None:
+        """StorageError unless the file can be read."""
+        with self.reading() as connection:
+            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
 
     def dump(self) -> Iterator[str]:
         """SQL statements rebuilding the whole file (every prefix), from one snapshot.

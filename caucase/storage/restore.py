@@ -6,6 +6,10 @@ and an SQLite authorizer lets through only what rebuilding the known tables need
 BEGIN/COMMIT, CREATE TABLE and CREATE INDEX on the known tables, INSERT into them.
 Anything else (ATTACH, VACUUM INTO, triggers, views, SELECT, functions, other tables,
 pragmas but the one newer Pythons' dumps start with) is refused and nothing is written.
+
+A backup restores into an SQLite file, or into an empty PostgreSQL database: there, the
+statements run in an in-memory SQLite database first (under the same guard), which is then
+copied over (caucase.storage.copy).
 """
 
 from __future__ import annotations
@@ -16,13 +20,22 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 
 from caucase.exceptions import BackupError
+from caucase.storage.copy import SQLiteSource, fill
 from caucase.storage.database import Database
-from caucase.storage.schema import LEGACY_CRL_SUFFIX, TABLE_PREFIXES, TABLE_SUFFIXES
+from caucase.storage.engine import Engine, create_database, describe
+from caucase.storage.schema import (
+    ISSUED_CRL_SUFFIX,
+    LEGACY_CRL_SUFFIX,
+    TABLE_PREFIXES,
+    TABLE_SUFFIXES,
+)
 
 # Tables a backup may create and fill. Extend it when a release adds a table.
 RESTORABLE_TABLES = frozenset(
-    prefix + suffix for prefix in TABLE_PREFIXES for suffix in (*TABLE_SUFFIXES, LEGACY_CRL_SUFFIX)
-)
+    prefix + suffix
+    for prefix in TABLE_PREFIXES
+    for suffix in (*TABLE_SUFFIXES, LEGACY_CRL_SUFFIX, ISSUED_CRL_SUFFIX)
+) | frozenset(("caucased_cors_secret", "caucased_claim"))
 STATEMENT_KEYWORDS = ("BEGIN", "COMMIT", "CREATE", "INSERT", "PRAGMA")
 _KEYWORD = re.compile(r"\s*([A-Za-z]+)")
 _ACTION_NAMES = {
@@ -117,49 +130,72 @@ def _shown(statement: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _execute(database: Database, statements: Iterable[str]) -> None:
+def _execute(connection: sqlite3.Connection, statements: Iterable[str]) -> None:
+    for statement in statements:
+        guard = _StatementGuard(RESTORABLE_TABLES)
+        keyword = _KEYWORD.match(statement)
+        if keyword is None or keyword.group(1).upper() not in STATEMENT_KEYWORDS:
+            raise BackupError(f"Restore refused, not a backup statement: {_shown(statement)}")
+        connection.set_authorizer(guard)
+        try:
+            connection.execute(statement)
+        except sqlite3.ProgrammingError:  # "You can only execute one statement at a time"
+            raise BackupError(
+                f"Restore refused, several statements in one: {_shown(statement)}"
+            ) from None
+        except sqlite3.Error as error:
+            if guard.refusal is not None:
+                raise BackupError(
+                    f"Restore refused, {guard.refusal} is not allowed in a backup: "
+                    f"{_shown(statement)}"
+                ) from None
+            raise BackupError(f"Restore failed: {error}") from error
+        finally:
+            connection.set_authorizer(None)
+    if connection.in_transaction:
+        raise BackupError("Restore failed: the dump ends inside a transaction")
+
+
+def _restore_file(database: Database, statements: Iterable[str]) -> None:
     connection = database.open_connection()
     try:
-        for statement in statements:
-            guard = _StatementGuard(RESTORABLE_TABLES)
-            keyword = _KEYWORD.match(statement)
-            if keyword is None or keyword.group(1).upper() not in STATEMENT_KEYWORDS:
-                raise BackupError(f"Restore refused, not a backup statement: {_shown(statement)}")
-            connection.set_authorizer(guard)
-            try:
-                connection.execute(statement)
-            except sqlite3.ProgrammingError:  # "You can only execute one statement at a time"
-                raise BackupError(
-                    f"Restore refused, several statements in one: {_shown(statement)}"
-                ) from None
-            except sqlite3.Error as error:
-                if guard.refusal is not None:
-                    raise BackupError(
-                        f"Restore refused, {guard.refusal} is not allowed in a backup: "
-                        f"{_shown(statement)}"
-                    ) from None
-                raise BackupError(f"Restore failed: {error}") from error
-            finally:
-                connection.set_authorizer(None)
-        if connection.in_transaction:
-            raise BackupError("Restore failed: the dump ends inside a transaction")
+        _execute(connection, statements)
     finally:
         database.close_connection(connection)
 
 
-@contextlib.contextmanager
-def restored_database(db_path: str, statements: Iterable[str]) -> Iterator[Database]:
-    """A new database at `db_path` (which must not exist, FileExistsError otherwise)
-    rebuilt from dump statements and held exclusively for the block.
+def _restore_elsewhere(database: Engine, statements: Iterable[str]) -> None:
+    """Run the statements in memory, under the guard, then copy the result."""
+    memory = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        _execute(memory, statements)
+        with database.writing() as connection:
+            fill(
+                connection,
+                SQLiteSource(memory),
+                lambda table: database.column_types(connection, table) or [],
+            )
+    finally:
+        memory.close()
 
-    All or nothing: if a statement or the block fails, the file is removed (its
-    connections closed first, the lock released last) and the error re-raised."""
+
+@contextlib.contextmanager
+def restored_database(location: str, statements: Iterable[str]) -> Iterator[Engine]:
+    """A new database at `location` (an SQLite path that must not exist, or an empty
+    PostgreSQL database: FileExistsError otherwise) rebuilt from dump statements; an SQLite
+    file is held exclusively for the block.
+
+    All or nothing: if a statement or the block fails, the database is removed (an SQLite
+    file's connections closed first, its lock released last) and the error re-raised."""
     try:
-        database = Database.create(db_path)
+        database = create_database(location)
     except FileExistsError:
-        raise FileExistsError(f"{db_path!r} exists, not restoring.") from None
+        raise FileExistsError(f"{describe(location)!r} exists, not restoring.") from None
     try:
-        _execute(database, statements)
+        if isinstance(database, Database):
+            _restore_file(database, statements)
+        else:
+            _restore_elsewhere(database, statements)
         yield database
     except BaseException:
         database.remove()
@@ -167,7 +203,7 @@ def restored_database(db_path: str, statements: Iterable[str]) -> Iterator[Datab
     database.close()
 
 
-def restore_database(db_path: str, statements: Iterable[str]) -> None:
+def restore_database(location: str, statements: Iterable[str]) -> None:
     """restored_database, closed at once."""
-    with restored_database(db_path, statements):
+    with restored_database(location, statements):
         pass

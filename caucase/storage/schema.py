@@ -1,4 +1,5 @@
-"""The SQL schema of one CA instance, laid out like the reference's (ca-profile 5.2)."""
+"""The SQL schema of one CA instance, laid out like the reference's (ca-profile 5.2), and
+our own tables beside it."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ TABLE_PREFIXES = ("cau", "cas", "http_cas")
 TABLE_SUFFIXES = tuple(suffix for suffix, _ in _TABLES)
 # Older versions kept their CRLs in this table (ca-profile 5.4).
 LEGACY_CRL_SUFFIX = "crl"
+# The CRL each CA serves now, with its number, shared by every caucased of a database
+# (one CRL per CRL number); the reference ignores the table.
+ISSUED_CRL_SUFFIX = "_issued_crl"
+# The reference declares TEXT where it stores bytes, which SQLite keeps as BLOBs: these
+# are their types on PostgreSQL, so that a dump from there holds the same values.
+_BYTES_COLUMNS = {
+    "ca": ("key", "crt"),
+    "crt": ("key_id", "csr", "crt"),
+    LEGACY_CRL_SUFFIX: ("crl",),
+}
 
 
 def schema_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str]:
@@ -57,3 +68,20 @@ def index_statements(table_prefix: str, enforce_unique_key_id: bool) -> list[str
     if not enforce_unique_key_id:
         statements.append(f"CREATE INDEX IF NOT EXISTS {table}_key_id ON {table} (key_id)")
     return statements
+
+
+def issued_crl_statement(table_prefix: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table_prefix}{ISSUED_CRL_SUFFIX} ("
+        "authority_key_id TEXT PRIMARY KEY, crl_number INTEGER, this_update INTEGER, crl BLOB)"
+    )
+
+
+def reference_column_types(table: str) -> dict[str, str]:
+    """PostgreSQL types of the byte columns of a reference table, by column; {} for any
+    other table (its declared types are its real ones)."""
+    for prefix in TABLE_PREFIXES:
+        suffix = table[len(prefix) :] if table.startswith(prefix) else None
+        if suffix in _BYTES_COLUMNS:
+            return dict.fromkeys(_BYTES_COLUMNS[suffix], "BYTEA")
+    return {}

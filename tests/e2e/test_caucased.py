@@ -1,5 +1,6 @@
 """caucased as a real process: listeners, TLS client authentication, own certificate,
-backups, signals, and the reference client talking to it."""
+backups, signals, and the reference client talking to it; on each storage engine (SQLite,
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from cryptography import x509
 
 from caucase import __version__, backup
 from caucase.crypto import keys
+from caucase.storage import exists
 from tests.e2e.helpers import (
     CAUCASED,
     certificate_of,
@@ -53,8 +55,10 @@ ANONYMOUS_ROUTES = (
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_caucased(CAUCASED, tmp_path_factory.mktemp("caucased"))
+def server(
+    tmp_path_factory: pytest.TempPathFactory, module_caucased_db: str | None
+) -> Iterator[RunningServer]:
+    running = start_caucased(CAUCASED, tmp_path_factory.mktemp("caucased"), db=module_caucased_db)
     yield running
     assert running.stop() == 0
 
@@ -175,19 +179,19 @@ def test_own_certificate_is_for_the_netloc(server: RunningServer) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["term", "int"])
-def test_signals_stop_cleanly(tmp_path: Path, signum: int) -> None:
-    running = start_caucased(CAUCASED, tmp_path)
+def test_signals_stop_cleanly(tmp_path: Path, signum: int, caucased_db: str | None) -> None:
+    running = start_caucased(CAUCASED, tmp_path, db=caucased_db)
     assert running.stop(signum) == 0
     assert running.stderr().splitlines()[-1] == "Exiting"
     assert not accepts(running.host, running.http_port)
 
 
-def test_own_certificate_is_renewed_while_serving(tmp_path: Path) -> None:
+def test_own_certificate_is_renewed_while_serving(tmp_path: Path, caucased_db: str | None) -> None:
     # An 86.4 s certificate renewed 77.8 s before notAfter is due at once; caucased paces
     # renewals 10 s apart, which its clock, ten times faster, makes one second.
     args = ["--service-crt-validity", "0.001", "--threshold", "0.0009"]
     clock = FakeTime(tmp_path / "clock", rate=10)
-    running = start_caucased(CAUCASED, tmp_path, args, env=clock.env(Role.SERVER))
+    running = start_caucased(CAUCASED, tmp_path, args, env=clock.env(Role.SERVER), db=caucased_db)
     try:
         first = served_certificate(running)
         renewed = poll(lambda: (crt := served_certificate(running)) != first and crt, "a renewal")
@@ -200,18 +204,18 @@ def test_own_certificate_is_renewed_while_serving(tmp_path: Path) -> None:
         assert running.stop() == 0
 
 
-def test_backup_waits_for_a_user_then_is_written(tmp_path: Path) -> None:
+def test_backup_waits_for_a_user_then_is_written(tmp_path: Path, caucased_db: str | None) -> None:
     backups = tmp_path / "backups"
     backups.mkdir()
     args = ["--backup-directory", str(backups), "--backup-period", "1"]
-    first = start_caucased(CAUCASED, tmp_path, args)
+    first = start_caucased(CAUCASED, tmp_path, args, db=caucased_db)
     try:
         poll(lambda: "Backup skipped" in first.stderr(), "the skipped backup")
         user = make_user(first, tmp_path / "user.pem")
     finally:
         assert first.stop() == 0
     assert list(backups.iterdir()) == []
-    second = start_caucased(CAUCASED, tmp_path, args)
+    second = start_caucased(CAUCASED, tmp_path, args, db=caucased_db)
     try:
         found = poll(lambda: list(backups.glob("*.sql.caucased")), "a backup file")
     finally:
@@ -230,14 +234,18 @@ def _run_caucased(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str
     return subprocess.run([*CAUCASED, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
-def test_missing_backup_directory_is_a_clear_error(tmp_path: Path) -> None:
+def test_missing_backup_directory_is_a_clear_error(
+    tmp_path: Path, caucased_db: str | None
+) -> None:
+    db = caucased_db or str(tmp_path / "caucase.sqlite")
     result = _run_caucased(
-        ["--netloc", "127.0.0.1:1", "--backup-directory", str(tmp_path / "nowhere")], tmp_path
+        ["--netloc", "127.0.0.1:1", "--db", db, "--backup-directory", str(tmp_path / "x")],
+        tmp_path,
     )
     assert result.returncode == 2
     assert "backup directory" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "caucase.sqlite").exists()
+    assert not exists(db)
 
 
 def test_too_long_netloc_is_a_clear_error(tmp_path: Path) -> None:
@@ -340,8 +348,10 @@ def test_access_log_escapes_client_supplied_text(server: RunningServer) -> None:
     assert line.endswith(' "a\\"b" "t\\x01\\\\"')
 
 
-def test_failing_backup_is_logged_and_the_server_keeps_serving(tmp_path: Path) -> None:
-    first = start_caucased(CAUCASED, tmp_path)
+def test_failing_backup_is_logged_and_the_server_keeps_serving(
+    tmp_path: Path, caucased_db: str | None
+) -> None:
+    first = start_caucased(CAUCASED, tmp_path, db=caucased_db)
     try:
         make_user(first, tmp_path / "user.pem")
     finally:
@@ -352,7 +362,7 @@ def test_failing_backup_is_logged_and_the_server_keeps_serving(tmp_path: Path) -
     # after the directory is gone.
     args = ["--backup-directory", str(backups), "--backup-period", "0.0004"]
     clock = FakeTime(tmp_path / "clock", rate=10)
-    running = start_caucased(CAUCASED, tmp_path, args, env=clock.env(Role.SERVER))
+    running = start_caucased(CAUCASED, tmp_path, args, env=clock.env(Role.SERVER), db=caucased_db)
     try:
         poll(lambda: list(backups.glob("*.sql.caucased")), "the first backup")
         shutil.rmtree(backups)
@@ -363,20 +373,22 @@ def test_failing_backup_is_logged_and_the_server_keeps_serving(tmp_path: Path) -
         assert running.stop() == 0
 
 
-def test_own_certificate_is_reused_across_restarts_unless_broken(tmp_path: Path) -> None:
-    first = start_caucased(CAUCASED, tmp_path)
+def test_own_certificate_is_reused_across_restarts_unless_broken(
+    tmp_path: Path, caucased_db: str | None
+) -> None:
+    first = start_caucased(CAUCASED, tmp_path, db=caucased_db)
     try:
         original = served_certificate(first)
     finally:
         assert first.stop() == 0
-    again = start_caucased(CAUCASED, tmp_path)
+    again = start_caucased(CAUCASED, tmp_path, db=caucased_db)
     try:
         assert served_certificate(again) == original
     finally:
         assert again.stop() == 0
     key_file = tmp_path / "server.key.pem"
     key_file.write_bytes(key_file.read_bytes().replace(b"-----BEGIN CERTIFICATE", b"junk"))
-    repaired = start_caucased(CAUCASED, tmp_path)
+    repaired = start_caucased(CAUCASED, tmp_path, db=caucased_db)
     try:
         replacement = served_certificate(repaired)
     finally:
@@ -386,11 +398,15 @@ def test_own_certificate_is_reused_across_restarts_unless_broken(tmp_path: Path)
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
 
-def test_locked_auto_approve_count_survives_restarts(tmp_path: Path) -> None:
+def test_locked_auto_approve_count_survives_restarts(
+    tmp_path: Path, caucased_db: str | None
+) -> None:
     locked = ["--service-auto-approve-count", "1", "--lock-auto-approve-count"]
-    first = start_caucased(CAUCASED, tmp_path, locked)
+    first = start_caucased(CAUCASED, tmp_path, locked, db=caucased_db)
     assert first.stop() == 0
-    second = start_caucased(CAUCASED, tmp_path, ["--service-auto-approve-count", "0"])
+    second = start_caucased(
+        CAUCASED, tmp_path, ["--service-auto-approve-count", "0"], db=caucased_db
+    )
     try:
         _, csr = make_key_and_csr("first service")
         csr_id = submit_csr(second, "cas", csr)

@@ -102,13 +102,18 @@ class RunningServer:
 
 
 def caucased_args(
-    command: Sequence[str | Path], workdir: Path, port: int, extra_args: Sequence[str] = ()
+    command: Sequence[str | Path],
+    workdir: Path,
+    port: int,
+    extra_args: Sequence[str] = (),
+    db: str | None = None,
 ) -> list[str]:
-    """The command line of a caucased keeping its db and server key in `workdir`."""
+    """The command line of a caucased keeping its server key in `workdir`, and its db
+    there too unless `db` names one (a PostgreSQL URL)."""
     return [
         *map(str, command),
         "--db",
-        str(workdir / "caucase.sqlite"),
+        db or str(workdir / "caucase.sqlite"),
         "--server-key",
         str(workdir / "server.key.pem"),
         "--netloc",
@@ -124,13 +129,15 @@ def start_caucased(
     *,
     http_port: int | None = None,
     env: dict[str, str] | None = None,
+    db: str | None = None,
 ) -> RunningServer:
     """Start caucased in `workdir` with its db and server key there; wait until it listens.
 
-    `env` replaces the environment (a faked clock: tests.support.faketime)."""
+    `env` replaces the environment (a faked clock: tests.support.faketime); `db` is a
+    database elsewhere (a PostgreSQL URL)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = http_port or free_port_pair()
-    args = caucased_args(command, workdir, port, extra_args)
+    args = caucased_args(command, workdir, port, extra_args, db)
     with open(workdir / "caucased.out", "ab") as out, open(workdir / "caucased.err", "ab") as err:
         process = subprocess.Popen(
             args, cwd=workdir, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
