@@ -10,13 +10,16 @@ Layers, lowest first (nothing imports a layer above it):
 - ``backup``: the encrypted backup format.
 - ``storage``: the database: its owner (``database``: pool, committer, lock), ``sqlite``
   rows, ``schema``, ``connection``, ``group_commit``, ``restore`` (the statement allow-list).
+- ``renewal``: the renewal-window rule (when a certificate should be renewed), shared by
+  caucased and caucase-updater.
 - ``audit``: the hash-chained audit log of every change of state, and its verifier.
 - ``ca``: the policy of one certificate authority; ``crl``: its CRLs, cached and
-  regenerated.
+  regenerated; ``renewal_schedule``: the renewal windows of its certificates, and
+  operators' early-renewal requests.
 - ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).
-- ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``bodies``, ``request``,
-  ``cors``), caucased's listeners (``server``) and HTTPS identity (``tls``), and the
-  ``metrics`` and ``health`` reports.
+- ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``renewal_handlers``,
+  ``bodies``, ``request``, ``cors``), caucased's listeners (``server``) and HTTPS
+  identity (``tls``), and the ``metrics`` and ``health`` reports.
 - ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop
   (own certificate renewal, TLS trust of new CAU CAs, backups, stop signals).
 - ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL

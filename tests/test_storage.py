@@ -81,13 +81,15 @@ def test_schema_text_follows_reference_layout(cas: Storage, cau: Storage, db_pat
             db_path, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid"
         )
     ]
-    suffixes = ["ca", "crt", "revoked", "counter", "config_once", "config"]
+    # Each prefix's reference tables, then its renewal index (ours, the reference ignores it).
+    suffixes = ["ca", "crt", "revoked", "counter", "config_once", "config", "_renewal"]
     assert creation_order == ["cas" + s for s in suffixes] + ["cau" + s for s in suffixes]
     autoindexes = query(
         db_path,
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'sqlite_autoindex%'",
     )
-    assert len(autoindexes) == 9  # 4 per prefix, plus the UNIQUE key_id of cau only
+    # 4 per prefix, plus the UNIQUE key_id of cau only, plus the renewal index's key.
+    assert len(autoindexes) == 11
     # Our own indexes (performance); cau's UNIQUE key_id needs no second one.
     indexes = {
         name
@@ -104,6 +106,8 @@ def test_schema_text_follows_reference_layout(cas: Storage, cau: Storage, db_pat
         "caucrt_expiration_date",
         "caucrt_pending",
         "caurevoked_expiration_date",
+        "cas_renewal_not_after",
+        "cau_renewal_not_after",
     }
 
 

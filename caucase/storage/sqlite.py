@@ -15,6 +15,7 @@ from typing import Union
 
 from caucase import exceptions
 from caucase.crypto import x509util
+from caucase.storage import renewal
 from caucase.storage.database import Database
 from caucase.storage.schema import LEGACY_CRL_SUFFIX, index_statements, schema_statements
 
@@ -75,6 +76,7 @@ class Storage:
                 for statement in index_statements(table_prefix, enforce_unique_key_id):
                     tx.execute(statement)
                 self._migrate_legacy_crl_table(tx)
+                renewal.create_table(tx, table_prefix, self._table("crt"))
         except BaseException:
             self.close()
             raise
@@ -204,6 +206,7 @@ class Storage:
         None, whether `crt_pem` was stored)."""
         table = self._table("crt")
         csr_blob = bytes(csr_pem)
+        entry = None if crt_pem is None else renewal.IndexEntry.of(crt_pem)
         with self._transaction() as tx:
             existing = self._find_csr(tx, csr_blob, key_id)
             if existing is not None:
@@ -224,7 +227,7 @@ class Storage:
                 and counter_value <= auto_sign_limit
             )
             if signed:
-                self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now)
+                self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now, entry)
         return csr_id, counter_value, signed
 
     def _find_csr(self, tx: sqlite3.Connection, csr_blob: bytes, key_id: str) -> int | None:
@@ -281,12 +284,20 @@ class Storage:
 
     def store_certificate(self, csr_id: int, crt_pem: bytes, now: int) -> None:
         """Attach a certificate to a pending row; NotFound unless pending."""
+        entry = renewal.IndexEntry.of(crt_pem)
         with self._transaction() as tx:
-            self._attach_certificate(tx, csr_id, bytes(crt_pem), now)
+            self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry)
 
     def _attach_certificate(
-        self, tx: sqlite3.Connection, csr_id: int, crt_blob: bytes, now: int
+        self,
+        tx: sqlite3.Connection,
+        csr_id: int,
+        crt_blob: bytes,
+        now: int,
+        entry: renewal.IndexEntry | None,
     ) -> None:
+        """Store the certificate of a pending row, and its renewal index entry (parsed
+        beforehand: nothing but SQL runs in the shared transaction)."""
         cursor = tx.execute(
             f"UPDATE {self._table('crt')} SET crt = ?, expiration_date = ? "
             "WHERE id = ? AND crt IS NULL",
@@ -294,6 +305,14 @@ class Storage:
         )
         if cursor.rowcount != 1:
             raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
+        renewal.purge_expired(tx, self._prefix, now)
+        if entry is not None:
+            entry.insert(tx, self._prefix)
+
+    @property
+    def renewal_index(self) -> renewal.RenewalIndex:
+        """The certificates issued here, by certID, and their moved renewal windows."""
+        return renewal.RenewalIndex(self._database, self._prefix)
 
     def get_certificate(self, csr_id: int, now: int) -> bytes:
         """NotFound unless signed; shortens the row's keep time to the read keep time."""
