@@ -10,7 +10,9 @@ import argparse
 import datetime
 import io
 import os
+import re
 import signal
+import ssl
 import stat
 import subprocess
 import time
@@ -21,9 +23,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from caucase.cli import updater
+from caucase.cli import updater, updater_options
 from caucase.crypto import keys, pemfile, x509util
 from caucase.exceptions import CaucaseError
+from tests.support.faketime import FakeTime, Role
 from tests.support.servers import (
     IMPLEMENTATIONS,
     OUR_BIN,
@@ -35,6 +38,7 @@ from tests.support.servers import (
     request,
     start_caucased,
 )
+from tests.support.wait import poll
 
 UPDATER = OUR_BIN / "caucase-updater"
 
@@ -66,13 +70,20 @@ def start_server(caucased_command: Path, tmp_path: Path) -> Iterator[Callable[..
 class UpdaterProcess:
     """The caucase-updater console script, its output in files, stopped by the test."""
 
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(
+        self, workdir: Path, *args: str, env: dict[str, str] | None = None, name: str = "updater"
+    ) -> None:
         self.workdir = workdir
-        self.out_path = workdir / "updater.out"
-        self.err_path = workdir / "updater.err"
+        self.out_path = workdir / f"{name}.out"
+        self.err_path = workdir / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.process = subprocess.Popen(
-                [str(UPDATER), *args], cwd=workdir, stdout=out, stderr=err
+                [str(UPDATER), *args],
+                cwd=workdir,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=env,
             )
 
     def stdout(self) -> str:
@@ -82,16 +93,16 @@ class UpdaterProcess:
         return self.err_path.read_text()
 
     def wait_for(self, text: str, count: int = 1, timeout: float = 60) -> str:
-        """Poll stdout until `text` appeared `count` times; the output so far."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            output = self.stdout()
-            if output.count(text) >= count:
-                return output
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not seen; stdout:\n{self.stdout()}\n{self.stderr()}")
+        """Wait until stdout holds `text` `count` times; the output so far."""
+        try:
+            return poll(
+                lambda: (output := self.stdout()).count(text) >= count and output,
+                f"{text!r} {count} times",
+                timeout,
+                process=self.process,
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}; stdout:\n{self.stdout()}\n{self.stderr()}") from None
 
     def exit_status(self, timeout: float = 30) -> int:
         return self.process.wait(timeout)
@@ -111,8 +122,8 @@ class UpdaterProcess:
 def run_updater(tmp_path: Path) -> Iterator[Callable[..., UpdaterProcess]]:
     started: list[UpdaterProcess] = []
 
-    def run(*args: str) -> UpdaterProcess:
-        process = UpdaterProcess(tmp_path, *args)
+    def run(*args: str, env: dict[str, str] | None = None) -> UpdaterProcess:
+        process = UpdaterProcess(tmp_path, *args, env=env, name=f"updater{len(started)}")
         started.append(process)
         return process
 
@@ -239,7 +250,7 @@ def _in_process(argv: list[str], on_sleep: Callable[[float, str], None]) -> tupl
         on_sleep(seconds, out.getvalue())
         clock.sleep(seconds)
 
-    args: argparse.Namespace = updater._parser().parse_args(argv)
+    args: argparse.Namespace = updater_options.build_parser().parse_args(argv)
     instance = updater.Updater(args, updater.SignalGuard(), clock=clock, sleep=sleep, out=out)
     try:
         with pytest.raises(StopTest):
@@ -390,20 +401,23 @@ def test_network_errors_are_retried_until_the_server_comes(
     run_updater: Callable[..., UpdaterProcess],
     tmp_path: Path,
 ) -> None:
+    # Ten times faster: the first retries (under 10 s, then 20 s) take about a second.
+    fast = FakeTime(tmp_path / "clock", rate=10)
     port = free_port_pair()
 
-    process = run_updater(*_stores(f"http://127.0.0.1:{port}"))
+    process = run_updater(*_stores(f"http://127.0.0.1:{port}"), env=fast.env(Role.CLIENT))
     output = process.wait_for("Got a network error, retrying at ")
     start_server(http_port=port)
     output = process.wait_for("Next wake-up at", count=2, timeout=60)
     assert process.terminate() == 0
 
     line = output.splitlines()[0]
-    assert line.startswith("Got a network error, retrying at ")
-    assert line.endswith(
-        " +0000, ConnectionRefusedError: '[Errno 111] Connection refused' "
-        f"(GET http://127.0.0.1:{port}/cas/crt/ca.crt.pem)"
-    )
+    assert re.fullmatch(
+        r"Got a network error, retrying at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+0000, "
+        r"ConnectionRefusedError: '\[Errno 111\] Connection refused' "
+        rf"\(GET http://127.0.0.1:{port}/cas/crt/ca.crt.pem\), attempt 1, next try in \d+ s",
+        line,
+    ), line
     assert (tmp_path / "cas.crt.pem").exists() and (tmp_path / "cas.crl.pem").exists()
 
 
@@ -486,22 +500,49 @@ def test_unusable_files_give_one_line_and_status_1(
     assert message in err
 
 
-@pytest.mark.slow
 def test_ca_rollover_is_picked_up(
-    start_server: Callable[..., RunningServer],
+    caucased_command: Path,
     run_updater: Callable[..., UpdaterProcess],
     tmp_path: Path,
 ) -> None:
-    # 0.0004 day = 34.56 s: the CAS CA lives 138 s and is renewed once 69 s are left.
-    server = start_server("--service-crt-validity", "0.0004")
-
-    process = run_updater(*_stores(server.http_url), "--max-sleep", "0.0001")
-    output = process.wait_for("Got new CA", timeout=200)
-    assert process.terminate() == 0
+    # 10-day certificates: the CAS CA lives 40 days and is renewed once 20 are left. Both
+    # processes share a faked clock; the jump reaches the updater's next check, which
+    # SIGHUP asks for at once (a jump cannot shorten a nap already begun).
+    clock = FakeTime(tmp_path / "clock")
+    server = start_caucased(
+        [caucased_command],
+        tmp_path / "server",
+        ["--service-crt-validity", "10"],
+        env=clock.env(Role.SERVER),
+    )
+    try:
+        process = run_updater(*_stores(server.http_url), env=clock.env(Role.CLIENT))
+        process.wait_for("Next wake-up at", count=2)
+        for _ in range(3):
+            jumped = clock.advance(days=7)
+            if caucased_command.parent != OUR_BIN:
+                # The reference exits if it finds its HTTPS certificate expired (it fails
+                # to renew it): each step, shorter than its life, waits for its renewal.
+                renewed = jumped - datetime.timedelta(minutes=1)
+                poll(
+                    lambda renewed=renewed: _https_not_before(server) >= renewed,
+                    "the reference to renew its HTTPS certificate",
+                    process=server.process,
+                )
+        process.process.send_signal(signal.SIGHUP)
+        output = process.wait_for("Got new CA")
+        assert process.terminate() == 0
+    finally:
+        server.stop()
 
     assert "Got new CRL" in output
     blocks = (tmp_path / "cas.crt.pem").read_bytes().count(b"-----BEGIN CERTIFICATE-----")
     assert blocks == 2
+
+
+def _https_not_before(server: RunningServer) -> datetime.datetime:
+    pem = ssl.get_server_certificate((server.host, server.https_port), timeout=10)
+    return x509.load_pem_x509_certificate(pem.encode()).not_valid_before_utc
 
 
 def test_wait_until_follows_the_wall_clock() -> None:
