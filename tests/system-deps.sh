@@ -4,7 +4,8 @@
 # libfaketime (caucased and its clients on a faked clock: tests/support/faketime.py),
 # Prometheus (promtool lints our scrapes, the server scrapes and answers PromQL), and the
 # ACME peers: lego and uacme (clients), pebble (a test ACME server, and
-# pebble-challtestsrv, a DNS server with an HTTP API for its records).
+# pebble-challtestsrv, a DNS server with an HTTP API for its records), and
+# systemd-analyze (checks the units of contrib/systemd).
 # Installs what is missing with apt-get (as root, or through sudo).
 set -e
 missing=""
@@ -18,6 +19,7 @@ have promtool || missing="$missing prometheus"
 have lego || missing="$missing lego"
 have uacme || missing="$missing uacme"
 have pebble-challtestsrv || missing="$missing pebble"
+have systemd-analyze || missing="$missing systemd"
 ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing="$missing libfaketime"
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo"; fi
