@@ -1,6 +1,6 @@
 """caucase-updater's command line: the reference's options, metavars and defaults (cli.md
 4.1), except --crl's metavar (CRL_PATH, where the reference says CRT_PATH) and
---max-sleep's default (4 hours, not 31 days), plus --status and --print-status."""
+--max-sleep's default (6 hours, not 31 days), plus --status and --print-status."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from caucase.cli.caucase_options import STORE_LAYOUT
 from caucase.cli.key_options import RENEWAL_DEFAULT, key_len_option, key_type_option
 
 # The longest sleep by default: the server's windows (and an operator's early renewal)
-# reach every updater within a few hours.
-DEFAULT_MAX_SLEEP_DAYS = 4 / 24
+# reach every updater within six hours, RFC 9773's suggested polling interval.
+DEFAULT_MAX_SLEEP_DAYS = 0.25
 
 
 def status_parser() -> argparse.ArgumentParser:
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_MAX_SLEEP_DAYS,
         help="Longest time between two checks, in days (fractions allowed); each sleep is "
-        "shortened by up to a quarter at random. Default: %(default).4g days (4 hours)",
+        "shortened by up to a quarter at random. Default: %(default)s days (6 hours)",
     )
     parser.add_argument(
         "--mode",

@@ -258,7 +258,7 @@ def test_an_outage_across_the_renewal_windows_is_ridden_out_with_bounded_backoff
             server,
             tmp_path / f"svc{index:02d}",
             rng,
-            max_sleep_days=4 / 24,
+            max_sleep_days=updater_options.DEFAULT_MAX_SLEEP_DAYS,
             crl_threshold_days=1,
         )
         for index in range(20)
@@ -290,7 +290,7 @@ def test_an_outage_across_the_renewal_windows_is_ridden_out_with_bounded_backoff
         assert 0 < len(attempts) <= bound
         (renewal,) = member.renewals()
         assert back <= renewal <= back + backoff.CAP + datetime.timedelta(seconds=5)
-        assert renewal - back <= datetime.timedelta(hours=4)
+        assert renewal - back <= datetime.timedelta(days=updater_options.DEFAULT_MAX_SLEEP_DAYS)
         assert member.certificate().not_valid_before_utc >= back - datetime.timedelta(minutes=1)
     print(
         f"\noutage of {outage / 86400:.0f} days: attempts per updater {sorted(counts)}, "

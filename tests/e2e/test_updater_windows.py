@@ -135,8 +135,8 @@ def test_the_window_the_server_suggests_is_followed_and_reported(
         assert _time(status["renewal_at"]) == certificate.not_valid_after_utc - DAY
         assert "renewal window" not in process.stdout()
     next_check = _time(status["next_check"]) - _time(status["written_at"])
-    assert datetime.timedelta(hours=3) - datetime.timedelta(seconds=2) <= next_check
-    assert next_check <= datetime.timedelta(hours=4)
+    assert datetime.timedelta(hours=4.5) - datetime.timedelta(seconds=2) <= next_check
+    assert next_check <= datetime.timedelta(hours=6)
     assert status["last_error"] is None and status["last_success"] is not None
     assert "Renewing" not in process.stdout()
 
