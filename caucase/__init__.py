@@ -12,14 +12,17 @@ Layers, lowest first (nothing imports a layer above it):
   (``database``: pool, committer, lock) and PostgreSQL (``postgresql``, shared by several
   caucased); the CA tables (``authority``, ``revocations``), what nodes share
   (``cluster``), ``schema``, ``copy`` and ``migrate`` (between engines), ``restore`` (the
-  statement allow-list). See ``caucase.storage``.
+  statement allow-list), ``renewal`` (the renewal index). See ``caucase.storage``.
+- ``renewal``: the renewal-window rule (when a certificate should be renewed), shared by
+  caucased and caucase-updater.
 - ``audit``: the hash-chained audit log of every change of state, and its verifier.
 - ``ca``: the policy of one certificate authority; ``crl``: its CRLs, cached and
-  regenerated.
+  regenerated; ``renewal_schedule``: the renewal windows of its certificates, and
+  operators' early-renewal requests.
 - ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).
-- ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``bodies``, ``request``,
-  ``cors``), caucased's listeners (``server``) and HTTPS identity (``tls``), and the
-  ``metrics`` and ``health`` reports.
+- ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``renewal_handlers``,
+  ``bodies``, ``request``, ``cors``), caucased's listeners (``server``) and HTTPS
+  identity (``tls``), and the ``metrics`` and ``health`` reports.
 - ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop
   (own certificate renewal, TLS trust of new CAU CAs, backups, stop signals).
 - ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL

@@ -35,6 +35,7 @@ from caucase.exceptions import (
     Found,
     NotFound,
 )
+from caucase.renewal_schedule import RenewalSchedule
 from caucase.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -105,10 +106,13 @@ class CertificateAuthority:
         auto_sign_csr_amount: int = 0,
         lock_auto_sign_csr_amount: bool = False,
         ca_extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
+        renewal_threshold: float = 31,
     ) -> None:
         """crt_life is in days. `ca_key` is the key of new CA generations (an int: RSA of
         that many bits); None disables CA generation (restore). Changing it affects only
-        the next generation: existing CAs keep signing until the rollover replaces them."""
+        the next generation: existing CAs keep signing until the rollover replaces them.
+        No suggested renewal window ends later than `renewal_threshold` days before the
+        certificate's notAfter."""
         if ca_life_period < MINIMUM_CA_LIFE_PERIOD:
             raise ValueError(f"ca_life_period must be at least {MINIMUM_CA_LIFE_PERIOD}")
         self._storage = storage
@@ -130,6 +134,7 @@ class CertificateAuthority:
         self._lock = threading.RLock()
         self._renewal_lock = threading.Lock()
         self._crl_cache = CRLCache(storage, self._crl_life, self._crl_life / 2)
+        self.renewal = RenewalSchedule(storage, clock, datetime.timedelta(days=renewal_threshold))
         self._pair_list: list[_CAKeyPair] = []
         self._chain: list[dict[str, Any]] = []
         self._ca_version = storage.get_ca_version()

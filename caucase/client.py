@@ -12,19 +12,18 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
+import re
 import select
 import socket
 import ssl
-import sys
-import time
 import urllib.parse
 from collections.abc import Sequence
-from typing import Any, Callable, TextIO
+from typing import Any
 
 from cryptography import x509
 
 from caucase import __version__
-from caucase.clock import Clock, utcnow
+from caucase.acme.renewal_info import CertID
 from caucase.crypto import keys, pemfile, x509util
 from caucase.crypto.envelope import sign_envelope
 from caucase.exceptions import (
@@ -33,12 +32,13 @@ from caucase.exceptions import (
     CaucaseNetworkError,
     CaucaseTLSError,
     PemFileError,
+    UnusableAnswer,
 )
 from caucase.ports import http_port_for, https_port_for
+from caucase.renewal import RenewalWindow
 from caucase.trust_stores import verify_ca_chain
 
 USER_AGENT = "caucase " + __version__
-RETRY_DELAY = 10.0
 TLS_PROBE_TIMEOUT = 5.0
 _CRL_BLOCK = pemfile.BlockKind.CRL
 # What a connection the server already closed raises when it is used again.
@@ -237,8 +237,8 @@ class CaucaseClient:
             connection.close()
             url = self._url(path, https)
             if isinstance(error, ssl.SSLError):
-                raise _Failed(CaucaseTLSError(url, error), sent) from error
-            raise _Failed(CaucaseNetworkError(url, error), sent) from error
+                raise _Failed(CaucaseTLSError(url, error, method), sent) from error
+            raise _Failed(CaucaseNetworkError(url, error, method), sent) from error
         if response.will_close:
             connection.close()
         return response.status, response.getheaders(), data
@@ -315,7 +315,7 @@ class CaucaseClient:
         try:
             return int(location)
         except ValueError:
-            raise CaucaseError(f"Server returned an invalid CSR id: {location!r}") from None
+            raise UnusableAnswer(f"Server returned an invalid CSR id: {location!r}") from None
 
     def get_certificate(self, csr_id: int) -> bytes:
         """The certificate issued for CSR `csr_id`, PEM (404 while pending)."""
@@ -334,7 +334,7 @@ class CaucaseClient:
         try:
             items = json.loads(body)
         except ValueError:
-            raise CaucaseError("Server returned an invalid CA chain") from None
+            raise UnusableAnswer("Server returned an invalid CA chain") from None
         return verify_ca_chain(items, trusted_pem_list, now)
 
     def renew_certificate(
@@ -362,8 +362,25 @@ class CaucaseClient:
         except ValueError:
             new_certificate = None
         if new_certificate is None or not keys.same_public_key(new_certificate, new_key):
-            raise CaucaseError("Server returned an invalid renewed certificate")
+            raise UnusableAnswer("Server returned an invalid renewed certificate")
         return new_key, crt_pem
+
+    def get_renewal_window(self, certificate: x509.Certificate) -> RenewalWindow | None:
+        """The renewal window the server suggests for `certificate` (RFC 9773), or None
+        when it suggests none: a server without renewal information (caucase 0.9.17
+        answers 404), or a certificate it does not know. UnusableAnswer for a document
+        that is not a valid renewalInfo (RFC 9773 4.2: treated as no answer)."""
+        try:
+            cert_id = CertID.of(certificate)
+        except (ValueError, x509.ExtensionNotFound):
+            return None
+        try:
+            body = self._request("GET", f"/renewal-info/{cert_id}")[2]
+        except CaucaseHTTPError as error:
+            if error.status in (404, 405):
+                return None
+            raise
+        return _parse_renewal_info(body)
 
     def revoke_certificate(self, crt_pem: bytes, key: keys.PrivateKey | None = None) -> None:
         """Revoke a certificate: anonymously when its key is given (signed request),
@@ -384,7 +401,7 @@ class CaucaseClient:
         except ValueError:
             result = None
         if not isinstance(result, list):
-            raise CaucaseError("Server returned an invalid CSR list")
+            raise UnusableAnswer("Server returned an invalid CSR list")
         return result
 
     def delete_pending_csr(self, csr_id: int) -> None:
@@ -401,42 +418,51 @@ class CaucaseClient:
         payload = json.dumps({"revoke_serial": serial})
         self._put_json("/crt/revoke", {"payload": payload, "digest": None}, https=True)
 
-
-class RetryingCaucaseClient(CaucaseClient):
-    """A client that retries network failures forever, every 10 s (cli.md 4.4), for
-    daemons. HTTP error statuses and TLS failures are not retried."""
-
-    def __init__(
+    def renew_early(
         self,
-        ca_url: str,
-        user_key: str | None = None,
+        spread: datetime.timedelta,
+        serials: Sequence[int] = (),
         *,
-        clock: Clock = utcnow,
-        wait: Callable[[float], None] = time.sleep,
-        log: TextIO | None = None,
-    ) -> None:
-        super().__init__(ca_url, user_key)
-        self._clock = clock
-        self._wait = wait
-        self._log = log
+        issued_before: datetime.datetime | None = None,
+    ) -> dict[str, Any]:
+        """Move renewal windows to now, spread over `spread` (authenticated): of the
+        certificates with these serials, or without serials of every valid certificate
+        (issued before `issued_before` when given). The server's account:
+        {"start", "end", "moved": [serials] or a count, "unknown": [serials]}."""
+        request: dict[str, Any] = {"spread": int(spread.total_seconds())}
+        if serials:
+            request["serials"] = [str(serial) for serial in serials]
+        else:
+            request["all"] = True
+            if issued_before is not None:
+                request["before"] = int(issued_before.timestamp())
+        try:
+            result = json.loads(self._put_json("/renewal-info", request, https=True))
+        except ValueError:
+            result = None
+        if not isinstance(result, dict) or not {"start", "end", "moved"} <= set(result):
+            raise UnusableAnswer("Server returned an invalid early renewal answer")
+        return result
 
-    def _exchange(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str], https: bool
-    ) -> Response:
-        while True:
-            try:
-                return super()._exchange(method, path, body, headers, https)
-            except CaucaseTLSError:
-                raise
-            except CaucaseNetworkError as error:
-                self.close()
-                retry_at = self._clock() + datetime.timedelta(seconds=RETRY_DELAY)
-                log = self._log or sys.stdout
-                print(
-                    "Got a network error, retrying at "
-                    f"{retry_at.strftime('%Y-%m-%d %H:%M:%S +0000')}, "
-                    f"{type(error.cause).__name__}: {str(error.cause)!r} ({method} {error.url})",
-                    file=log,
-                    flush=True,
-                )
-                self._wait(RETRY_DELAY)
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
+
+
+def _timestamp(value: object) -> datetime.datetime:
+    """An RFC 3339 date-time (any fraction, Z or an offset), aware."""
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
+    day, time_of_day, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    parsed = datetime.datetime.fromisoformat(f"{day}T{time_of_day}{zone}")
+    return parsed + datetime.timedelta(seconds=float(fraction or 0))
+
+
+def _parse_renewal_info(body: bytes) -> RenewalWindow:
+    """The suggestedWindow of a renewalInfo document (RFC 9773 4.2)."""
+    try:
+        window = json.loads(body)["suggestedWindow"]
+        return RenewalWindow(_timestamp(window["start"]), _timestamp(window["end"]))
+    except (ValueError, KeyError, TypeError) as error:
+        raise UnusableAnswer(f"Server returned invalid renewal information ({error})") from None

@@ -94,13 +94,19 @@ class CaucaseHTTPError(CaucaseError):
         return f"HTTP {self.status}{reason}" + (f": {detail}" if detail else "")
 
 
+class UnusableAnswer(CaucaseError):
+    """The server answered, but with something a client cannot use (malformed, or not
+    matching the request): a client daemon tries again later."""
+
+
 class CaucaseNetworkError(CaucaseError):
     """The server could not be reached or its answer was not HTTP (any socket-level cause)."""
 
-    def __init__(self, url: str, cause: BaseException) -> None:
+    def __init__(self, url: str, cause: BaseException, method: str = "") -> None:
         super().__init__(f"{url}: {type(cause).__name__}: {cause}")
         self.url = url
         self.cause = cause
+        self.method = method
 
 
 class CaucaseTLSError(CaucaseNetworkError):

@@ -16,7 +16,7 @@ from cryptography import x509
 
 from caucase.crypto import pemfile, verification
 from caucase.crypto.envelope import verify_envelope
-from caucase.exceptions import CaucaseError
+from caucase.exceptions import CaucaseError, UnusableAnswer
 
 if TYPE_CHECKING:
     from caucase.client import CaucaseClient
@@ -74,7 +74,7 @@ def verify_ca_chain(
                 continue
             previous = anchor
         if old != previous:
-            raise CaucaseError("CA signature chain broken")
+            raise UnusableAnswer("CA signature chain broken")
         new_list = load_valid_ca_list([new_pem], now)
         if new_list:
             previous = new_list[0]
@@ -90,7 +90,7 @@ def update_ca_store(client: CaucaseClient, path: str, now: datetime.datetime) ->
         ca_pem = client.get_ca_certificate()
         blocks = pemfile.split_blocks(ca_pem)
         if len(blocks) != 1 or blocks[0].kind is not pemfile.BlockKind.CERTIFICATE:
-            raise CaucaseError(f"{client.ca_url} did not return a CA certificate")
+            raise UnusableAnswer(f"{client.ca_url} did not return a CA certificate")
         pemfile.save_ca_store(path, [blocks[0].text])
         loaded = pemfile.read_ca_store(path)
     valid = [pem for pem in loaded if load_valid_ca_list([pem], now)]
@@ -127,6 +127,18 @@ def _verified_crl(
         except (TypeError, ValueError):
             continue
     return None
+
+
+def revoked_serials(
+    crl_pem_list: Sequence[bytes], ca_list: Sequence[x509.Certificate]
+) -> set[int]:
+    """The serials revoked by those CRLs of `crl_pem_list` that a CA of `ca_list` signed."""
+    serials: set[int] = set()
+    for pem in crl_pem_list:
+        crl = _verified_crl(pem, ca_list)
+        if crl is not None:
+            serials.update(entry.serial_number for entry in crl)
+    return serials
 
 
 def _index_crls(

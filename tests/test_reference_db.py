@@ -155,17 +155,27 @@ def test_our_reader_decrypts_reference_backup(
     restore_database(restored, iter(statements))
     storage = Storage(restored, "cau", enforce_unique_key_id=True)
     # Our dump of the rebuilt file reproduces the reference's dump statement for statement,
-    # plus the CREATE INDEX statements of the indexes our storage adds (performance), and
-    # our table of issued CRLs (empty until a CRL is served).
+    # plus the CREATE INDEX statements of the indexes our storage adds (performance), our
+    # table of issued CRLs (empty until a CRL is served) and our renewal index, filled from
+    # the restored certificates when our storage created it.
     ours = list(storage.dump())
     own_table = "CREATE TABLE cau_issued_crl "
-    assert [s for s in ours if not s.startswith(("CREATE INDEX ", own_table))] == statements
+    renewal_index = [s for s in ours if "cau_renewal" in s.split("(")[0]]
+    assert [
+        s
+        for s in ours
+        if not s.startswith(("CREATE INDEX ", own_table)) and s not in renewal_index
+    ] == statements
     assert len([s for s in ours if s.startswith(own_table)]) == 1
     assert {s.split()[2] for s in ours if s.startswith("CREATE INDEX ")} == {
         "caucrt_expiration_date",
         "caucrt_pending",
         "caurevoked_expiration_date",
+        "cau_renewal_not_after",
     }
+    user_serial = x509.load_pem_x509_certificate(reference_files.user_crt_pem).serial_number
+    assert sum(s.startswith('INSERT INTO "cau_renewal"') for s in renewal_index) == 1
+    assert f"'{user_serial}'" in next(s for s in renewal_index if s.startswith("INSERT"))
     user_key_id = key_id(reference_files.user_key)
     assert storage.get_certificate_by_key_id(user_key_id) == reference_files.user_crt_pem
     storage.close()

@@ -128,7 +128,10 @@ def test_schema_text_follows_reference_layout(
         "          expiration_date INTEGER\n"
         "        )"
     )
-    suffixes = ["ca", "crt", "revoked", "counter", "config_once", "config", "_issued_crl"]
+    suffixes = [
+        *("ca", "crt", "revoked", "counter", "config_once", "config"),
+        *("_issued_crl", "_renewal"),
+    ]
     assert table_creation_order(database) == [
         prefix + suffix for prefix in ("cas", "cau") for suffix in suffixes
     ]
@@ -136,8 +139,9 @@ def test_schema_text_follows_reference_layout(
         database,
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'sqlite_autoindex%'",
     )
-    # 4 per prefix, plus the UNIQUE key_id of cau only, plus our issued CRLs' primary key.
-    assert len(autoindexes) == 11
+    # 4 per prefix, plus the UNIQUE key_id of cau only, plus the primary keys of our issued
+    # CRLs and of our renewal index.
+    assert len(autoindexes) == 13
     # Our own indexes (performance); cau's UNIQUE key_id needs no second one.
     indexes = {
         name
@@ -154,6 +158,8 @@ def test_schema_text_follows_reference_layout(
         "caucrt_expiration_date",
         "caucrt_pending",
         "caurevoked_expiration_date",
+        "cas_renewal_not_after",
+        "cau_renewal_not_after",
     }
 
 

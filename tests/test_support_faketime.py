@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from caucase.clock import utcnow
-from tests.support.faketime import FakeTime, Role
+from tests.support.faketime import FakeTime, Role, Timeline
 
 # Answers each line read on stdin: "now" with its clock, a wait's name once it has waited
 # 0.2 s by its own account; the parent times the waits, since the child's clocks are faked.
@@ -46,10 +46,12 @@ ROLE_WAITS = {
 
 
 class Probe:
-    def __init__(self, fake: FakeTime, role: Role) -> None:
+    """A Python process on the faked clock `env` sets up."""
+
+    def __init__(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-c", PROBE],
-            env=fake.env(role),
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -84,7 +86,7 @@ class Probe:
 def test_jumps_reach_running_processes_and_waits_stay_real(tmp_path: Path) -> None:
     for role in Role:
         fake = FakeTime(tmp_path / role.value)
-        probe = Probe(fake, role)
+        probe = Probe(fake.env(role))
         try:
             assert abs(probe.skew()) < 2, role
             fake.advance(days=400)
@@ -98,7 +100,7 @@ def test_jumps_reach_running_processes_and_waits_stay_real(tmp_path: Path) -> No
 
 def test_a_rate_speeds_the_clock_and_the_waits(tmp_path: Path) -> None:
     for role in Role:
-        probe = Probe(FakeTime(tmp_path / role.value, rate=10), role)
+        probe = Probe(FakeTime(tmp_path / role.value, rate=10).env(role))
         try:
             first = probe.now()
             real_start = time.monotonic()
@@ -109,3 +111,20 @@ def test_a_rate_speeds_the_clock_and_the_waits(tmp_path: Path) -> None:
             assert probe.now() - first > 5 * real_elapsed, role
         finally:
             probe.close()
+
+
+def test_a_timeline_puts_processes_started_apart_on_one_fast_clock(tmp_path: Path) -> None:
+    with Timeline(tmp_path, rate=20) as timeline:
+        first = Probe(timeline.client_env("first"))
+        time.sleep(0.5)  # the experiment: a client started later, on the same clock
+        second = Probe(timeline.client_env("second"))
+        server = Probe(timeline.server_env())
+        try:
+            time.sleep(0.5)  # half a real second: ten seconds of the timeline
+            for probe in (first, second):
+                assert abs(probe.now() - timeline.now().timestamp()) < 2
+            behind = timeline.now().timestamp() - server.now()
+            assert -0.5 < behind < 3
+        finally:
+            for probe in (first, second, server):
+                probe.close()

@@ -169,6 +169,10 @@ class CaucaseRun:
             self.context = f"--revoke-serial {serial}"
             self.mode_client.revoke_serial(serial)
             self.confirm(f"Revoked serial {serial} ({serial:#x})")
+        if args.renew_early:
+            self.renew_early(args.renew_early)
+        if args.renew_early_all:
+            self.renew_early(())
         if args.list_csr:
             self.list_csr()
 
@@ -278,6 +282,35 @@ class CaucaseRun:
             return
         self.mode_client.revoke_certificate(x509util.dump_certificate(certificate))
         self.confirm(f"Revoked {path} (serial {certificate.serial_number:#x})")
+
+    def renew_early(self, serials: Sequence[int]) -> None:
+        """--renew-early (these serials) or, without serials, --renew-early-all."""
+        args = self.args
+        self.context = "--renew-early" if serials else "--renew-early-all"
+        spread = datetime.timedelta(hours=args.spread)
+        try:
+            result = self.mode_client.renew_early(spread, serials, issued_before=args.before)
+        except CaucaseHTTPError as error:
+            if error.status not in (404, 405):
+                raise
+            raise CaucaseError(
+                "this server does not move renewal windows (caucase 0.9.17 does not)"
+            ) from None
+        band = f"between {result['start']} and {result['end']}"
+        moved = result["moved"]
+        if not serials:
+            plural = "" if moved == 1 else "s"
+            self.confirm(f"Moved the renewal windows of {moved} certificate{plural} to {band}")
+            return
+        for serial in moved if isinstance(moved, list) else ():
+            number = int(serial)
+            self.confirm(f"Moved the renewal window of serial {number} ({number:#x}) to {band}")
+        for serial in result.get("unknown") or ():
+            number = int(serial)
+            self.complain(
+                f"Serial {number} ({number:#x}) is no valid certificate of this authority, "
+                "skipping"
+            )
 
     def list_csr(self) -> None:
         self.context = "--list-csr"

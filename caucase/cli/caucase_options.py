@@ -4,11 +4,13 @@ reference, so that its command lines keep working; help texts say units and defa
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 from typing import Any
 
 from caucase import __version__
 from caucase.cli.key_options import RENEWAL_DEFAULT, key_len_option, key_type_option
+from caucase.clock import as_utc
 
 # How openssl prints a serial number ("Serial Number:" of `openssl x509 -text`).
 _COLON_HEX = re.compile(r"[0-9a-fA-F]{1,2}(?::[0-9a-fA-F]{1,2})+")
@@ -32,6 +34,32 @@ def parse_serial(text: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"invalid serial number {text!r}: it is negative")
     return number
+
+
+def parse_date(text: str) -> datetime.datetime:
+    """An ISO 8601 date or date and time (UTC unless it gives its offset)."""
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid date {text!r}: give YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM]"
+        ) from None
+    return as_utc(moment)
+
+
+def parse_hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 31 * 24:
+        raise argparse.ArgumentTypeError(
+            f"invalid number of hours {text!r}: more than 0, at most 744 (31 days)"
+        )
+    return value
 
 
 PAIR = {"nargs": 2, "action": "append", "default": []}
@@ -75,6 +103,14 @@ GENERAL_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                 "help": "Authority the actions address: service (the CAS, which certifies "
                         "services) or user (the CAU, which certifies caucase operators). "
                         "Default: %(default)s"}),
+    ("--before", {"type": parse_date, "metavar": "DATE",
+                  "help": "--renew-early-all moves only certificates whose validity "
+                          "started before DATE (YYYY-MM-DD[THH:MM[:SS]], UTC unless an "
+                          "offset is given). Default: every valid certificate"}),
+    ("--spread", {"type": parse_hours, "default": 4, "metavar": "HOURS",
+                  "help": "--renew-early and --renew-early-all move renewal windows to "
+                          "'from now to HOURS from now' (fractions allowed), each "
+                          "certificate its own part of it. Default: %(default)s hours"}),
 ]  # fmt: skip
 ANONYMOUS_ACTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--send-csr", {**SEVERAL, "metavar": "CSR_PATH",
@@ -117,6 +153,17 @@ AUTHENTICATED_ACTIONS: list[tuple[str, dict[str, Any]]] = [
                                  "it: a typo revokes some other certificate, and the entry "
                                  "stays in the CRL until every current CA certificate "
                                  "expired. Prefer --revoke-crt or --revoke-other-crt."}),
+    ("--renew-early", {**SEVERAL, "type": parse_serial, "metavar": "SERIAL",
+                       "help": "Ask the holders of these certificates (by serial, written as "
+                               "for --revoke-serial) to renew them now, with new keys: "
+                               "their renewal windows move to now, spread over --spread, "
+                               "and stay there until they are renewed; the old "
+                               "certificates keep working until they expire."}),
+    ("--renew-early-all", {"action": "store_true",
+                           "help": "The same for every valid certificate of --mode's "
+                                   "authority (issued before --before, when given), e.g. "
+                                   "after a suspected key compromise or before a CA "
+                                   "rollover."}),
 ]  # fmt: skip
 AUTHENTICATED_NAMES = [name for name, _ in AUTHENTICATED_ACTIONS]
 

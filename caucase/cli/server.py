@@ -116,6 +116,7 @@ def _open_authorities(
         clock=clock,
         auto_sign_csr_amount=args.user_auto_approve_count,
         lock_auto_sign_csr_amount=args.lock_auto_approve_count,
+        renewal_threshold=args.threshold,
     )
     cas = CertificateAuthority(
         Storage(database, "cas", max_csr_amount=args.service_max_csr),
@@ -126,6 +127,7 @@ def _open_authorities(
         crl_base_url=f"http://{netloc}/cas/crl",
         auto_sign_csr_amount=args.service_auto_approve_count,
         lock_auto_sign_csr_amount=args.lock_auto_approve_count,
+        renewal_threshold=args.threshold,
     )
     http_cas = CertificateAuthority(
         Storage(database, "http_cas"),

@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=31,
         help="renew the HTTPS certificate when it has fewer days of validity left "
-        "than this (default: %(default)s days)",
+        "than this; no renewal window suggested to clients ends later than this before "
+        "expiry (default: %(default)s days)",
     )
     add(
         "--key-type",

@@ -138,12 +138,17 @@ def _authority_key_identifier(
         raise ValueError("No AuthorityKeyIdentifier extension") from None
 
 
-def authority_key_id_int(document: x509.Certificate | x509.CertificateRevocationList) -> int:
-    """AuthorityKeyIdentifier keyIdentifier as a big-endian integer; ValueError if absent."""
+def authority_key_id(document: x509.Certificate | x509.CertificateRevocationList) -> bytes:
+    """AuthorityKeyIdentifier keyIdentifier octets; ValueError if absent."""
     identifier = _authority_key_identifier(document).key_identifier
     if identifier is None:
         raise ValueError("AuthorityKeyIdentifier has no keyIdentifier")
-    return int.from_bytes(identifier, "big")
+    return identifier
+
+
+def authority_key_id_int(document: x509.Certificate | x509.CertificateRevocationList) -> int:
+    """AuthorityKeyIdentifier keyIdentifier as a big-endian integer; ValueError if absent."""
+    return int.from_bytes(authority_key_id(document), "big")
 
 
 def random_serial() -> int:

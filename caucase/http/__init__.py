@@ -4,6 +4,7 @@
 - ``cors``: the CORS consent mechanism.
 - ``bodies``: the body steps routes run before credentials are checked.
 - ``handlers``: what each route does.
+- ``renewal_handlers``: the renewal-info routes (RFC 9773 windows, early renewal).
 - ``routes``: the route table (handlers, body steps, credentials; the HAL description).
 - ``app``: the WSGI application: dispatch, credential checks, error mapping.
 - ``server``: threaded HTTP and HTTPS listeners on wsgiref.

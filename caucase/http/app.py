@@ -158,7 +158,7 @@ class Application:
         argument = parse_subpath(route.subpath, segments)
         return self._run(route, request, argument)
 
-    def _run(self, route: Route, request: Request, argument: int) -> Response:
+    def _run(self, route: Route, request: Request, argument: int | str) -> Response:
         """The route's credentials, checked before or after its body step as it says."""
         if route.auth is Auth.FIRST:
             self._authenticate(request)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from caucase.http import bodies, handlers
+from caucase.http import bodies, handlers, renewal_handlers
 from caucase.http.cors import CorsPolicy
 from caucase.http.handlers import Service
 from caucase.http.request import HTTPError, Request, Response
@@ -30,6 +30,7 @@ class Subpath(enum.Enum):
     NONE = "none"
     ID = "id"  # CSR/certificate id: 400 b'Invalid integer' when not an integer
     AKI = "aki"  # decimal authority key id: 404 when not an integer
+    TEXT = "text"  # passed on as it is (a certID): the handler reads it
 
 
 class Auth(enum.Enum):
@@ -46,8 +47,9 @@ class Auth(enum.Enum):
     SIGNATURE_OR_AFTER_BODY = "signature-or-after-body"
 
 
-# The subpath id (0 without one) and what the route's body step returned come last.
-Handler = Callable[[Service, Request, int, Any], Response]
+# The parsed subpath (an int id, 0 without one; the text of a TEXT subpath) and what the
+# route's body step returned come last.
+Handler = Callable[[Service, Request, Any, Any], Response]
 BodyStep = Callable[[Request], Any]
 _AFTER_BODY = (Auth.AFTER_BODY, Auth.SIGNATURE, Auth.SIGNATURE_OR_AFTER_BODY)
 
@@ -98,10 +100,13 @@ class Node:
         return None
 
 
-def parse_subpath(kind: Subpath, segments: Sequence[str]) -> int:
-    """The id the subpath names, with int() semantics (http-api 5); 0 when there is none."""
+def parse_subpath(kind: Subpath, segments: Sequence[str]) -> int | str:
+    """The id the subpath names, with int() semantics (http-api 5); 0 when there is none;
+    the segment itself for a TEXT subpath."""
     if kind is Subpath.NONE:
         return 0
+    if kind is Subpath.TEXT:
+        return segments[0]
     try:
         value = int(segments[0], 10)
     except ValueError:
@@ -276,6 +281,35 @@ AUTHORITY_ROUTES = (
         auth=Auth.SIGNATURE,
         body=bodies.renew_envelope,
         hal=Hal("renewCertificate", "Renew a certificate"),
+    ),
+    # Ours, after the reference's: RFC 9773 renewal information (also ACME's renewalInfo).
+    Route(
+        ("renewal-info",),
+        "GET",
+        renewal_handlers.get_explanation,
+        hal=Hal(
+            "getRenewalInfoExplanation",
+            "How suggested renewal windows are chosen, and why one was moved.",
+        ),
+    ),
+    Route(
+        ("renewal-info",),
+        "GET",
+        renewal_handlers.get_renewal_info,
+        Subpath.TEXT,
+        hal=Hal(
+            "getRenewalInfo",
+            "Retrieve the suggested renewal window of a certificate (RFC 9773).",
+            "{+cert_id}",
+        ),
+    ),
+    Route(
+        ("renewal-info",),
+        "PUT",
+        renewal_handlers.renew_early,
+        auth=Auth.AFTER_BODY,
+        body=renewal_handlers.early_renewal_body,
+        hal=Hal("renewEarly", "Move the renewal windows of certificates to now."),
     ),
 )
 

@@ -12,6 +12,8 @@ One interface (``engine``), two engines: SQLite, a file (the default), and Postg
   ``postgresql_sql``: portable SQL rewritten for it.
 - ``authority``: the tables of one CA instance (the reference's schema); ``rows``: what its
   table sets share; ``revocations``: its revocations, CRL numbers and issued CRLs.
+- ``renewal``: the renewal index of each CA (certificates by certID, windows operators
+  moved forward), a table of ours beside the reference's.
 - ``cluster``: what the caucased nodes of one database share besides the CAs (CORS
   secrets, backup turns).
 - ``schema``: the SQL text of the CA tables and our extra indexes and tables.

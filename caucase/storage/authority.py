@@ -13,6 +13,7 @@ from typing import Optional
 
 from caucase import exceptions
 from caucase.crypto import x509util
+from caucase.storage import renewal
 from caucase.storage.engine import Connection, Engine, IntegrityError, open_database
 from caucase.storage.revocations import CRL_LAST_UPDATE, CRL_NUMBER, RevocationRows
 from caucase.storage.rows import as_bytes, as_text
@@ -65,6 +66,7 @@ class Storage(RevocationRows):
                     tx.execute(statement)
                 tx.execute(issued_crl_statement(table_prefix))
                 self._migrate_legacy_crl_table(tx)
+                renewal.create_table(database, tx, table_prefix, self._table("crt"))
         except BaseException:
             self.close()
             raise
@@ -172,6 +174,7 @@ class Storage(RevocationRows):
         None, whether `crt_pem` was stored)."""
         table = self._table("crt")
         csr_blob = bytes(csr_pem)
+        entry = None if crt_pem is None else renewal.IndexEntry.of(crt_pem)
         # The lock keeps the quota exact and identical CSRs deduplicated across nodes.
         with self._transaction("csr") as tx:
             existing = self._find_csr(tx, csr_blob, key_id)
@@ -193,7 +196,7 @@ class Storage(RevocationRows):
                 and counter_value <= auto_sign_limit
             )
             if signed:
-                self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now)
+                self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now, entry)
         return csr_id, counter_value, signed
 
     def _find_csr(self, tx: Connection, csr_blob: bytes, key_id: str) -> int | None:
@@ -259,10 +262,20 @@ class Storage(RevocationRows):
 
     def store_certificate(self, csr_id: int, crt_pem: bytes, now: int) -> None:
         """Attach a certificate to a pending row; NotFound unless pending."""
+        entry = renewal.IndexEntry.of(crt_pem)
         with self._transaction() as tx:
-            self._attach_certificate(tx, csr_id, bytes(crt_pem), now)
+            self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry)
 
-    def _attach_certificate(self, tx: Connection, csr_id: int, crt_blob: bytes, now: int) -> None:
+    def _attach_certificate(
+        self,
+        tx: Connection,
+        csr_id: int,
+        crt_blob: bytes,
+        now: int,
+        entry: renewal.IndexEntry | None,
+    ) -> None:
+        """Store the certificate of a pending row, and its renewal index entry (parsed
+        beforehand: nothing but SQL runs in the shared transaction)."""
         cursor = tx.execute(
             f"UPDATE {self._table('crt')} SET crt = ?, expiration_date = ? "
             "WHERE id = ? AND crt IS NULL",
@@ -270,6 +283,14 @@ class Storage(RevocationRows):
         )
         if cursor.rowcount != 1:
             raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
+        renewal.purge_expired(tx, self._prefix, now)
+        if entry is not None:
+            entry.insert(tx, self._prefix)
+
+    @property
+    def renewal_index(self) -> renewal.RenewalIndex:
+        """The certificates issued here, by certID, and their moved renewal windows."""
+        return renewal.RenewalIndex(self._database, self._prefix)
 
     def get_certificate(self, csr_id: int, now: int) -> bytes:
         """NotFound unless signed; shortens the row's keep time to the read keep time."""

@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 
 from caucase.exceptions import BackupError
+from caucase.storage import renewal
 from caucase.storage.copy import SQLiteSource, fill
 from caucase.storage.database import Database
 from caucase.storage.engine import Engine, create_database, describe
@@ -34,7 +35,7 @@ from caucase.storage.schema import (
 RESTORABLE_TABLES = frozenset(
     prefix + suffix
     for prefix in TABLE_PREFIXES
-    for suffix in (*TABLE_SUFFIXES, LEGACY_CRL_SUFFIX, ISSUED_CRL_SUFFIX)
+    for suffix in (*TABLE_SUFFIXES, LEGACY_CRL_SUFFIX, ISSUED_CRL_SUFFIX, renewal.SUFFIX)
 ) | frozenset(("caucased_cors_secret", "caucased_claim"))
 STATEMENT_KEYWORDS = ("BEGIN", "COMMIT", "CREATE", "INSERT", "PRAGMA")
 _KEYWORD = re.compile(r"\s*([A-Za-z]+)")

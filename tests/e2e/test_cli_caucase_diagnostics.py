@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from caucase.cli import caucase_options, rerequest, updater
+from caucase.cli import caucase_options, rerequest, updater_options
 from caucase.cli.caucase_options import build_parser
 from caucase.cli.user_key import explain_refusal
 from caucase.exceptions import CaucaseHTTPError
@@ -287,7 +287,7 @@ def _help_lines_without_default(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def test_every_default_is_shown_in_help() -> None:
-    parsers = [build_parser(), updater._parser(), rerequest._parser()]
+    parsers = [build_parser(), updater_options.build_parser(), rerequest._parser()]
 
     assert [_help_lines_without_default(parser) for parser in parsers] == [[], [], []]
     assert "Default: 31 days" in build_parser().format_help()
@@ -302,9 +302,20 @@ def _usage(command: Path) -> str:
 
 # Our additions and fixes to the reference's usage lines.
 KEY_TYPE = "[--key-type {rsa,ec-p256,ec-p384,ed25519}] [--key-len BITLENGTH]"
+RENEW_EARLY = "[--renew-early SERIAL [SERIAL ...]] [--renew-early-all]"
 USAGE_DIFFERENCES = {
-    "caucase": [("[--key-len BITLENGTH]", KEY_TYPE)],
-    "caucase-updater": [("--crl CRT_PATH", "--crl CRL_PATH"), ("[--key-len BITLENGTH]", KEY_TYPE)],
+    "caucase": [
+        ("[--key-len BITLENGTH]", KEY_TYPE),
+        ("{service,user}]", "{service,user}] [--before DATE] [--spread HOURS]"),
+        (
+            "[--revoke-serial SERIAL [SERIAL ...]]",
+            f"[--revoke-serial SERIAL [SERIAL ...]] {RENEW_EARLY}",
+        ),
+    ],
+    "caucase-updater": [
+        ("--crl CRT_PATH", "--crl CRL_PATH [--status STATUS_PATH] [--print-status STATUS_PATH]"),
+        ("[--key-len BITLENGTH]", KEY_TYPE),
+    ],
     "caucase-rerequest": [("[--key-len BITLENGTH]", KEY_TYPE + " [--force]")],
 }
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import http.server
-import io
 import json
 import threading
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase import __version__
-from caucase.client import USER_AGENT, CaucaseClient, RetryingCaucaseClient
+from caucase.client import USER_AGENT, CaucaseClient
 from caucase.clock import utcnow
 from caucase.crypto import keys, pemfile, x509util
 from caucase.crypto.envelope import sign_envelope
@@ -33,7 +32,6 @@ from caucase.trust_stores import (
     update_crl_store,
     verify_ca_chain,
 )
-from tests.conftest import FakeClock
 from tests.support.servers import (
     RunningServer,
     free_port_pair,
@@ -172,47 +170,6 @@ def test_unreachable_server_is_one_network_error() -> None:
 
     assert raised.value.url == f"http://127.0.0.1:{port}/cas/crt/ca.crt.pem"
     assert isinstance(raised.value.cause, ConnectionRefusedError)
-
-
-def test_retrying_client_waits_and_retries_network_errors(clock: FakeClock) -> None:
-    port = free_port_pair()
-    started: list[http.server.HTTPServer] = []
-    log = io.StringIO()
-
-    def wait(seconds: float) -> None:
-        assert seconds == 10
-        started.append(_recording_server(port, 200))
-
-    client = RetryingCaucaseClient(f"http://127.0.0.1:{port}/cas", clock=clock, wait=wait, log=log)
-    try:
-        assert client.get_ca_certificate() == b"[]"
-    finally:
-        for server in started:
-            server.shutdown()
-            server.server_close()
-
-    assert len(started) == 1
-    assert log.getvalue() == (
-        "Got a network error, retrying at 2026-11-27 12:00:10 +0000, "
-        "ConnectionRefusedError: '[Errno 111] Connection refused' "
-        f"(GET http://127.0.0.1:{port}/cas/crt/ca.crt.pem)\n"
-    )
-
-
-def test_retrying_client_does_not_retry_http_errors(clock: FakeClock) -> None:
-    recorder = _recording_server(free_port_pair(), 503)
-    waits: list[float] = []
-    client = RetryingCaucaseClient(
-        f"http://127.0.0.1:{recorder.server_port}/cas", clock=clock, wait=waits.append
-    )
-    try:
-        with pytest.raises(CaucaseHTTPError) as raised:
-            client.get_ca_certificate()
-    finally:
-        recorder.shutdown()
-        recorder.server_close()
-
-    assert raised.value.status == 503 and waits == []
 
 
 def test_ca_store_bootstraps_then_stays_unchanged(caucased: RunningServer, tmp_path: Path) -> None:

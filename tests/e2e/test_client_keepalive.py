@@ -23,7 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from caucase.cli import updater
+from caucase.cli import updater, updater_options
 from caucase.client import CaucaseClient
 from caucase.exceptions import CaucaseNetworkError
 from caucase.http.server import CaucasedServer, CaucasedTLSServer, start_serving, stop_serving
@@ -187,8 +187,13 @@ def test_updater_bootstrap_and_renewal_see_no_network_error(
                                 ("--csr", "svc.csr"), ("--cas-ca", "cas.crt.pem"),
                                 ("--ca", "cas.crt.pem"), ("--crl", "cas.crl.pem")]
     }  # fmt: skip
-    argv = ["--ca-url", listeners.url, *(item for pair in files.items() for item in pair)]
-    args: argparse.Namespace = updater._parser().parse_args(argv)
+    # Checks a month apart (the reference's --max-sleep): a wake-up every few hours would
+    # only repeat the same story, each after an idle close.
+    argv = [
+        *("--ca-url", listeners.url, "--max-sleep", "31"),
+        *(item for pair in files.items() for item in pair),
+    ]
+    args: argparse.Namespace = updater_options.build_parser().parse_args(argv)
     instance = updater.Updater(args, updater.SignalGuard(), clock=clock, sleep=sleep, out=out)
     try:
         with pytest.raises(Done):

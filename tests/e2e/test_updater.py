@@ -10,9 +10,10 @@ import argparse
 import datetime
 import io
 import os
+import re
 import signal
+import ssl
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,9 +22,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from caucase.cli import updater
-from caucase.crypto import keys, pemfile, x509util
+from caucase.cli import updater, updater_options
+from caucase.crypto import pemfile, x509util
 from caucase.exceptions import CaucaseError
+from tests.support.faketime import FakeTime, Role
 from tests.support.servers import (
     IMPLEMENTATIONS,
     OUR_BIN,
@@ -35,8 +37,8 @@ from tests.support.servers import (
     request,
     start_caucased,
 )
-
-UPDATER = OUR_BIN / "caucase-updater"
+from tests.support.updaters import UpdaterProcess, pair, stores, write_key_and_csr
+from tests.support.wait import poll
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -63,56 +65,12 @@ def start_server(caucased_command: Path, tmp_path: Path) -> Iterator[Callable[..
         server.stop()
 
 
-class UpdaterProcess:
-    """The caucase-updater console script, its output in files, stopped by the test."""
-
-    def __init__(self, workdir: Path, *args: str) -> None:
-        self.workdir = workdir
-        self.out_path = workdir / "updater.out"
-        self.err_path = workdir / "updater.err"
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.process = subprocess.Popen(
-                [str(UPDATER), *args], cwd=workdir, stdout=out, stderr=err
-            )
-
-    def stdout(self) -> str:
-        return self.out_path.read_text()
-
-    def stderr(self) -> str:
-        return self.err_path.read_text()
-
-    def wait_for(self, text: str, count: int = 1, timeout: float = 60) -> str:
-        """Poll stdout until `text` appeared `count` times; the output so far."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            output = self.stdout()
-            if output.count(text) >= count:
-                return output
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} not seen; stdout:\n{self.stdout()}\n{self.stderr()}")
-
-    def exit_status(self, timeout: float = 30) -> int:
-        return self.process.wait(timeout)
-
-    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        """Send `sig`; the exit status, which must come within `timeout` seconds."""
-        self.process.send_signal(sig)
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture
 def run_updater(tmp_path: Path) -> Iterator[Callable[..., UpdaterProcess]]:
     started: list[UpdaterProcess] = []
 
-    def run(*args: str) -> UpdaterProcess:
-        process = UpdaterProcess(tmp_path, *args)
+    def run(*args: str, env: dict[str, str] | None = None) -> UpdaterProcess:
+        process = UpdaterProcess(tmp_path, *args, env=env, name=f"updater{len(started)}")
         started.append(process)
         return process
 
@@ -121,51 +79,17 @@ def run_updater(tmp_path: Path) -> Iterator[Callable[..., UpdaterProcess]]:
         process.kill()
 
 
-def _stores(server_url: str, mode: str = "service") -> list[str]:
-    prefix = "cas" if mode == "service" else "cau"
-    return [
-        "--ca-url",
-        server_url,
-        "--cas-ca",
-        "cas.crt.pem",
-        "--ca",
-        f"{prefix}.crt.pem",
-        "--crl",
-        f"{prefix}.crl.pem",
-        "--mode",
-        mode,
-    ]
-
-
-def _write_key_and_csr(workdir: Path, name: str = "svc") -> tuple[Path, Path]:
-    key, csr = make_key_and_csr(name)
-    key_path, csr_path = workdir / f"{name}.key", workdir / f"{name}.csr"
-    key_path.write_bytes(key_pem(key))
-    key_path.chmod(0o600)
-    csr_path.write_bytes(csr)
-    return key_path, csr_path
-
-
-def _pair(crt_path: Path, key_path: Path | None = None) -> tuple[x509.Certificate, bytes]:
-    """The certificate and the key id of the file(s), asserting they match."""
-    data = crt_path.read_bytes() + (key_path.read_bytes() if key_path else b"")
-    certificate = x509.load_pem_x509_certificate(data[data.index(b"-----BEGIN CERTIFICATE") :])
-    key = serialization.load_pem_private_key(data, None)
-    assert keys.key_id(key.public_key()) == keys.key_id(certificate.public_key())
-    return certificate, keys.key_id(key.public_key()).encode()
-
-
 def test_bootstrap_auto_approved_with_hook_then_sigterm(
     start_server: Callable[..., RunningServer],
     run_updater: Callable[..., UpdaterProcess],
     tmp_path: Path,
 ) -> None:
     server = start_server("--service-auto-approve-count", "1")
-    key_path, _ = _write_key_and_csr(tmp_path)
+    key_path, _ = write_key_and_csr(tmp_path)
     hook = "echo ran >> hook.log"
 
     process = run_updater(
-        *_stores(server.http_url),
+        *stores(server.http_url),
         "--crt",
         "svc.crt",
         "--key",
@@ -182,7 +106,7 @@ def test_bootstrap_auto_approved_with_hook_then_sigterm(
     assert lines[1].startswith("Waiting for signature of ") and lines[1].split()[-1].isdigit()
     assert lines[2] == "Bootstrap done"
     assert lines[3].startswith("Next wake-up at ") and lines[3].endswith(" +0000")
-    certificate, _ = _pair(tmp_path / "svc.crt", key_path)
+    certificate, _ = pair(tmp_path / "svc.crt", key_path)
     assert x509util.is_auto_signed(certificate)
     assert (tmp_path / "hook.log").read_text() == "ran\n"
     _, _, ca_pem = request(server, "GET", "/cas/crt/ca.crt.pem")
@@ -198,10 +122,10 @@ def test_sigint_while_waiting_for_signature_exits_0(
     tmp_path: Path,
 ) -> None:
     server = start_server()
-    _write_key_and_csr(tmp_path)
+    write_key_and_csr(tmp_path)
 
     process = run_updater(
-        *_stores(server.http_url), "--crt", "svc.crt", "--key", "svc.key", "--csr", "svc.csr"
+        *stores(server.http_url), "--crt", "svc.crt", "--key", "svc.key", "--csr", "svc.csr"
     )
     process.wait_for("Waiting for signature of")
 
@@ -239,7 +163,7 @@ def _in_process(argv: list[str], on_sleep: Callable[[float, str], None]) -> tupl
         on_sleep(seconds, out.getvalue())
         clock.sleep(seconds)
 
-    args: argparse.Namespace = updater._parser().parse_args(argv)
+    args: argparse.Namespace = updater_options.build_parser().parse_args(argv)
     instance = updater.Updater(args, updater.SignalGuard(), clock=clock, sleep=sleep, out=out)
     try:
         with pytest.raises(StopTest):
@@ -258,7 +182,7 @@ def test_bootstrap_waits_for_manual_signature(
 ) -> None:
     server = start_server()
     user = make_user(server, tmp_path / "user.pem")
-    key_path, csr_path = _write_key_and_csr(tmp_path)
+    key_path, csr_path = write_key_and_csr(tmp_path)
     crt_path = tmp_path / "svc.crt"
 
     def on_sleep(seconds: float, output: str) -> None:
@@ -272,7 +196,7 @@ def test_bootstrap_waits_for_manual_signature(
 
     output, clock = _in_process(
         [
-            *_stores(server.http_url),
+            *stores(server.http_url),
             "--cas-ca",
             str(tmp_path / "cas.crt.pem"),
             "--ca",
@@ -291,14 +215,14 @@ def test_bootstrap_waits_for_manual_signature(
 
     assert output.splitlines()[2] == "Bootstrap done"
     assert clock.naps[0] == pytest.approx(60, abs=1)
-    certificate, _ = _pair(crt_path, key_path)
+    certificate, _ = pair(crt_path, key_path)
     assert not x509util.is_auto_signed(certificate)
 
 
 def test_rejected_csr_is_fatal(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
     server = start_server()
     user = make_user(server, tmp_path / "user.pem")
-    key_path, csr_path = _write_key_and_csr(tmp_path)
+    key_path, csr_path = write_key_and_csr(tmp_path)
 
     def on_sleep(seconds: float, output: str) -> None:
         status, _, _ = request(
@@ -309,7 +233,7 @@ def test_rejected_csr_is_fatal(start_server: Callable[..., RunningServer], tmp_p
     with pytest.raises(CaucaseError, match=r"CSR \d+ .* was rejected"):
         _in_process(
             [
-                *_stores(server.http_url),
+                *stores(server.http_url),
                 "--cas-ca",
                 str(tmp_path / "cas.crt.pem"),
                 "--ca",
@@ -338,7 +262,7 @@ def test_renewal_replaces_key_and_certificate_together(
     # 0.001 day = 86.4 s of validity (errata 4: well above 30 s); a 0.0009 day threshold
     # puts a fresh certificate inside its renewal window at once.
     server = start_server("--service-auto-approve-count", "1", "--service-crt-validity", "0.001")
-    key_path, _ = _write_key_and_csr(tmp_path)
+    key_path, _ = write_key_and_csr(tmp_path)
     key_args = ["--key", "svc.key"]
     if layout == "combined":
         (tmp_path / "svc.crt").write_bytes(key_path.read_bytes())
@@ -347,7 +271,7 @@ def test_renewal_replaces_key_and_certificate_together(
         key_args = []
 
     process = run_updater(
-        *_stores(server.http_url),
+        *stores(server.http_url),
         "--crt",
         "svc.crt",
         *key_args,
@@ -359,12 +283,12 @@ def test_renewal_replaces_key_and_certificate_together(
         "2048",
     )
     process.wait_for("Bootstrap done")
-    first, first_key = _pair(tmp_path / "svc.crt", key_path if key_args else None)
+    first, first_key = pair(tmp_path / "svc.crt", key_path if key_args else None)
     output = process.wait_for("Next wake-up at", count=2)
     assert process.terminate() == 0
 
     assert "Renewing svc.crt" in output.splitlines()
-    renewed, renewed_key = _pair(tmp_path / "svc.crt", key_path if key_args else None)
+    renewed, renewed_key = pair(tmp_path / "svc.crt", key_path if key_args else None)
     assert renewed.serial_number != first.serial_number
     assert renewed_key != first_key
     assert renewed.subject == first.subject
@@ -379,7 +303,7 @@ def test_hook_failure_exits_3_with_its_exit_code(
 ) -> None:
     server = start_server()
 
-    process = run_updater(*_stores(server.http_url), "--on-renew", "exit 3")
+    process = run_updater(*stores(server.http_url), "--on-renew", "exit 3")
 
     assert process.exit_status() == 3
     assert process.stderr() == "Renewal hook exited with status 3\n"
@@ -390,27 +314,30 @@ def test_network_errors_are_retried_until_the_server_comes(
     run_updater: Callable[..., UpdaterProcess],
     tmp_path: Path,
 ) -> None:
+    # Ten times faster: the first retries (under 10 s, then 20 s) take about a second.
+    fast = FakeTime(tmp_path / "clock", rate=10)
     port = free_port_pair()
 
-    process = run_updater(*_stores(f"http://127.0.0.1:{port}"))
+    process = run_updater(*stores(f"http://127.0.0.1:{port}"), env=fast.env(Role.CLIENT))
     output = process.wait_for("Got a network error, retrying at ")
     start_server(http_port=port)
     output = process.wait_for("Next wake-up at", count=2, timeout=60)
     assert process.terminate() == 0
 
     line = output.splitlines()[0]
-    assert line.startswith("Got a network error, retrying at ")
-    assert line.endswith(
-        " +0000, ConnectionRefusedError: '[Errno 111] Connection refused' "
-        f"(GET http://127.0.0.1:{port}/cas/crt/ca.crt.pem)"
-    )
+    assert re.fullmatch(
+        r"Got a network error, retrying at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+0000, "
+        r"ConnectionRefusedError: '\[Errno 111\] Connection refused' "
+        rf"\(GET http://127.0.0.1:{port}/cas/crt/ca.crt.pem\), attempt 1, next try in \d+ s",
+        line,
+    ), line
     assert (tmp_path / "cas.crt.pem").exists() and (tmp_path / "cas.crl.pem").exists()
 
 
 def test_sigterm_during_network_retry_exits_0_promptly(
     run_updater: Callable[..., UpdaterProcess],
 ) -> None:
-    process = run_updater(*_stores(f"http://127.0.0.1:{free_port_pair()}"))
+    process = run_updater(*stores(f"http://127.0.0.1:{free_port_pair()}"))
     process.wait_for("Got a network error")
 
     started = time.monotonic()
@@ -424,12 +351,12 @@ def test_user_mode_bootstraps_a_user_certificate(
     tmp_path: Path,
 ) -> None:
     server = start_server()
-    _write_key_and_csr(tmp_path, "user")
+    write_key_and_csr(tmp_path, "user")
     (tmp_path / "user.crt").write_bytes((tmp_path / "user.key").read_bytes())
     (tmp_path / "user.crt").chmod(0o600)
 
     process = run_updater(
-        *_stores(server.http_url, "user"), "--crt", "user.crt", "--csr", "user.csr"
+        *stores(server.http_url, "user"), "--crt", "user.crt", "--csr", "user.csr"
     )
     # The first wake-up is immediate: the second announcement follows the first pass.
     process.wait_for("Next wake-up at", count=2)
@@ -437,7 +364,7 @@ def test_user_mode_bootstraps_a_user_certificate(
 
     _, _, cau_pem = request(server, "GET", "/cau/crt/ca.crt.pem")
     assert (tmp_path / "cau.crt.pem").read_bytes() == cau_pem
-    certificate, _ = _pair(tmp_path / "user.crt")
+    certificate, _ = pair(tmp_path / "user.crt")
     cau = x509.load_pem_x509_certificate(cau_pem)
     assert certificate.issuer == cau.subject
     status, _, _ = request(server, "GET", "/cas/csr", https=True, cert_file=tmp_path / "user.crt")
@@ -462,7 +389,7 @@ def test_unusable_files_give_one_line_and_status_1(
     message: str,
 ) -> None:
     server = start_server()
-    _write_key_and_csr(tmp_path)
+    write_key_and_csr(tmp_path)
     args = ["--crt", "svc.crt", "--key", "svc.key", "--csr", "svc.csr"]
     if setup == "no-csr":
         args = args[:4]
@@ -470,7 +397,7 @@ def test_unusable_files_give_one_line_and_status_1(
         _, _, ca_pem = request(server, "GET", "/cas/crt/ca.crt.pem")
         (tmp_path / "svc.crt").write_bytes(ca_pem + ca_pem)
     elif setup == "foreign-csr":
-        _write_key_and_csr(tmp_path, "other")
+        write_key_and_csr(tmp_path, "other")
         args[-1] = "other.csr"
     elif setup == "no-key":
         args = ["--crt", "svc.crt", "--csr", "svc.csr"]
@@ -478,7 +405,7 @@ def test_unusable_files_give_one_line_and_status_1(
         (tmp_path / "svc.crt").write_bytes(b"")
         args = ["--crt", "svc.crt", "--csr", "svc.csr"]
 
-    process = run_updater(*_stores(server.http_url), *args)
+    process = run_updater(*stores(server.http_url), *args)
 
     assert process.exit_status() == 1
     err = process.stderr()
@@ -486,22 +413,49 @@ def test_unusable_files_give_one_line_and_status_1(
     assert message in err
 
 
-@pytest.mark.slow
 def test_ca_rollover_is_picked_up(
-    start_server: Callable[..., RunningServer],
+    caucased_command: Path,
     run_updater: Callable[..., UpdaterProcess],
     tmp_path: Path,
 ) -> None:
-    # 0.0004 day = 34.56 s: the CAS CA lives 138 s and is renewed once 69 s are left.
-    server = start_server("--service-crt-validity", "0.0004")
-
-    process = run_updater(*_stores(server.http_url), "--max-sleep", "0.0001")
-    output = process.wait_for("Got new CA", timeout=200)
-    assert process.terminate() == 0
+    # 10-day certificates: the CAS CA lives 40 days and is renewed once 20 are left. Both
+    # processes share a faked clock; the jump reaches the updater's next check, which
+    # SIGHUP asks for at once (a jump cannot shorten a nap already begun).
+    clock = FakeTime(tmp_path / "clock")
+    server = start_caucased(
+        [caucased_command],
+        tmp_path / "server",
+        ["--service-crt-validity", "10"],
+        env=clock.env(Role.SERVER),
+    )
+    try:
+        process = run_updater(*stores(server.http_url), env=clock.env(Role.CLIENT))
+        process.wait_for("Next wake-up at", count=2)
+        for _ in range(3):
+            jumped = clock.advance(days=7)
+            if caucased_command.parent != OUR_BIN:
+                # The reference exits if it finds its HTTPS certificate expired (it fails
+                # to renew it): each step, shorter than its life, waits for its renewal.
+                renewed = jumped - datetime.timedelta(minutes=1)
+                poll(
+                    lambda renewed=renewed: _https_not_before(server) >= renewed,
+                    "the reference to renew its HTTPS certificate",
+                    process=server.process,
+                )
+        process.process.send_signal(signal.SIGHUP)
+        output = process.wait_for("Got new CA")
+        assert process.terminate() == 0
+    finally:
+        server.stop()
 
     assert "Got new CRL" in output
     blocks = (tmp_path / "cas.crt.pem").read_bytes().count(b"-----BEGIN CERTIFICATE-----")
     assert blocks == 2
+
+
+def _https_not_before(server: RunningServer) -> datetime.datetime:
+    pem = ssl.get_server_certificate((server.host, server.https_port), timeout=10)
+    return x509.load_pem_x509_certificate(pem.encode()).not_valid_before_utc
 
 
 def test_wait_until_follows_the_wall_clock() -> None:

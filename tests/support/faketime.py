@@ -22,6 +22,9 @@ avoid it:
   clock (`Role.CLIENT`).
 tests/test_support_faketime.py checks that each role's clock jumps and its waits keep
 their length, so that a libfaketime upgrade changing either shows there first.
+
+A `Timeline` puts several client processes and a caucased on one clock running R times
+faster than the real one, whenever each was started.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ import datetime
 import enum
 import glob
 import os
+import threading
+import time
 from pathlib import Path
 
-from caucase.clock import utcnow
+from caucase.clock import from_timestamp, utcnow
 
 LIBRARY_PATTERNS = (
     "/usr/lib/*/faketime/libfaketimeMT.so.1",
@@ -58,10 +63,15 @@ def library() -> str:
 class FakeTime:
     """One faked clock, shared by every process started with its `env()`."""
 
-    def __init__(self, directory: Path, rate: float | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        rate: float | None = None,
+        offset: datetime.timedelta = datetime.timedelta(0),
+    ) -> None:
         self.path = directory / "faketime.rc"
         self.rate = rate
-        self._offset = datetime.timedelta(0)
+        self._offset = offset
         directory.mkdir(parents=True, exist_ok=True)
         self._write()
 
@@ -96,3 +106,47 @@ class FakeTime:
         if self.rate is not None:
             raise RuntimeError("under a rate each process counts from its own start")
         return utcnow() + self._offset
+
+
+class Timeline:
+    """One clock `rate` times faster than the real one, for processes started at different
+    moments: the clients read it to within `rate` times their start-up delay (libfaketime
+    counts a rate from each process's start, so each client gets a timestamp file of its
+    own, whose offset makes up for when it started); caucased, which keeps real timeouts,
+    runs without a rate, and a thread of the test jumps its clock every `step` seconds to
+    where the timeline is (never ahead: what it issues is valid for the clients at once).
+    A context manager: the thread runs inside it."""
+
+    def __init__(self, directory: Path, rate: float, step: float = 0.05) -> None:
+        self._directory = directory
+        self.rate = rate
+        self._step = step
+        self._origin = time.time()
+        self._server = FakeTime(directory / "server")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def now(self) -> datetime.datetime:
+        return from_timestamp(self._origin + self.rate * (time.time() - self._origin))
+
+    def client_env(self, name: str, role: Role = Role.CLIENT) -> dict[str, str]:
+        """The environment of a client started right after this call, on the timeline."""
+        ahead = datetime.timedelta(seconds=(self.rate - 1) * (time.time() - self._origin))
+        return FakeTime(self._directory / name, rate=self.rate, offset=ahead).env(role)
+
+    def server_env(self) -> dict[str, str]:
+        return self._server.env(Role.SERVER)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self._step):
+            behind = self.now() - self._server.now()
+            if behind >= datetime.timedelta(seconds=1):
+                self._server.advance(seconds=int(behind.total_seconds()))
+
+    def __enter__(self) -> Timeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
