@@ -52,7 +52,7 @@ def measure(
         workdir = Path(workdir_name)
         server = start_caucased(command, workdir, args)
         try:
-            issued = issue_all(server.http_port, csrs, concurrency)
+            issued = issue_all(server.http_port, csrs, concurrency, keep_alive=True)
             user = make_user(server, workdir / "user.pem", key_type or keys.KeyType.RSA)
             revoked = revocations_per_second(server, user, len(csrs), concurrency)
         finally:

@@ -60,12 +60,12 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as workdir_name:
                 workdir = Path(workdir_name)
                 server = start_caucased(command, workdir, AUTO_APPROVE)
-                issue_all(server.http_port, [seed], 1)
+                issue_all(server.http_port, [seed], 1, keep_alive=True)
                 server.stop()
                 fill_certificates(workdir / "caucase.sqlite", size)
                 server = start_caucased(command, workdir, AUTO_APPROVE, http_port=server.http_port)
                 try:
-                    rate = issue_all(server.http_port, csrs, args.c)
+                    rate = issue_all(server.http_port, csrs, args.c, keep_alive=True)
                     rss = peak_rss_mib(server)
                 except AssertionError as error:
                     errors = [line for line in server.stderr().splitlines() if "Error" in line]
