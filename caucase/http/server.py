@@ -1,6 +1,7 @@
 """caucased's HTTP and HTTPS listeners: threaded wsgiref servers (http-api 1, 14, 15).
 
-One thread per connection. HTTP/1.1 clients keep their connection for further requests
+One thread per connection, taken from a pool of reusable ones (caucase.http.workers)
+and never waited for. HTTP/1.1 clients keep their connection for further requests
 (persistent connections, HTTP/1.1 replies) after each successful request whose body was
 read in full; otherwise the reply is HTTP/1.0 and the connection closes after it, as for
 HTTP/1.0 clients and `Connection: close`. On HTTPS the TLS handshake runs in the
@@ -27,6 +28,7 @@ from cryptography import x509
 
 from caucase import __version__
 from caucase.clock import utcnow
+from caucase.http.workers import WorkerPool
 
 CONNECTION_TIMEOUT = 30.0
 # How long an idle persistent connection waits for its next request.
@@ -397,7 +399,16 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
         self.address_family = family
         self.connection_timeout = connection_timeout
         self.keepalive_timeout = keepalive_timeout
+        self.workers = WorkerPool(f"connection {address[:2]}")
         super().__init__(address, CaucasedRequestHandler, bind_and_activate=False)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a pooled thread (ThreadingMixIn would start one)."""
+        self.workers.submit(lambda: self.process_request_thread(request, client_address))
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.workers.close()
 
     def server_bind(self) -> None:
         """Bind without the reverse DNS lookup of HTTPServer; IPv6 sockets are v6-only."""
