@@ -33,8 +33,10 @@ from tests.support.servers import (  # noqa: E402
     OUR_BIN,
     RunningServer,
     make_key_and_csr,
+    request,
     start_caucased,
 )
+from tests.support.wait import poll  # noqa: E402
 
 # The reference 0.9.17, as the test suite finds it (CAUCASE_REFERENCE_VENV, else in the tree).
 REFERENCE_BIN = Path(os.environ.get("CAUCASE_REFERENCE_VENV", ROOT / ".reference-venv")) / "bin"
@@ -50,12 +52,26 @@ def implementations() -> dict[str, list[str]]:
     return found
 
 
+def wait_ready(server: RunningServer) -> RunningServer:
+    """Wait until caucased answers: ours listens before its CAs exist (first start-up), so
+    a timing started at `listening` would include the CA key generation."""
+
+    def answers() -> bool:
+        try:
+            return request(server, "GET", "/cas/crt/ca.crt.pem", timeout=60)[0] == 200
+        except OSError:
+            return False
+
+    poll(answers, "caucased to answer", 60, process=server.process)
+    return server
+
+
 @contextmanager
 def running(command: Sequence[str], extra_args: Sequence[str] = ()) -> Iterator[RunningServer]:
     with tempfile.TemporaryDirectory() as workdir:
         server = start_caucased(command, Path(workdir), extra_args)
         try:
-            yield server
+            yield wait_ready(server)
         finally:
             server.stop()
 

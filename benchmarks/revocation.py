@@ -25,6 +25,7 @@ from common import (
     run_parallel,
     summary,
     tls_ceiling,
+    wait_ready,
 )
 
 from tests.support.servers import RunningServer, make_user, start_caucased
@@ -106,7 +107,7 @@ def main() -> None:
             continue
         with tempfile.TemporaryDirectory() as workdir_name:
             workdir = Path(workdir_name)
-            server = start_caucased(command, workdir)
+            server = wait_ready(start_caucased(command, workdir))
             try:
                 user = make_user(server, workdir / "user.pem")
                 rate = revocations_per_second(server, user, args.n, args.c)
@@ -116,7 +117,7 @@ def main() -> None:
             print(f"{name}: {rate:.1f} revocations/s (N={args.n}, C={args.c})")
             for size in sizes:
                 fill_revocations(workdir / "caucase.sqlite", size)
-                server = start_caucased(command, workdir, http_port=server.http_port)
+                server = wait_ready(start_caucased(command, workdir, http_port=server.http_port))
                 try:
                     first, later = crl_fetch_times(server)
                     regenerations = [
