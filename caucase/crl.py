@@ -1,12 +1,21 @@
 """CRL regeneration of one CA instance, with the reference's numbering and thisUpdate
 reuse (ca-profile 2.2-2.3, errata 15): CRLs are cached per CA until half their life, and
-the revoked entries survive regenerations, so one more revocation builds one entry."""
+the revoked entries survive regenerations, so one more revocation builds one entry.
+
+Entries, CRLs and their PEM are built by one thread of the process (CRLBuilder), whichever
+request thread asks: a CRL of many entries takes megabytes of C and Rust allocations,
+and built in turn by each request thread they would leave that much in each thread's malloc
+arena, so a long-running server kept many times the memory of a fresh one.
+"""
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
-from typing import Protocol
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 
@@ -26,6 +35,25 @@ class SigningCA(Protocol):
 
     @property
     def authority_key_id(self) -> int: ...
+
+
+T = TypeVar("T")
+
+
+class CRLBuilder:
+    """The one thread building CRL material, started on first use."""
+
+    _lock = threading.Lock()
+    _executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def run(cls, work: Callable[[], T]) -> T:
+        """`work()` in the builder thread; its result, or its exception."""
+        with cls._lock:
+            if cls._executor is None:
+                cls._executor = ThreadPoolExecutor(1, thread_name_prefix="crl builder")
+            executor = cls._executor
+        return executor.submit(work).result()
 
 
 class CRLCache:
@@ -55,7 +83,7 @@ class CRLCache:
         """The CRLs joined by a blank line, rebuilt only with the CRLs themselves."""
         result = self.get(pair_list, now)
         if self._bundle is None:
-            self._bundle = b"\n".join(result.values())
+            self._bundle = CRLBuilder.run(lambda: b"\n".join(result.values()))
         return self._bundle
 
     def get(self, pair_list: Sequence[SigningCA], now: datetime.datetime) -> dict[int, bytes]:
@@ -76,6 +104,9 @@ class CRLCache:
 
     def _crl_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
         """Entries in storage order, reusing those built by earlier regenerations."""
+        return CRLBuilder.run(lambda: self._build_entries(revoked))
+
+    def _build_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
         previous = self._entries
         entries = {}
         dates: dict[int, datetime.datetime] = {}
@@ -111,15 +142,7 @@ class CRLCache:
                 last_update = to_timestamp(now - x509util.BACKDATE)
                 number = self._storage.start_crl_generation(last_update)
             this_update = from_timestamp(last_update)
-            crl = x509util.make_crl(
-                pair.key,
-                pair.crt,
-                entries,
-                number,
-                this_update,
-                this_update + self._crl_life,
-            )
-            pem = x509util.dump_crl(crl)
+            pem = CRLBuilder.run(partial(self._signed_pem, pair, entries, number, this_update))
             self._by_authority[pair.authority_key_id] = (pem, this_update + self._renew_time)
             result[pair.authority_key_id] = pem
         for authority_key_id in set(self._by_authority) - set(result):
@@ -127,3 +150,15 @@ class CRLCache:
         self._result = result
         self._bundle = None
         return result
+
+    def _signed_pem(
+        self,
+        pair: SigningCA,
+        entries: list[x509.RevokedCertificate],
+        number: int,
+        this_update: datetime.datetime,
+    ) -> bytes:
+        crl = x509util.make_crl(
+            pair.key, pair.crt, entries, number, this_update, this_update + self._crl_life
+        )
+        return x509util.dump_crl(crl)

@@ -28,7 +28,7 @@ from cryptography import x509
 
 from caucase import __version__
 from caucase.clock import utcnow
-from caucase.http.workers import WorkerPool
+from caucase.http.workers import WorkerPool, limit_malloc_arenas
 
 CONNECTION_TIMEOUT = 30.0
 # How long an idle persistent connection waits for its next request.
@@ -475,6 +475,7 @@ class CaucasedTLSServer(CaucasedServer):
 
 def start_serving(servers: list[CaucasedServer], app: Callable[..., Any]) -> None:
     """Run each listener's accept loop in its own daemon thread."""
+    limit_malloc_arenas()
     for server in servers:
         server.set_app(app)
         thread = threading.Thread(
