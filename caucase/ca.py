@@ -364,10 +364,13 @@ class CertificateAuthority:
         self._revoke(serial, now, latest + self._crl_life)
 
     def _revoke(self, serial: int, now: datetime.datetime, expiration: datetime.datetime) -> None:
-        with self._lock:
-            try:
-                self._storage.revoke(serial, to_timestamp(now), to_timestamp(expiration))
-            finally:
+        """Stored outside the CA lock, so that concurrent revocations share commits; the
+        CRLs are dropped under it once committed: one being built meanwhile (from the rows
+        before this one) is dropped as soon as it is cached."""
+        try:
+            self._storage.revoke(serial, to_timestamp(now), to_timestamp(expiration))
+        finally:
+            with self._lock:
                 self._crl_cache.clear()
 
     @staticmethod

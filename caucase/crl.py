@@ -70,6 +70,9 @@ class CRLCache:
         self._by_authority: dict[int, tuple[bytes, datetime.datetime]] = {}
         # CRL entries survive regenerations: after one more revocation only it is built.
         self._entries: dict[tuple[int, int], x509.RevokedCertificate] = {}
+        # (crl_number, earliest expiry) when the entries were read: every revocation bumps
+        # crl_number in its own transaction, so while neither changed they are still current.
+        self._entries_version: tuple[int, int | None] | None = None
         self._result: dict[int, bytes] | None = None
         self._bundle: bytes | None = None
 
@@ -100,7 +103,24 @@ class CRLCache:
 
     def prepare_entries(self, now: datetime.datetime) -> None:
         """Build the entries of the stored revocations ahead of the first CRL."""
-        self._crl_entries(self._storage.get_revoked(to_timestamp(now)))
+        number, _ = self._storage.get_crl_state()
+        self._revoked_entries(number, to_timestamp(now))
+
+    def _revoked_entries(self, number: int, now: int) -> list[x509.RevokedCertificate]:
+        """The entries of the stored revocations, read again only when one may have been
+        added (crl_number is no longer `number`) or expired since they were read."""
+        version = self._entries_version
+        if (
+            version is not None
+            and version[0] == number
+            and (version[1] is None or now <= version[1])
+        ):
+            return list(self._entries.values())
+        revoked = self._storage.get_revoked(now)
+        expiry = self._storage.earliest_revocation_expiry()
+        entries = self._crl_entries(revoked)
+        self._entries_version = (number, expiry)
+        return entries
 
     def _crl_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
         """Entries in storage order, reusing those built by earlier regenerations."""
@@ -126,8 +146,7 @@ class CRLCache:
     ) -> dict[int, bytes]:
         number, last_update = self._storage.get_crl_state()
         renewed = last_update is None
-        revoked = self._storage.get_revoked(to_timestamp(now))
-        entries = self._crl_entries(revoked)
+        entries = self._revoked_entries(number, to_timestamp(now))
         result = {}
         for pair in pair_list:
             cached = self._by_authority.get(pair.authority_key_id)
@@ -140,7 +159,7 @@ class CRLCache:
                 renewed = True
             if last_update is None or from_timestamp(last_update) + self._renew_time < now:
                 last_update = to_timestamp(now - x509util.BACKDATE)
-                number = self._storage.start_crl_generation(last_update)
+                number = self._start_generation(number, last_update)
             this_update = from_timestamp(last_update)
             pem = CRLBuilder.run(partial(self._signed_pem, pair, entries, number, this_update))
             self._by_authority[pair.authority_key_id] = (pem, this_update + self._renew_time)
@@ -150,6 +169,14 @@ class CRLCache:
         self._result = result
         self._bundle = None
         return result
+
+    def _start_generation(self, number: int, last_update: int) -> int:
+        """A new CRL number; the entries stay current if nothing else bumped it meanwhile."""
+        new_number = self._storage.start_crl_generation(last_update)
+        version = self._entries_version
+        if version is not None and version[0] == number and new_number == number + 1:
+            self._entries_version = (new_number, version[1])
+        return new_number
 
     def _signed_pem(
         self,

@@ -390,6 +390,13 @@ class Storage:
             revoked.append((int(text), int(revocation_date or 0)))
         return revoked
 
+    def earliest_revocation_expiry(self) -> int | None:
+        """The first expiration_date of the revoked table (None when no row has one): until
+        then get_revoked lists the same rows, unless a revocation is added (the CRL cache
+        reuses its entries on that ground)."""
+        row = self._select_one(f"SELECT MIN(expiration_date) FROM {self._table('revoked')}")
+        return None if row is None or row[0] is None else int(_as_text(row[0]))
+
     def revoked_serials(self, now: int) -> Container[int]:
         """The serials get_revoked(now) would list, looked up one at a time (a primary key
         read), so that a check costs the same whatever the number of revocations."""
