@@ -106,6 +106,18 @@ class CRLCache:
         number, _ = self._storage.get_crl_state()
         self._revoked_entries(number, to_timestamp(now))
 
+    def add_revocation(self, row: tuple[int, int], expiration: int, number: int) -> None:
+        """A revocation this process stored, which set crl_number to `number`: when the
+        entries held were current just before it, its entry is added (rows are listed in
+        insertion order) instead of reading every row again at the next regeneration."""
+        version = self._entries_version
+        if version is None or version[0] != number - 1:
+            return
+        entry = CRLBuilder.run(lambda: x509util.revoked_entry(row[0], from_timestamp(row[1])))
+        self._entries[row] = entry
+        earliest = expiration if version[1] is None else min(version[1], expiration)
+        self._entries_version = (number, earliest)
+
     def _revoked_entries(self, number: int, now: int) -> list[x509.RevokedCertificate]:
         """The entries of the stored revocations, read again only when one may have been
         added (crl_number is no longer `number`) or expired since they were read."""

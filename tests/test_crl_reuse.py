@@ -4,6 +4,7 @@ changed (same crl_number, none expired), and reads them again as soon as they ma
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 from caucase.ca import CertificateAuthority
@@ -84,3 +85,41 @@ def test_an_expired_revocation_leaves_the_crl(tmp_path: Path, clock: FakeClock) 
     clock.advance(hours=2)
     _past_renewal(clock)
     assert _listed(authority) == [1]
+
+
+def test_a_revocation_here_adds_its_entry_without_reading_the_rows(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    db = tmp_path / "caucase.sqlite"
+    authority = _authority(db, clock)
+    authority.revoke_serial(1)
+    assert _listed(authority) == [1]
+    _insert_behind_the_counter(db, 2, to_timestamp(clock()) + 10**7)
+    authority.revoke_serial(3)
+    assert _listed(authority) == [1, 3]  # its own entry added to those held
+    _bump_crl_number(db)
+    _past_renewal(clock)
+    assert _listed(authority) == [1, 2, 3]  # storage order once read again
+
+
+def test_concurrent_revocations_are_all_listed_in_storage_order(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    db = tmp_path / "caucase.sqlite"
+    authority = _authority(db, clock)
+    assert _listed(authority) == []
+    serials = list(range(100, 140))
+    threads = [threading.Thread(target=authority.revoke_serial, args=(s,)) for s in serials]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with sqlite3.connect(db) as connection:
+        stored = [
+            int(row[0])
+            for row in connection.execute("SELECT serial FROM casrevoked ORDER BY rowid")
+        ]
+    assert sorted(stored) == serials
+    assert _listed(authority) == stored
+    _past_renewal(clock)
+    assert _listed(authority) == stored

@@ -338,12 +338,13 @@ class Storage:
         return iter([_as_bytes(crt) for (crt,) in rows])
 
     # Revocations and CRL bookkeeping
-    def revoke(self, serial: int, revocation_date: int, expiration_date: int) -> None:
-        """Insert a revocation and bump crl_number in one transaction; Found if already there."""
+    def revoke(self, serial: int, revocation_date: int, expiration_date: int) -> int:
+        """Insert a revocation and bump crl_number in one transaction; Found if already there.
+        Returns the crl_number this revocation set."""
         with self._transaction() as tx:
             if not self._insert_revocation(tx, serial, revocation_date, expiration_date):
                 raise exceptions.Found(f"Serial {serial} is already revoked")
-            self._increment_counter(tx, CRL_NUMBER)
+            return self._increment_counter(tx, CRL_NUMBER)
 
     def revoke_many(
         self, serial_list: list[int], revocation_date: int, expiration_date: int
