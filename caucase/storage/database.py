@@ -188,6 +188,11 @@ class Database:
         with storage_errors(), self._committer.transaction() as connection:
             yield connection
 
+    def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
+        """Leave a bookkeeping statement to the next write batch if one is sure to come
+        (GroupCommitter.write_soon); False: write it with writing() instead."""
+        return self._committer.write_soon(statement, parameters)
+
     def _check_file(self) -> None:
         """Refuse to write once the file at the path is gone or another one: the writes
         would land in an unlinked file and be lost."""
