@@ -5,14 +5,17 @@ For a given time, each implementation in turn serves rounds of: B auto-approved 
 over HTTPS (a new TLS handshake each), then one CRL fetch, with C concurrent clients. Its RSS
 is printed against the number of revocations; at the end a fresh process is started on the
 final database and its RSS after serving the CRL is printed too, so that what a long-running
-process keeps beyond a fresh one shows.
-Usage: .venv/bin/python benchmarks/soak.py [--duration 360] [-c 8] [--batch 200]
+process keeps beyond a fresh one shows. --prefill N stores N more revocations (directly in
+SQLite, server stopped) before the soak, to reach a big CRL in a short run; RSS per revoked
+entry is then counted from the RSS of the server on its empty database.
+Usage: .venv/bin/python benchmarks/soak.py [--duration 360] [-c 8] [--batch 200] [--prefill 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -94,60 +97,101 @@ def fetch_crl(server: RunningServer) -> float:
     return elapsed * 1000
 
 
+def prefill(db: Path, count: int) -> None:
+    """`count` revocations that stay stored for a year, as if revoked one by one."""
+    now = int(time.time())
+    with sqlite3.connect(db) as connection:
+        connection.executemany(
+            "INSERT INTO casrevoked (serial, revocation_date, expiration_date) VALUES (?, ?, ?)",
+            ((str(10**20 + index), now, now + 365 * 86400) for index in range(count)),
+        )
+        connection.execute(
+            "UPDATE cascounter SET value = value + ? WHERE name = 'crl_number'", (count,)
+        )
+
+
 @dataclass
 class Soak:
     name: str
+    keys: list[rsa.RSAPrivateKey]
+    prefilled: int = 0
+    empty_rss: float = 0.0
     start_rss: float = 0.0
     samples: list[tuple[float, int, float, float]] = field(default_factory=list)
     fresh_rss: float = 0.0
     fresh_crl_ms: float = 0.0
+    fresh_start_s: float = 0.0
 
     @property
     def revocations(self) -> int:
-        return self.samples[-1][1] if self.samples else 0
+        """Revocations stored: prefilled, then made by the soak."""
+        return self.samples[-1][1] if self.samples else self.prefilled
 
     @property
     def final_rss(self) -> float:
         return self.samples[-1][2] if self.samples else self.start_rss
 
 
+def start(command: list[str], workdir: Path, port: int | None = None) -> RunningServer:
+    """A caucased on `workdir`'s database, once it has served its first CRL."""
+    server = wait_ready(start_caucased(command, workdir, AUTO_APPROVE, http_port=port))
+    fetch_crl(server)
+    return server
+
+
+def churn(server: RunningServer, user: Path, args: argparse.Namespace, result: Soak) -> None:
+    """Rounds of issuances, revocations and a CRL fetch until the duration is over."""
+    keys = result.keys
+    started = time.monotonic()
+    rounds = 0
+    while time.monotonic() - started < args.duration:
+        base = rounds * args.batch
+        csrs = [csr_for(keys[i % KEY_COUNT], f"soak-{base + i}") for i in range(args.batch)]
+        revoke(server, user, issue(server, csrs, args.c), args.c)
+        crl_ms = fetch_crl(server)
+        rounds += 1
+        revoked = result.prefilled + rounds * args.batch
+        sample = (time.monotonic() - started, revoked, rss_mib(server), crl_ms)
+        result.samples.append(sample)
+        if rounds % args.every == 0:
+            print(
+                f"{result.name}: {sample[0]:6.0f} s {sample[1]:>7} revoked  "
+                f"RSS {sample[2]:6.1f} MiB  CRL fetch {crl_ms:7.1f} ms",
+                flush=True,
+            )
+
+
 def soak(
     name: str, command: list[str], args: argparse.Namespace, keys: list[rsa.RSAPrivateKey]
 ) -> Soak:
-    result = Soak(name)
+    result = Soak(name, keys)
     with tempfile.TemporaryDirectory() as workdir_name:
         workdir = Path(workdir_name)
-        server = wait_ready(start_caucased(command, workdir, AUTO_APPROVE))
+        server = start(command, workdir)
         try:
             user = make_user(server, workdir / "user.pem")
+            result.empty_rss = rss_mib(server)
+            if args.prefill:
+                server.stop()
+                prefill(workdir / "caucase.sqlite", args.prefill)
+                result.prefilled = args.prefill
+                server = start(command, workdir, server.http_port)
             result.start_rss = rss_mib(server)
-            print(f"{name}: RSS {result.start_rss:.1f} MiB at start")
-            started = time.monotonic()
-            rounds = 0
-            while time.monotonic() - started < args.duration:
-                base = rounds * args.batch
-                csrs = [
-                    csr_for(keys[i % KEY_COUNT], f"soak-{base + i}") for i in range(args.batch)
-                ]
-                revoke(server, user, issue(server, csrs, args.c), args.c)
-                crl_ms = fetch_crl(server)
-                rounds += 1
-                sample = (time.monotonic() - started, rounds * args.batch, rss_mib(server), crl_ms)
-                result.samples.append(sample)
-                if rounds % args.every == 0:
-                    print(
-                        f"{name}: {sample[0]:6.0f} s {sample[1]:>7} revoked  "
-                        f"RSS {sample[2]:6.1f} MiB  CRL fetch {crl_ms:7.1f} ms",
-                        flush=True,
-                    )
+            print(
+                f"{name}: RSS {result.empty_rss:.1f} MiB on the empty database, "
+                f"{result.start_rss:.1f} MiB at start with {result.prefilled} revoked"
+            )
+            churn(server, user, args, result)
         finally:
             server.stop()
+        started = time.perf_counter()
         server = wait_ready(
             start_caucased(command, workdir, AUTO_APPROVE, http_port=server.http_port)
         )
         try:
             result.fresh_crl_ms = fetch_crl(server)
             result.fresh_rss = rss_mib(server)
+            result.fresh_start_s = time.perf_counter() - started
         finally:
             server.stop()
     return result
@@ -156,14 +200,16 @@ def soak(
 def report(results: list[Soak]) -> None:
     print()
     for result in results:
-        grown = result.final_rss - result.start_rss
+        grown = result.final_rss - result.empty_rss
         per_entry = 1024 * grown / result.revocations if result.revocations else 0.0
         crl_times = [sample[3] for sample in result.samples]
         print(
-            f"{result.name:>10}: {result.revocations} revocations, RSS {result.start_rss:.1f} -> "
-            f"{result.final_rss:.1f} MiB ({per_entry:.2f} KiB per revoked entry); fresh process "
-            f"on the final database {result.fresh_rss:.1f} MiB after its first CRL "
-            f"({result.fresh_crl_ms:.0f} ms): long-running / fresh = "
+            f"{result.name:>10}: {result.revocations} revoked ({result.prefilled} prefilled), "
+            f"RSS {result.empty_rss:.1f} MiB empty, {result.start_rss:.1f} at start, "
+            f"{result.final_rss:.1f} at the end ({per_entry:.2f} KiB per revoked entry); "
+            f"fresh process on the final database {result.fresh_rss:.1f} MiB after its first "
+            f"CRL ({result.fresh_crl_ms:.0f} ms, {result.fresh_start_s:.1f} s after its start): "
+            f"long-running / fresh = "
             f"{result.final_rss / result.fresh_rss:.2f}"
         )
         if crl_times:
@@ -179,6 +225,7 @@ def main() -> None:
     parser.add_argument("-c", type=int, default=8, help="concurrent clients")
     parser.add_argument("--batch", type=int, default=200, help="issuances, then revocations")
     parser.add_argument("--every", type=int, default=5, help="print every this many rounds")
+    parser.add_argument("--prefill", type=int, default=0, help="revocations stored first")
     parser.add_argument("--only", choices=("ours", "reference"), help="one implementation")
     args = parser.parse_args()
     keys = [
