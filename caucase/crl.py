@@ -38,6 +38,8 @@ class SigningCA(Protocol):
 
 
 T = TypeVar("T")
+# Revocations kept while waiting for an earlier crl_number to be reported.
+MAX_UNAPPLIED_REVOCATIONS = 4096
 
 
 class CRLBuilder:
@@ -73,6 +75,9 @@ class CRLCache:
         # (crl_number, earliest expiry) when the entries were read: every revocation bumps
         # crl_number in its own transaction, so while neither changed they are still current.
         self._entries_version: tuple[int, int | None] | None = None
+        # Revocations (row, expiry) reported ahead of a number still missing, by crl_number;
+        # None for a number taken by a CRL generation of this cache.
+        self._unapplied: dict[int, tuple[tuple[int, int], int] | None] = {}
         self._result: dict[int, bytes] | None = None
         self._bundle: bytes | None = None
 
@@ -107,16 +112,39 @@ class CRLCache:
         self._revoked_entries(number, to_timestamp(now))
 
     def add_revocation(self, row: tuple[int, int], expiration: int, number: int) -> None:
-        """A revocation this process stored, which set crl_number to `number`: when the
-        entries held were current just before it, its entry is added (rows are listed in
-        insertion order) instead of reading every row again at the next regeneration."""
+        """A revocation this process stored, which set crl_number to `number`: its entry is
+        added to those held, instead of reading every row again at the next regeneration,
+        once every number before it is accounted for (concurrent revocations may report
+        out of order; rows are listed in the order of their numbers)."""
         version = self._entries_version
-        if version is None or version[0] != number - 1:
+        if version is None or number <= version[0]:
             return
-        entry = CRLBuilder.run(lambda: x509util.revoked_entry(row[0], from_timestamp(row[1])))
-        self._entries[row] = entry
-        earliest = expiration if version[1] is None else min(version[1], expiration)
-        self._entries_version = (number, earliest)
+        if len(self._unapplied) >= MAX_UNAPPLIED_REVOCATIONS:
+            self._unapplied.clear()  # a number that never came: the next read catches up
+        self._unapplied[number] = (row, expiration)
+        self._apply_unapplied()
+
+    def _apply_unapplied(self) -> None:
+        """Add the reported revocations that follow the entries held without a gap."""
+        version = self._entries_version
+        if version is None:
+            return
+        reached, earliest = version
+        rows = []
+        while reached + 1 in self._unapplied:
+            reached += 1
+            revocation = self._unapplied.pop(reached)
+            if revocation is not None:
+                rows.append(revocation[0])
+                earliest = revocation[1] if earliest is None else min(earliest, revocation[1])
+        if rows:
+            built = CRLBuilder.run(
+                lambda: [
+                    x509util.revoked_entry(serial, from_timestamp(day)) for serial, day in rows
+                ]
+            )
+            self._entries.update(zip(rows, built))
+        self._entries_version = (reached, earliest)
 
     def _revoked_entries(self, number: int, now: int) -> list[x509.RevokedCertificate]:
         """The entries of the stored revocations, read again only when one may have been
@@ -132,6 +160,7 @@ class CRLCache:
         expiry = self._storage.earliest_revocation_expiry()
         entries = self._crl_entries(revoked)
         self._entries_version = (number, expiry)
+        self._unapplied = {key: value for key, value in self._unapplied.items() if key > number}
         return entries
 
     def _crl_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
@@ -171,7 +200,7 @@ class CRLCache:
                 renewed = True
             if last_update is None or from_timestamp(last_update) + self._renew_time < now:
                 last_update = to_timestamp(now - x509util.BACKDATE)
-                number = self._start_generation(number, last_update)
+                number = self._start_generation(last_update)
             this_update = from_timestamp(last_update)
             pem = CRLBuilder.run(partial(self._signed_pem, pair, entries, number, this_update))
             self._by_authority[pair.authority_key_id] = (pem, this_update + self._renew_time)
@@ -182,12 +211,12 @@ class CRLCache:
         self._bundle = None
         return result
 
-    def _start_generation(self, number: int, last_update: int) -> int:
-        """A new CRL number; the entries stay current if nothing else bumped it meanwhile."""
+    def _start_generation(self, last_update: int) -> int:
+        """A new CRL number, accounted for like a revocation's (it adds no entry)."""
         new_number = self._storage.start_crl_generation(last_update)
-        version = self._entries_version
-        if version is not None and version[0] == number and new_number == number + 1:
-            self._entries_version = (new_number, version[1])
+        if self._entries_version is not None and new_number > self._entries_version[0]:
+            self._unapplied[new_number] = None
+            self._apply_unapplied()
         return new_number
 
     def _signed_pem(

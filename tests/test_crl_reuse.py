@@ -3,19 +3,37 @@ changed (same crl_number, none expired), and reads them again as soon as they ma
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
 
 from caucase.ca import CertificateAuthority
 from caucase.clock import to_timestamp
-from caucase.crypto import x509util
+from caucase.crl import CRLCache
+from caucase.crypto import keys, x509util
 from caucase.storage import Storage
 from tests.conftest import FakeClock
 from tests.support.ca_helpers import name
 
 SUBJECT = name("CAS")
 CRT_DAYS = 10
+
+
+@dataclass(frozen=True)
+class _SigningCA:
+    key: keys.PrivateKey
+    crt: x509.Certificate
+    authority_key_id: int
+
+
+def _signing_ca(clock: FakeClock) -> _SigningCA:
+    key = keys.generate()
+    crt = x509util.make_ca_certificate(key, SUBJECT, clock(), datetime.timedelta(days=40))
+    return _SigningCA(key, crt, x509util.authority_key_id_int(crt))
 
 
 def _authority(db: Path, clock: FakeClock) -> CertificateAuthority:
@@ -123,3 +141,22 @@ def test_concurrent_revocations_are_all_listed_in_storage_order(
     assert _listed(authority) == stored
     _past_renewal(clock)
     assert _listed(authority) == stored
+
+
+def test_revocations_reported_out_of_order_are_added_in_number_order(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """As when concurrent revocations reach the CA lock in another order than their commits."""
+    db = tmp_path / "caucase.sqlite"
+    storage = Storage(str(db), "cas")
+    cache = CRLCache(storage, datetime.timedelta(days=3), datetime.timedelta(days=1))
+    cache.prepare_entries(clock())
+    now = to_timestamp(clock())
+    expiry = now + 10**7
+    rows = [(serial, now) for serial in (7, 8, 9)]
+    numbers = [storage.revoke(*row, expiry) for row in rows]
+    _insert_behind_the_counter(db, 99, expiry)  # only a fresh read would list it
+    for row, number in reversed(list(zip(rows, numbers))):
+        cache.add_revocation(row, expiry, number)
+    crl = x509util.load_crl(cache.get_bundle([_signing_ca(clock)], clock()))
+    assert [entry.serial_number for entry in crl] == [7, 8, 9]
