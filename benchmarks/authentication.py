@@ -24,6 +24,7 @@ from common import (
     implementations,
     run_parallel,
     tls_ceiling,
+    wait_ready,
 )
 
 from tests.support.servers import RunningServer, make_user, start_caucased
@@ -80,14 +81,14 @@ def measure(
     rates = {}
     with tempfile.TemporaryDirectory() as workdir_name:
         workdir = Path(workdir_name)
-        server = start_caucased(command, workdir)
+        server = wait_ready(start_caucased(command, workdir))
         try:
             user = make_user(server, workdir / "user.pem")
         finally:
             server.stop()
         for size in sizes:
             fill_user_revocations(workdir / "caucase.sqlite", size)
-            server = start_caucased(command, workdir, http_port=server.http_port)
+            server = wait_ready(start_caucased(command, workdir, http_port=server.http_port))
             try:
                 first = authenticated_get(server, user)
                 rates[size] = authenticated_rate(server, user, count, concurrency)

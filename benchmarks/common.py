@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import os
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -18,8 +20,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -33,10 +33,13 @@ from tests.support.servers import (  # noqa: E402
     OUR_BIN,
     RunningServer,
     make_key_and_csr,
+    request,
     start_caucased,
 )
+from tests.support.wait import poll  # noqa: E402
 
-REFERENCE_BIN = ROOT / ".reference-venv" / "bin"
+# The reference 0.9.17, as the test suite finds it (CAUCASE_REFERENCE_VENV, else in the tree).
+REFERENCE_BIN = Path(os.environ.get("CAUCASE_REFERENCE_VENV", ROOT / ".reference-venv")) / "bin"
 
 
 def implementations() -> dict[str, list[str]]:
@@ -49,12 +52,26 @@ def implementations() -> dict[str, list[str]]:
     return found
 
 
+def wait_ready(server: RunningServer) -> RunningServer:
+    """Wait until caucased answers: ours listens before its CAs exist (first start-up), so
+    a timing started at `listening` would include the CA key generation."""
+
+    def answers() -> bool:
+        try:
+            return request(server, "GET", "/cas/crt/ca.crt.pem", timeout=60)[0] == 200
+        except OSError:
+            return False
+
+    poll(answers, "caucased to answer", 60, process=server.process)
+    return server
+
+
 @contextmanager
 def running(command: Sequence[str], extra_args: Sequence[str] = ()) -> Iterator[RunningServer]:
     with tempfile.TemporaryDirectory() as workdir:
         server = start_caucased(command, Path(workdir), extra_args)
         try:
-            yield server
+            yield wait_ready(server)
         finally:
             server.stop()
 
@@ -141,33 +158,22 @@ def run_parallel(
     return time.perf_counter() - started
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-def _trivial_app(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-    return [b"ok"]
-
-
 @contextmanager
-def trivial_server(tls: ssl.SSLContext | None = None) -> Iterator[int]:
-    """A minimal threaded wsgiref server: the ceiling any wsgiref-based caucased can reach."""
-    server = make_server("127.0.0.1", 0, _trivial_app, _ThreadingWSGIServer, _QuietHandler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def trivial_server(cert: Path | None = None, client_ca: Path | None = None) -> Iterator[int]:
+    """The port of a minimal threaded wsgiref server in its own process (see
+    trivial_server.py): HTTPS with `cert`, asking for client certificates with `client_ca`."""
+    command = [sys.executable, str(Path(__file__).with_name("trivial_server.py"))]
+    if cert is not None:
+        command += ["--cert", str(cert)]
+    if client_ca is not None:
+        command += ["--client-ca", str(client_ca)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)
     try:
-        yield server.server_address[1]
+        assert process.stdout is not None
+        yield int(process.stdout.readline())
     finally:
-        server.shutdown()
-        server.server_close()
+        process.terminate()
+        process.wait()
 
 
 def requests_per_second(
@@ -209,12 +215,8 @@ def tls_ceiling(count: int, concurrency: int, key_type: keys.KeyType = keys.KeyT
     with tempfile.TemporaryDirectory() as workdir:
         server_pem = self_signed(Path(workdir), "server", key_type)
         client_pem = self_signed(Path(workdir), "client", key_type)
-        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server_context.load_cert_chain(str(server_pem))
-        server_context.verify_mode = ssl.CERT_OPTIONAL
-        server_context.load_verify_locations(str(client_pem))
         client_context = client_tls_context(client_pem)
-        with trivial_server(server_context) as port:
+        with trivial_server(server_pem, client_pem) as port:
             return requests_per_second(port, count, concurrency, client_context)
 
 

@@ -1,14 +1,19 @@
 """Issuance throughput of our caucased against the reference, and the machine's ceilings.
 
 Each round starts a fresh server with auto-approval, submits N pre-generated CSRs to the CAS and
-fetches each certificate, with C concurrent clients; rounds alternate the implementations.
-Usage: .venv/bin/python benchmarks/issuance.py [-n 400] [-c 8] [--rounds 3]
+fetches each certificate, with C concurrent clients; rounds alternate the implementations and a
+trivial threaded wsgiref server (its own process), so that every ratio compares figures of one
+run. By default each request opens a new connection, as the reference's tools and most scripts
+do (--new-connections); --keep-alive measures persistent connections instead, and --both
+measures both modes in every round.
+Usage: .venv/bin/python benchmarks/issuance.py [-n 400] [-c 8] [--rounds 3] [--both]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from typing import Any
 
 from common import (
     Connection,
@@ -22,21 +27,48 @@ from common import (
     trivial_server,
 )
 
+NEW = "new connections"
+KEEP_ALIVE = "keep-alive"
 
-def issue_all(http_port: int, csrs: list[bytes], concurrency: int) -> float:
-    """Certificates per second for submitting and fetching every CSR."""
+
+# How many times a refused request (the reference answers 500 when its SQLite database is
+# locked by another of its threads) is sent again before the run fails.
+RETRIES = 10
+
+
+def issue_all(
+    http_port: int,
+    csrs: list[bytes],
+    concurrency: int,
+    keep_alive: bool,
+    refused: list[str] | None = None,
+) -> float:
+    """Certificates per second for submitting and fetching every CSR; with `keep_alive` each
+    client keeps its connection, otherwise every request opens its own. A request answered
+    500 is sent again (up to RETRIES times), its status appended to `refused`."""
     connections = [Connection("127.0.0.1", http_port) for _ in range(concurrency)]
+    headers = {"Content-Type": "application/pkcs10"}
+
+    def send(
+        index: int, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, Any, bytes]:
+        for _ in range(RETRIES):
+            connection = connections[index]
+            status, response, data = connection.request(
+                method, path, body, headers if body else None
+            )
+            if not keep_alive:
+                connection.close()
+            if status != 500:
+                return status, response, data
+            if refused is not None:
+                refused.append(f"{method} {path.rsplit('/', 1)[0]}: {status}")
+        raise AssertionError(f"{method} {path}: refused {RETRIES} times")
 
     def worker(index: int, csr: object) -> None:
-        connection = connections[index]
-        status, response, _ = connection.request(
-            "PUT",
-            "/cas/csr",
-            csr,
-            {"Content-Type": "application/pkcs10"},  # type: ignore[arg-type]
-        )
+        status, response, _ = send(index, "PUT", "/cas/csr", csr)  # type: ignore[arg-type]
         assert status == 201, status
-        status, _, body = connection.request("GET", "/cas/crt/" + response.headers["Location"])
+        status, _, body = send(index, "GET", "/cas/crt/" + response.headers["Location"])
         assert status == 200 and body.startswith(b"-----BEGIN CERTIFICATE"), status
 
     elapsed = run_parallel(csrs, worker, concurrency)
@@ -45,11 +77,11 @@ def issue_all(http_port: int, csrs: list[bytes], concurrency: int) -> float:
     return len(csrs) / elapsed
 
 
-def ceilings(count: int, concurrency: int) -> tuple[float, float]:
-    """Trivial HTTP requests/s, and HTTPS requests/s with a new RSA-2048 mutual handshake each."""
+def trivial_issuances(count: int, concurrency: int) -> float:
+    """The issuance ceiling of a trivial wsgiref server: half its rate of requests, each on
+    a new connection."""
     with trivial_server() as port:
-        http_rate = requests_per_second(port, count * 2, concurrency, None)
-    return http_rate, tls_ceiling(count, concurrency)
+        return requests_per_second(port, count * 2, concurrency, None) / 2
 
 
 def main() -> None:
@@ -58,30 +90,69 @@ def main() -> None:
     parser.add_argument("-c", type=int, default=8, help="concurrent clients")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("ours", "reference"), help="one implementation")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--new-connections", dest="modes", action="store_const", const=[NEW])
+    mode.add_argument("--keep-alive", dest="modes", action="store_const", const=[KEEP_ALIVE])
+    mode.add_argument("--both", dest="modes", action="store_const", const=[NEW, KEEP_ALIVE])
+    parser.add_argument("--no-tls-ceiling", action="store_true", help="skip the HTTPS ceiling")
     args = parser.parse_args()
+    modes = args.modes or [NEW]
     csrs = make_csrs(args.n)
-    rates: dict[str, list[float]] = {}
+    rates: dict[tuple[str, str], list[float]] = {}
+    ceiling: list[float] = []
     for round_index in range(args.rounds):
+        ceiling.append(trivial_issuances(args.n, args.c))
+        print(f"round {round_index + 1} trivial server: {ceiling[-1]:.1f} issuances/s")
         for name, command in implementations().items():
             if args.only and name != args.only:
                 continue
-            with running(command, ["--service-auto-approve-count", str(args.n + 1)]) as server:
-                rate = issue_all(server.http_port, csrs, args.c)
-            rates.setdefault(name, []).append(rate)
-            print(f"round {round_index + 1} {name}: {rate:.1f} certificates/s")
-    http_rate, https_rate = ceilings(args.n, args.c)
+            for mode_name in modes:
+                auto_approve = ["--service-auto-approve-count", str(args.n + 1)]
+                refused: list[str] = []
+                with running(command, auto_approve) as server:
+                    rate = issue_all(
+                        server.http_port, csrs, args.c, mode_name == KEEP_ALIVE, refused
+                    )
+                rates.setdefault((name, mode_name), []).append(rate)
+                retried = f" ({len(refused)} requests refused, sent again)" if refused else ""
+                print(
+                    f"round {round_index + 1} {name}, {mode_name}: {rate:.1f} certificates/s"
+                    + retried
+                )
+    report(args, modes, rates, ceiling)
+
+
+def report(
+    args: argparse.Namespace,
+    modes: list[str],
+    rates: dict[tuple[str, str], list[float]],
+    ceiling: list[float],
+) -> None:
     print(f"\nN={args.n} C={args.c} rounds={args.rounds}")
-    for name, values in rates.items():
-        print(f"{name:>10}: {summary(values)} certificates/s")
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    if len(medians) == 2:
-        print(f"     ratio: {medians['ours'] / medians['reference']:.2f}x the reference")
-    print(f"HTTP ceiling: {http_rate:.0f} trivial requests/s -> {http_rate / 2:.0f} issuances/s")
-    for name, median in medians.items():
-        print(f"  {name} reach {100 * median / (http_rate / 2):.0f}% of that ceiling")
+    ceiling_median = statistics.median(ceiling)
     print(
-        f"HTTPS ceiling (new RSA-2048 mutual handshake per request): {https_rate:.0f} requests/s"
+        f"trivial wsgiref server, new connections: {summary(ceiling)} issuances/s "
+        "(two requests each)"
     )
+    for mode_name in modes:
+        medians = {
+            name: statistics.median(values)
+            for (name, mode), values in rates.items()
+            if mode == mode_name
+        }
+        for name in medians:
+            print(f"{name:>10}, {mode_name}: {summary(rates[name, mode_name])} certificates/s")
+        if len(medians) == 2:
+            ratio = medians["ours"] / medians["reference"]
+            print(f"{'':>10}  ratio, {mode_name}: {ratio:.2f}x the reference")
+        for name, median in medians.items():
+            print(
+                f"{'':>10}  {name}, {mode_name}: "
+                f"{100 * median / ceiling_median:.0f}% of the trivial-server ceiling"
+            )
+    if not args.no_tls_ceiling:
+        https_rate = tls_ceiling(args.n, args.c)
+        print(f"HTTPS ceiling (new RSA-2048 mutual handshake per request): {https_rate:.0f}/s")
 
 
 if __name__ == "__main__":

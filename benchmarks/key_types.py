@@ -15,7 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import implementations, make_csrs, tls_ceiling
+from common import implementations, make_csrs, tls_ceiling, wait_ready
 from cryptography import x509
 from issuance import issue_all
 from revocation import revocations_per_second
@@ -50,9 +50,9 @@ def measure(
         args += ["--key-type", key_type.value]
     with tempfile.TemporaryDirectory() as workdir_name:
         workdir = Path(workdir_name)
-        server = start_caucased(command, workdir, args)
+        server = wait_ready(start_caucased(command, workdir, args))
         try:
-            issued = issue_all(server.http_port, csrs, concurrency)
+            issued = issue_all(server.http_port, csrs, concurrency, keep_alive=True)
             user = make_user(server, workdir / "user.pem", key_type or keys.KeyType.RSA)
             revoked = revocations_per_second(server, user, len(csrs), concurrency)
         finally:

@@ -1,11 +1,14 @@
 """Revocation throughput by an authenticated user, and CRL generation time by CRL size.
 
 Part 1: C clients revoke serials over HTTPS with a user certificate (each request is a new
-TLS handshake, as with the reference client). Part 2: the revoked table is filled with 2,000,
+TLS handshake, as with the reference client), in rounds alternating the implementations and
+the TLS handshake ceilings of a trivial server (RSA-2048 and P-256 server and client keys),
+so that the ratios compare figures of one run. Part 2: the revoked table is filled with 2,000,
 20,000 and 100,000 entries (directly in SQLite, server stopped), then the first CRL fetch
 after a restart, later fetches (cached), and fetches that follow one more revocation
-(regeneration of a big CRL while serving) are timed. Finally the TLS ceiling is measured.
-Usage: .venv/bin/python benchmarks/revocation.py [-n 400] [-c 8] [--sizes 2000,20000,100000]
+(regeneration of a big CRL while serving) are timed.
+Usage: .venv/bin/python benchmarks/revocation.py [-n 400] [-c 8] [--rounds 3]
+       [--sizes 2000,20000,100000]
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from common import (
     run_parallel,
     summary,
     tls_ceiling,
+    wait_ready,
 )
 
+from caucase.crypto import keys
 from tests.support.servers import RunningServer, make_user, start_caucased
 
 
@@ -92,31 +97,57 @@ def crl_fetch_times(server: RunningServer, repeat: int = 20) -> tuple[float, lis
     return times[0], times[1:]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("-n", type=int, default=400, help="revocations to time")
-    parser.add_argument("-c", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--sizes", default="2000,20000,100000")
-    parser.add_argument("--only", choices=("ours", "reference"), help="one implementation")
-    args = parser.parse_args()
-    sizes = [int(size) for size in args.sizes.split(",")]
-    rates: dict[str, float] = {}
+CEILING_KEYS = {"RSA-2048": keys.KeyType.RSA, "P-256": keys.KeyType.EC_P256}
+
+
+def revocation_rounds(args: argparse.Namespace) -> None:
+    """Revocations/s of each implementation and the TLS ceilings, alternating, per round."""
+    rates: dict[str, list[float]] = {}
+    for round_index in range(args.rounds):
+        for label, key_type in CEILING_KEYS.items():
+            rate = tls_ceiling(args.n, args.c, key_type)
+            rates.setdefault(f"TLS ceiling {label}", []).append(rate)
+            print(f"round {round_index + 1} TLS ceiling, {label}: {rate:.0f} requests/s")
+        for name, command in implementations().items():
+            if args.only and name != args.only:
+                continue
+            with tempfile.TemporaryDirectory() as workdir_name:
+                workdir = Path(workdir_name)
+                server = wait_ready(start_caucased(command, workdir))
+                try:
+                    user = make_user(server, workdir / "user.pem")
+                    rate = revocations_per_second(server, user, args.n, args.c)
+                finally:
+                    server.stop()
+            rates.setdefault(name, []).append(rate)
+            print(f"round {round_index + 1} {name}: {rate:.1f} revocations/s")
+    print(f"\nN={args.n} C={args.c} rounds={args.rounds}, each revocation a new handshake")
+    for name, values in rates.items():
+        print(f"{name:>22}: {summary(values)} /s")
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    if "ours" in medians and "reference" in medians:
+        print(f"revocation ratio: {medians['ours'] / medians['reference']:.2f}x the reference")
+    for name in ("ours", "reference"):
+        if name in medians:
+            ceiling = medians["TLS ceiling RSA-2048"]
+            print(f"  {name} reach {100 * medians[name] / ceiling:.0f}% of the RSA-2048 ceiling")
+
+
+def crl_sizes(args: argparse.Namespace, sizes: list[int]) -> None:
+    """First, cached and regenerated CRL fetch times with `sizes` revoked entries."""
     for name, command in implementations().items():
         if args.only and name != args.only:
             continue
         with tempfile.TemporaryDirectory() as workdir_name:
             workdir = Path(workdir_name)
-            server = start_caucased(command, workdir)
+            server = wait_ready(start_caucased(command, workdir))
             try:
                 user = make_user(server, workdir / "user.pem")
-                rate = revocations_per_second(server, user, args.n, args.c)
             finally:
                 server.stop()
-            rates[name] = rate
-            print(f"{name}: {rate:.1f} revocations/s (N={args.n}, C={args.c})")
             for size in sizes:
                 fill_revocations(workdir / "caucase.sqlite", size)
-                server = start_caucased(command, workdir, http_port=server.http_port)
+                server = wait_ready(start_caucased(command, workdir, http_port=server.http_port))
                 try:
                     first, later = crl_fetch_times(server)
                     regenerations = [
@@ -131,12 +162,21 @@ def main() -> None:
                     f"(all cached: {summary([value * 1000 for value in later])} ms), "
                     f"after one more revocation {statistics.median(regenerations) * 1000:.1f} ms"
                 )
-    ceiling = tls_ceiling(args.n, args.c)
-    if len(rates) == 2:
-        print(f"revocation ratio: {rates['ours'] / rates['reference']:.2f}x the reference")
-    print(f"TLS ceiling (new RSA-2048 mutual handshake per request): {ceiling:.0f} requests/s")
-    for name, rate in rates.items():
-        print(f"  {name} reach {100 * rate / ceiling:.0f}% of that ceiling")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=400, help="revocations to time")
+    parser.add_argument("-c", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", default="2000,20000,100000", help="empty: skip part 2")
+    parser.add_argument("--only", choices=("ours", "reference"), help="one implementation")
+    args = parser.parse_args()
+    if args.rounds:
+        revocation_rounds(args)
+    sizes = [int(size) for size in args.sizes.split(",") if size]
+    if sizes:
+        crl_sizes(args, sizes)
 
 
 if __name__ == "__main__":

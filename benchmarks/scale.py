@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import implementations, make_csrs
+from common import implementations, make_csrs, wait_ready
 from issuance import issue_all
 
 from tests.support.servers import RunningServer, start_caucased
@@ -59,13 +59,15 @@ def main() -> None:
         for size in (int(size) for size in args.sizes.split(",")):
             with tempfile.TemporaryDirectory() as workdir_name:
                 workdir = Path(workdir_name)
-                server = start_caucased(command, workdir, AUTO_APPROVE)
-                issue_all(server.http_port, [seed], 1)
+                server = wait_ready(start_caucased(command, workdir, AUTO_APPROVE))
+                issue_all(server.http_port, [seed], 1, keep_alive=True)
                 server.stop()
                 fill_certificates(workdir / "caucase.sqlite", size)
-                server = start_caucased(command, workdir, AUTO_APPROVE, http_port=server.http_port)
+                server = wait_ready(
+                    start_caucased(command, workdir, AUTO_APPROVE, http_port=server.http_port)
+                )
                 try:
-                    rate = issue_all(server.http_port, csrs, args.c)
+                    rate = issue_all(server.http_port, csrs, args.c, keep_alive=True)
                     rss = peak_rss_mib(server)
                 except AssertionError as error:
                     errors = [line for line in server.stderr().splitlines() if "Error" in line]

@@ -21,8 +21,9 @@ Layers, lowest first (nothing imports a layer above it):
   operators' early-renewal requests.
 - ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).
 - ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``renewal_handlers``,
-  ``bodies``, ``request``, ``cors``), caucased's listeners (``server``) and HTTPS
-  identity (``tls``), and the ``metrics`` and ``health`` reports.
+  ``bodies``, ``request``, ``cors``), caucased's listeners (``server``, their reusable
+  connection threads in ``workers``) and HTTPS identity (``tls``), and the ``metrics``
+  and ``health`` reports.
 - ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop
   (own certificate renewal, TLS trust of new CAU CAs, backups, stop signals).
 - ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL

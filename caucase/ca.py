@@ -391,11 +391,19 @@ class CertificateAuthority:
         self._revoke(serial, now, latest + self._crl_life)
 
     def _revoke(self, serial: int, now: datetime.datetime, expiration: datetime.datetime) -> None:
-        with self._lock:
-            try:
-                self._storage.revoke(serial, to_timestamp(now), to_timestamp(expiration))
-            finally:
+        """Stored outside the CA lock, so that concurrent revocations share commits; the
+        CRLs are dropped under it once committed: one being built meanwhile (from the rows
+        before this one) is dropped as soon as it is cached."""
+        revocation = (serial, to_timestamp(now))
+        try:
+            number = self._storage.revoke(*revocation, to_timestamp(expiration))
+        except BaseException:
+            with self._lock:
                 self._crl_cache.clear()
+            raise
+        with self._lock:
+            self._crl_cache.clear()
+            self._crl_cache.add_revocation(revocation, to_timestamp(expiration), number)
 
     @staticmethod
     def _load_certificate(crt_pem: bytes) -> x509.Certificate:

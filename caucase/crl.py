@@ -7,15 +7,24 @@ CRL another one signed instead of signing its own. A request reads the CRL state
 last update: one small read) and serves the CRLs held in memory while they are of that
 number and within half their life; otherwise it takes the stored ones, and only when they
 will not do either, signs new ones in one transaction holding the CA's CRL lock, where
-revocations wait. The revoked entries survive regenerations, so one more revocation builds
-one entry.
+revocations wait. The revoked entries survive regenerations: they are read again only
+when the CRL number or the earliest expiry of the stored revocations shows they may have
+changed, and a revocation made by this process adds its own entry.
+
+Entries, CRLs and their PEM are built by one thread of the process (CRLBuilder), whichever
+request thread asks: a CRL of many entries takes megabytes of C and Rust allocations,
+and built in turn by each request thread they would leave that much in each thread's malloc
+arena, so a long-running server kept many times the memory of a fresh one.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
-from typing import Protocol
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 
@@ -40,6 +49,27 @@ class SigningCA(Protocol):
     def authority_key_id(self) -> int: ...
 
 
+T = TypeVar("T")
+# Revocations kept while waiting for an earlier crl_number to be reported.
+MAX_UNAPPLIED_REVOCATIONS = 4096
+
+
+class CRLBuilder:
+    """The one thread building CRL material, started on first use."""
+
+    _lock = threading.Lock()
+    _executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def run(cls, work: Callable[[], T]) -> T:
+        """`work()` in the builder thread; its result, or its exception."""
+        with cls._lock:
+            if cls._executor is None:
+                cls._executor = ThreadPoolExecutor(1, thread_name_prefix="crl builder")
+            executor = cls._executor
+        return executor.submit(work).result()
+
+
 class CRLCache:
     """The CRLs of one CA instance, from memory, storage, or signed anew.
 
@@ -54,6 +84,12 @@ class CRLCache:
         self._held: dict[int, IssuedCRL] = {}
         # CRL entries survive regenerations: after one more revocation only it is built.
         self._entries: dict[tuple[int, int], x509.RevokedCertificate] = {}
+        # (crl_number, earliest expiry) when the entries were read: every revocation bumps
+        # crl_number in its own transaction, so while neither changed they are still current.
+        self._entries_version: tuple[int, int | None] | None = None
+        # Revocations (row, expiry) reported ahead of a number still missing, by crl_number;
+        # None for a number taken by a CRL generation of this cache.
+        self._unapplied: dict[int, tuple[tuple[int, int], int] | None] = {}
         self._result: dict[int, bytes] | None = None
         self._bundle: bytes | None = None
 
@@ -67,7 +103,7 @@ class CRLCache:
         """The CRLs joined by a blank line, rebuilt only with the CRLs themselves."""
         result = self.get(pair_list, now)
         if self._bundle is None:
-            self._bundle = b"\n".join(result.values())
+            self._bundle = CRLBuilder.run(lambda: b"\n".join(result.values()))
         return self._bundle
 
     def get(self, pair_list: Sequence[SigningCA], now: datetime.datetime) -> dict[int, bytes]:
@@ -122,10 +158,66 @@ class CRLCache:
 
     def prepare_entries(self, now: datetime.datetime) -> None:
         """Build the entries of the stored revocations ahead of the first CRL."""
-        self._crl_entries(self._storage.get_revoked(to_timestamp(now)))
+        number, _ = self._storage.get_crl_state()
+        self._revoked_entries(number, to_timestamp(now))
+
+    def add_revocation(self, row: tuple[int, int], expiration: int, number: int) -> None:
+        """A revocation this process stored, which set crl_number to `number`: its entry is
+        added to those held, instead of reading every row again at the next regeneration,
+        once every number before it is accounted for (concurrent revocations may report
+        out of order; rows are listed in the order of their numbers)."""
+        version = self._entries_version
+        if version is None or number <= version[0]:
+            return
+        if len(self._unapplied) >= MAX_UNAPPLIED_REVOCATIONS:
+            self._unapplied.clear()  # a number that never came: the next read catches up
+        self._unapplied[number] = (row, expiration)
+        self._apply_unapplied()
+
+    def _apply_unapplied(self) -> None:
+        """Add the reported revocations that follow the entries held without a gap."""
+        version = self._entries_version
+        if version is None:
+            return
+        reached, earliest = version
+        rows = []
+        while reached + 1 in self._unapplied:
+            reached += 1
+            revocation = self._unapplied.pop(reached)
+            if revocation is not None:
+                rows.append(revocation[0])
+                earliest = revocation[1] if earliest is None else min(earliest, revocation[1])
+        if rows:
+            built = CRLBuilder.run(
+                lambda: [
+                    x509util.revoked_entry(serial, from_timestamp(day)) for serial, day in rows
+                ]
+            )
+            self._entries.update(zip(rows, built))
+        self._entries_version = (reached, earliest)
+
+    def _revoked_entries(self, number: int, now: int) -> list[x509.RevokedCertificate]:
+        """The entries of the stored revocations, read again only when one may have been
+        added (crl_number is no longer `number`) or expired since they were read."""
+        version = self._entries_version
+        if (
+            version is not None
+            and version[0] == number
+            and (version[1] is None or now <= version[1])
+        ):
+            return list(self._entries.values())
+        revoked = self._storage.get_revoked(now)
+        expiry = self._storage.earliest_revocation_expiry()
+        entries = self._crl_entries(revoked)
+        self._entries_version = (number, expiry)
+        self._unapplied = {key: value for key, value in self._unapplied.items() if key > number}
+        return entries
 
     def _crl_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
         """Entries in storage order, reusing those built by earlier regenerations."""
+        return CRLBuilder.run(lambda: self._build_entries(revoked))
+
+    def _build_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
         previous = self._entries
         entries = {}
         dates: dict[int, datetime.datetime] = {}
@@ -162,18 +254,27 @@ class CRLCache:
                 stale = True
         if not due:
             return stored
+        entries = self._revoked_entries(number, to_timestamp(now))
         if stale or last_update is None or from_timestamp(last_update) + self._renew_time < now:
             last_update = to_timestamp(now - x509util.BACKDATE)
-            number = self._storage.start_crl_generation(last_update)
+            number = self._start_generation(last_update)
             due = list(pair_list)
-        entries = self._crl_entries(self._storage.get_revoked(to_timestamp(now)))
         for pair in due:
-            issued = (number, last_update, self._sign(pair, entries, number, last_update))
+            pem = CRLBuilder.run(partial(self._sign, pair, entries, number, last_update))
+            issued = (number, last_update, pem)
             self._storage.store_issued_crl(pair.authority_key_id, issued)
             stored[pair.authority_key_id] = issued
         # CRLs of CAs gone for long (expired): whoever still needs one signs it again.
         self._storage.forget_issued_crls(to_timestamp(now - 2 * self._crl_life))
         return stored
+
+    def _start_generation(self, last_update: int) -> int:
+        """A new CRL number, accounted for like a revocation's (it adds no entry)."""
+        new_number = self._storage.start_crl_generation(last_update)
+        if self._entries_version is not None and new_number > self._entries_version[0]:
+            self._unapplied[new_number] = None
+            self._apply_unapplied()
+        return new_number
 
     def _sign(
         self,

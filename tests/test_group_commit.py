@@ -281,3 +281,44 @@ def test_close_during_a_commit_lets_the_batch_finish(
     assert writer.outcome is None
     assert connector.live == 0
     assert rows(db_path) == {"a"}
+
+
+def test_write_soon_rides_the_batch_of_a_waiting_writer(
+    committer: GroupCommitter, faults: Faults, db_path: str
+) -> None:
+    statement = "INSERT INTO t VALUES (?)"
+    assert not committer.write_soon(statement, ("idle",))  # no batch is sure to come
+    faults.holding = True
+    first = Writer(committer, "a")
+    first.start()
+    assert faults.commit_held.wait(JOIN_TIMEOUT)
+    assert not committer.write_soon(statement, ("alone",))  # nobody waits behind a
+    second = Writer(committer, "b")
+    second.start()
+    poll(lambda: committer._queued == 1, "b queued behind a's commit")
+    assert committer.write_soon(statement, ("soon",))
+    faults.hold_first_commit.set()
+    for writer in (first, second):
+        writer.join(JOIN_TIMEOUT)
+        assert writer.outcome is None
+    assert rows(db_path) == {"a", "b", "soon"}
+    assert committer._last_batch == 2  # the statement cost no transaction of its own
+
+
+def test_a_failing_deferred_statement_spares_the_batch(
+    committer: GroupCommitter, faults: Faults, db_path: str
+) -> None:
+    write(committer, "taken")
+    faults.holding = True
+    first = Writer(committer, "a")
+    first.start()
+    assert faults.commit_held.wait(JOIN_TIMEOUT)
+    second = Writer(committer, "b")
+    second.start()
+    poll(lambda: committer._queued == 1, "b queued behind a's commit")
+    assert committer.write_soon("INSERT INTO t VALUES (?)", ("taken",))  # a duplicate
+    faults.hold_first_commit.set()
+    for writer in (first, second):
+        writer.join(JOIN_TIMEOUT)
+        assert writer.outcome is None
+    assert rows(db_path) == {"taken", "a", "b"}

@@ -10,6 +10,7 @@ the client presented one, `SSL_CLIENT_CERT`.
 from __future__ import annotations
 
 import email.utils
+import functools
 import os
 import threading
 import traceback
@@ -69,6 +70,12 @@ _REFUSALS = {
 }
 
 
+@functools.lru_cache(maxsize=4)
+def _http_date(second: int) -> str:
+    """The Date header (RFC 9110 5.6.7), formatted once per second."""
+    return email.utils.formatdate(second, usegmt=True)
+
+
 class Application:
     """The caucased WSGI callable: both authorities, the consent mechanism, HAL."""
 
@@ -121,7 +128,7 @@ class Application:
             headers.insert(0, ("Cache-Control", "private"))
         if request.cors_origin is not None:
             headers += response_headers(request.cors_origin)
-        headers.append(("Date", email.utils.formatdate(self._clock().timestamp(), usegmt=True)))
+        headers.append(("Date", _http_date(int(self._clock().timestamp()))))
         headers.append(("Content-Length", str(len(response.body))))
         start_response(f"{response.status} {REASONS[response.status]}", headers)
         return [response.body]

@@ -1,6 +1,7 @@
 """caucased's HTTP and HTTPS listeners: threaded wsgiref servers (http-api 1, 14, 15).
 
-One thread per connection. HTTP/1.1 clients keep their connection for further requests
+One thread per connection, taken from a pool of reusable ones (caucase.http.workers)
+and never waited for. HTTP/1.1 clients keep their connection for further requests
 (persistent connections, HTTP/1.1 replies) after each successful request whose body was
 read in full; otherwise the reply is HTTP/1.0 and the connection closes after it, as for
 HTTP/1.0 clients and `Connection: close`. On HTTPS the TLS handshake runs in the
@@ -11,6 +12,7 @@ and the SSL context can be swapped while listening.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import re
 import socket
@@ -27,6 +29,7 @@ from cryptography import x509
 
 from caucase import __version__
 from caucase.clock import utcnow
+from caucase.http.workers import WorkerPool, limit_malloc_arenas
 
 CONNECTION_TIMEOUT = 30.0
 # How long an idle persistent connection waits for its next request.
@@ -60,6 +63,8 @@ _output_lock = threading.Lock()
 
 def escape_log_text(text: str) -> str:
     """Printable ASCII kept, the rest escaped as the access log format wants (http-api 15.1)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text  # the common case, without a loop over every character
     out = []
     for char in text:
         if char in _ESCAPES:
@@ -73,8 +78,14 @@ def escape_log_text(text: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=4)
+def _log_time_of(second: datetime.datetime) -> str:
+    return second.strftime(f"%d/{_MONTHS[second.month - 1]}/%Y:%H:%M:%S +0000")
+
+
 def _log_time(now: datetime.datetime) -> str:
-    return now.strftime(f"%d/{_MONTHS[now.month - 1]}/%Y:%H:%M:%S +0000")
+    """The access log's time, formatted once per second (every request logs one)."""
+    return _log_time_of(now.replace(microsecond=0))
 
 
 def write_line(stream: TextIO, line: str) -> None:
@@ -397,7 +408,16 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
         self.address_family = family
         self.connection_timeout = connection_timeout
         self.keepalive_timeout = keepalive_timeout
+        self.workers = WorkerPool(f"connection {address[:2]}")
         super().__init__(address, CaucasedRequestHandler, bind_and_activate=False)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a pooled thread (ThreadingMixIn would start one)."""
+        self.workers.submit(lambda: self.process_request_thread(request, client_address))
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.workers.close()
 
     def server_bind(self) -> None:
         """Bind without the reverse DNS lookup of HTTPServer; IPv6 sockets are v6-only."""
@@ -464,6 +484,7 @@ class CaucasedTLSServer(CaucasedServer):
 
 def start_serving(servers: list[CaucasedServer], app: Callable[..., Any]) -> None:
     """Run each listener's accept loop in its own daemon thread."""
+    limit_malloc_arenas()
     for server in servers:
         server.set_app(app)
         thread = threading.Thread(

@@ -189,6 +189,11 @@ class Database:
         with storage_errors(), self._pool.connection() as connection:
             yield connection
 
+    def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
+        """Leave a bookkeeping statement to the next write batch if one is sure to come
+        (GroupCommitter.write_soon); False: write it with writing() instead."""
+        return self._committer.write_soon(statement, parameters)
+
     @contextlib.contextmanager
     def writing(self, lock: str | None = None) -> Iterator[sqlite3.Connection]:
         """One writer's transaction, committed before this returns (group commit).

@@ -24,6 +24,8 @@ from caucase.exceptions import StorageError
 from caucase.storage.connection import Connector
 
 KEPT_FAILURES = 64
+# Bound of the statements left to the next batch (write_soon); past it, callers write.
+MAX_DEFERRED = 1024
 
 
 class GroupCommitter:
@@ -41,6 +43,22 @@ class GroupCommitter:
         self._committing = False
         self._queued = 0
         self._closed = False
+        self._deferred: list[tuple[str, tuple[object, ...]]] = []
+
+    def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
+        """Leave a statement whose loss harms nobody (bookkeeping no answer depends on) to the
+        next batch, when one is sure to come: a writer waits for the commit under way and will
+        open it. False otherwise: the caller then writes it in a transaction of its own.
+
+        Such a statement costs no transaction and no wait of its own; it is lost only if the
+        next batch fails or the database closes first."""
+        with self._condition:
+            if self._closed or not (self._committing and self._queued):
+                return False
+            if len(self._deferred) >= MAX_DEFERRED:
+                return False
+            self._deferred.append((statement, parameters))
+            return True
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -92,6 +110,7 @@ class GroupCommitter:
                 raise StorageError(f"cannot start a write transaction: {error}") from error
             self._last_batch += 1
             self._open_batch = self._last_batch
+            self._run_deferred(connection)
         batch = self._open_batch
         connection = self._shared_connection()
         try:
@@ -100,6 +119,22 @@ class GroupCommitter:
             self._abort(batch, f"transaction aborted, nothing written: {error}")
             raise StorageError(f"transaction aborted, nothing written: {error}") from error
         return connection, batch
+
+    def _run_deferred(self, connection: sqlite3.Connection) -> None:
+        """The statements left by write_soon, first in the new batch, undone together if
+        one fails (the writers of the batch go on)."""
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return
+        try:
+            connection.execute("SAVEPOINT deferred")
+            for statement, parameters in deferred:
+                connection.execute(statement, parameters)
+            connection.execute("RELEASE deferred")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK TO deferred")
+                connection.execute("RELEASE deferred")
 
     def _shared_connection(self) -> sqlite3.Connection:
         assert self._connection is not None

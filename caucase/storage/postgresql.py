@@ -350,6 +350,10 @@ class PostgresDatabase:
         with storage_errors(), self._pool.connection() as connection:
             yield connection
 
+    def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
+        """Never: each node commits on its own, so no batch is sure to come."""
+        return False
+
     @contextlib.contextmanager
     def writing(self, lock: str | None = None) -> Iterator[PostgresConnection]:
         """One transaction, committed before this returns; `lock` is held until then. A

@@ -33,12 +33,13 @@ class RevocationRows(TableRows):
         super().__init__(database, table_prefix)
         self._reported_bad_serials: set[str] = set()
 
-    def revoke(self, serial: int, revocation_date: int, expiration_date: int) -> None:
-        """Insert a revocation and bump crl_number in one transaction; Found if already there."""
+    def revoke(self, serial: int, revocation_date: int, expiration_date: int) -> int:
+        """Insert a revocation and bump crl_number in one transaction; Found if already there.
+        Returns the crl_number this revocation set."""
         with self._transaction(CRL_LOCK) as tx:
             if not self._insert_revocation(tx, serial, revocation_date, expiration_date):
                 raise exceptions.Found(f"Serial {serial} is already revoked")
-            self._increment_counter(tx, CRL_NUMBER)
+            return self._increment_counter(tx, CRL_NUMBER)
 
     def revoke_many(
         self, serial_list: list[int], revocation_date: int, expiration_date: int
@@ -88,6 +89,13 @@ class RevocationRows(TableRows):
                 continue
             revoked.append((int(text), int(revocation_date or 0)))
         return revoked
+
+    def earliest_revocation_expiry(self) -> int | None:
+        """The first expiration_date of the revoked table (None when no row has one): until
+        then get_revoked lists the same rows, unless a revocation is added (the CRL cache
+        reuses its entries on that ground)."""
+        row = self._select_one(f"SELECT MIN(expiration_date) FROM {self._table('revoked')}")
+        return None if row is None or row[0] is None else int(as_text(row[0]))
 
     def revoked_serials(self, now: int) -> Container[int]:
         """The serials get_revoked(now) would list, looked up one at a time (a primary key
