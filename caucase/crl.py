@@ -41,7 +41,7 @@ class CRLCache:
         self._renew_time = renew_time
         self._by_authority: dict[int, tuple[bytes, datetime.datetime]] = {}
         # CRL entries survive regenerations: after one more revocation only it is built.
-        self._entries: dict[tuple[int, int], x509.RevokedCertificate] = {}
+        self._entries: dict[tuple[int, int, int | None], x509.RevokedCertificate] = {}
         self._result: dict[int, bytes] | None = None
         self._bundle: bytes | None = None
 
@@ -75,18 +75,23 @@ class CRLCache:
         self._crl_entries(self._storage.get_revoked(to_timestamp(now)))
 
     def _crl_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
-        """Entries in storage order, reusing those built by earlier regenerations."""
+        """Entries in storage order, with their reason codes, reusing those built by
+        earlier regenerations."""
+        reasons = self._storage.get_revocation_reasons()
         previous = self._entries
         entries = {}
         dates: dict[int, datetime.datetime] = {}
-        for row in revoked:
-            entry = previous.get(row)
+        for serial, timestamp in revoked:
+            code = reasons.get(serial)
+            key = (serial, timestamp, code)
+            entry = previous.get(key)
             if entry is None:
-                date = dates.get(row[1])
+                date = dates.get(timestamp)
                 if date is None:
-                    date = dates[row[1]] = from_timestamp(row[1])
-                entry = x509util.revoked_entry(row[0], date)
-            entries[row] = entry
+                    date = dates[timestamp] = from_timestamp(timestamp)
+                reason = None if code is None else x509util.REASON_CODES.get(code)
+                entry = x509util.revoked_entry(serial, date, reason)
+            entries[key] = entry
         self._entries = entries
         return list(entries.values())
 

@@ -82,12 +82,16 @@ def test_schema_text_follows_reference_layout(cas: Storage, cau: Storage, db_pat
         )
     ]
     suffixes = ["ca", "crt", "revoked", "counter", "config_once", "config"]
-    assert creation_order == ["cas" + s for s in suffixes] + ["cau" + s for s in suffixes]
+    reason_tables = ["cas_revocation_reason", "cau_revocation_reason"]
+    reference_order = [name for name in creation_order if name not in reason_tables]
+    assert reference_order == ["cas" + s for s in suffixes] + ["cau" + s for s in suffixes]
+    assert set(creation_order) - set(reference_order) == set(reason_tables)
     autoindexes = query(
         db_path,
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'sqlite_autoindex%'",
     )
-    assert len(autoindexes) == 9  # 4 per prefix, plus the UNIQUE key_id of cau only
+    # 4 per prefix, the UNIQUE key_id of cau only, and each revocation reason table's key.
+    assert len(autoindexes) == 11
     # Our own indexes (performance); cau's UNIQUE key_id needs no second one.
     indexes = {
         name

@@ -17,11 +17,18 @@ from collections.abc import Iterable, Iterator
 
 from caucase.exceptions import BackupError
 from caucase.storage.database import Database
-from caucase.storage.schema import LEGACY_CRL_SUFFIX, TABLE_PREFIXES, TABLE_SUFFIXES
+from caucase.storage.schema import (
+    LEGACY_CRL_SUFFIX,
+    REASON_SUFFIX,
+    TABLE_PREFIXES,
+    TABLE_SUFFIXES,
+)
 
 # Tables a backup may create and fill. Extend it when a release adds a table.
 RESTORABLE_TABLES = frozenset(
-    prefix + suffix for prefix in TABLE_PREFIXES for suffix in (*TABLE_SUFFIXES, LEGACY_CRL_SUFFIX)
+    prefix + suffix
+    for prefix in TABLE_PREFIXES
+    for suffix in (*TABLE_SUFFIXES, LEGACY_CRL_SUFFIX, REASON_SUFFIX)
 )
 STATEMENT_KEYWORDS = ("BEGIN", "COMMIT", "CREATE", "INSERT", "PRAGMA")
 _KEYWORD = re.compile(r"\s*([A-Za-z]+)")

@@ -16,7 +16,13 @@ from typing import Union
 from caucase import exceptions
 from caucase.crypto import x509util
 from caucase.storage.database import Database
-from caucase.storage.schema import LEGACY_CRL_SUFFIX, index_statements, schema_statements
+from caucase.storage.schema import (
+    LEGACY_CRL_SUFFIX,
+    REASON_SUFFIX,
+    index_statements,
+    reason_table_statement,
+    schema_statements,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,7 @@ class Storage:
                     tx.execute(statement)
                 for statement in index_statements(table_prefix, enforce_unique_key_id):
                     tx.execute(statement)
+                tx.execute(reason_table_statement(table_prefix))
                 self._migrate_legacy_crl_table(tx)
         except BaseException:
             self.close()
@@ -227,6 +234,16 @@ class Storage:
                 self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now)
         return csr_id, counter_value, signed
 
+    def append_signed(self, csr_pem: bytes, key_id: str, now: int, crt_pem: bytes) -> int:
+        """A CSR and its certificate, signed beforehand, as a new row in one transaction:
+        no pending quota, no auto-sign counter, and never merged with an identical CSR (an
+        ACME client reusing its key sends the same CSR again, and gets a new certificate)."""
+        with self._transaction() as tx:
+            tx.execute(f"DELETE FROM {self._table('crt')} WHERE expiration_date < ?", (now,))
+            csr_id = self._insert_csr_row(tx, bytes(csr_pem), key_id)
+            self._attach_certificate(tx, csr_id, bytes(crt_pem), now)
+        return csr_id
+
     def _find_csr(self, tx: sqlite3.Connection, csr_blob: bytes, key_id: str) -> int | None:
         """Id of a byte-identical stored CSR. Identical CSRs have the same key id, so the
         key_id index narrows the search (rows without a key id are checked too)."""
@@ -338,11 +355,20 @@ class Storage:
         return iter([_as_bytes(crt) for (crt,) in rows])
 
     # Revocations and CRL bookkeeping
-    def revoke(self, serial: int, revocation_date: int, expiration_date: int) -> None:
-        """Insert a revocation and bump crl_number in one transaction; Found if already there."""
+    def revoke(
+        self, serial: int, revocation_date: int, expiration_date: int, reason: int | None = None
+    ) -> None:
+        """Insert a revocation (with its RFC 5280 reason code, if any) and bump crl_number
+        in one transaction; Found if already there."""
         with self._transaction() as tx:
             if not self._insert_revocation(tx, serial, revocation_date, expiration_date):
                 raise exceptions.Found(f"Serial {serial} is already revoked")
+            if reason is not None:
+                tx.execute(
+                    f"INSERT INTO {self._table(REASON_SUFFIX)} (serial, reason) VALUES (?, ?) "
+                    "ON CONFLICT (serial) DO UPDATE SET reason = excluded.reason",
+                    (str(serial), reason),
+                )
             self._increment_counter(tx, CRL_NUMBER)
 
     def revoke_many(
@@ -378,6 +404,11 @@ class Storage:
         expired = f"FROM {table} WHERE expiration_date < ?"
         if self._select_one(f"SELECT 1 {expired} LIMIT 1", (now,)) is not None:
             with self._transaction() as tx:
+                tx.execute(
+                    f"DELETE FROM {self._table(REASON_SUFFIX)} "
+                    f"WHERE serial IN (SELECT serial {expired})",
+                    (now,),
+                )
                 tx.execute(f"DELETE {expired}", (now,))
         # Read outside the write transaction: other writers need not wait for a big read.
         rows = self._select_all(f"SELECT serial, revocation_date FROM {table} ORDER BY rowid")
@@ -389,6 +420,16 @@ class Storage:
                 continue
             revoked.append((int(text), int(revocation_date or 0)))
         return revoked
+
+    def get_revocation_reasons(self) -> dict[int, int]:
+        """serial -> RFC 5280 reason code, for the revocations that gave one (rows that
+        are not two integers, from a restored dump, are skipped)."""
+        rows = self._select_all(f"SELECT serial, reason FROM {self._table(REASON_SUFFIX)}")
+        return {
+            int(text): reason
+            for text, reason in ((_as_text(serial), reason) for serial, reason in rows)
+            if text.isdigit() and text.isascii() and isinstance(reason, int)
+        }
 
     def revoked_serials(self, now: int) -> Container[int]:
         """The serials get_revoked(now) would list, looked up one at a time (a primary key
