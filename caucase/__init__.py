@@ -13,7 +13,8 @@ Layers, lowest first (nothing imports a layer above it):
 - ``audit``: the hash-chained audit log of every change of state, and its verifier.
 - ``ca``: the policy of one certificate authority; ``crl``: its CRLs, cached and
   regenerated.
-- ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).
+- ``acme``: ACME for the CAS: the protocol (JWS, errors, EAB, identifiers, challenges)
+  and the service over storage and the CAS (accounts, orders, validation, issuance).
 - ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``bodies``, ``request``,
   ``cors``), caucased's listeners (``server``) and HTTPS identity (``tls``), and the
   ``metrics`` and ``health`` reports.

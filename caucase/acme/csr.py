@@ -28,6 +28,14 @@ MAX_CSR_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
+class LeafTemplate:
+    """The subject and extensions a certificate takes (caucase.crypto.x509util.Template)."""
+
+    subject: x509.Name
+    extensions: x509.Extensions
+
+
+@dataclass(frozen=True)
 class CheckedCSR:
     """A finalize CSR that matches its order, and what the certificate will name."""
 
@@ -35,6 +43,21 @@ class CheckedCSR:
     pem: bytes
     subject: x509.Name
     subject_alt_name: x509.SubjectAlternativeName
+
+    @property
+    def template(self) -> LeafTemplate:
+        """The CSR's extensions, which the CA filters as it filters any template's
+        (ca-profile 1.6), with the subjectAltName the order decides: critical when the
+        subject is empty (RFC 5280 4.2.1.6)."""
+        alt_name = x509.Extension(
+            x509.SubjectAlternativeName.oid, not self.subject, self.subject_alt_name
+        )
+        kept = [
+            extension
+            for extension in self.csr.extensions
+            if extension.oid != x509.SubjectAlternativeName.oid
+        ]
+        return LeafTemplate(self.subject, x509.Extensions([*kept, alt_name]))
 
 
 def decode_csr(encoded: object) -> x509.CertificateSigningRequest:

@@ -7,6 +7,8 @@
 - ``connection``: connection settings and the read pool.
 - ``group_commit``: concurrent writers sharing one synchronous commit.
 - ``restore``: rebuilding a database from a backup, limited to the statements a dump holds.
+- ``acme``: the ACME state of the CAS (credentials, accounts, orders, nonces), in tables
+  of its own (``acme_schema``) that the reference ignores.
 """
 
 from caucase.storage.database import Database, DatabaseInUse

@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 
 from caucase.exceptions import BackupError
+from caucase.storage.acme_schema import ACME_TABLES
 from caucase.storage.database import Database
 from caucase.storage.schema import (
     LEGACY_CRL_SUFFIX,
@@ -29,7 +30,7 @@ RESTORABLE_TABLES = frozenset(
     prefix + suffix
     for prefix in TABLE_PREFIXES
     for suffix in (*TABLE_SUFFIXES, LEGACY_CRL_SUFFIX, REASON_SUFFIX)
-)
+) | frozenset(ACME_TABLES)
 STATEMENT_KEYWORDS = ("BEGIN", "COMMIT", "CREATE", "INSERT", "PRAGMA")
 _KEYWORD = re.compile(r"\s*([A-Za-z]+)")
 _ACTION_NAMES = {
