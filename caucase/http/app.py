@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
+from caucase.acme.service import AcmeService
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, utcnow
 from caucase.crypto import x509util
@@ -28,11 +29,12 @@ from caucase.exceptions import (
     NotJSON,
     StorageError,
 )
+from caucase.http.acme import AcmeFront
 from caucase.http.bodies import SignedEnvelope
 from caucase.http.cors import CorsConsent, CorsKeyStore, CorsPolicy, response_headers
 from caucase.http.handlers import Service
 from caucase.http.request import HTTPError, Request, Response, unauthorized
-from caucase.http.routes import Auth, Route, build_tree, parse_subpath
+from caucase.http.routes import Auth, Node, Route, build_tree, parse_subpath
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 REASONS = {
@@ -48,6 +50,8 @@ REASONS = {
     409: "Conflict",
     411: "Length Required",
     413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
     507: "Insufficient Storage",
@@ -73,10 +77,16 @@ class Application:
         cors_key_store: str,
         cors_whitelist: Sequence[str] = (),
         clock: Clock = utcnow,
+        *,
+        acme: AcmeService | None = None,
+        https_ca: CertificateAuthority | None = None,
     ) -> None:
+        """`acme`: the ACME service of the CAS (None: /cas/acme answers 404); `https_ca`:
+        the CA of caucased's HTTPS certificate, which /https-ca.crt.pem publishes."""
         self._cau = cau
         self._cors = CorsConsent(CorsKeyStore(cors_key_store, clock), cors_whitelist)
-        self._service = Service({"cau": cau, "cas": cas}, self._cors)
+        self._service = Service({"cau": cau, "cas": cas}, self._cors, acme, https_ca)
+        self._acme = None if acme is None else AcmeFront(acme)
         self._clock = clock
         self._root = build_tree()
 
@@ -136,6 +146,14 @@ class Application:
         while segments and segments[0] in node.children:
             node = node.children[segments[0]]
             segments = segments[1:]
+        if node.acme:
+            if self._acme is None:
+                return Response(404)
+            request.authority = node.authority
+            return self._acme.answer(request, lambda: self._route(request, node, segments))
+        return self._route(request, node, segments)
+
+    def _route(self, request: Request, node: Node, segments: list[str]) -> Response:
         if request.method not in node.methods:
             if request.method == "OPTIONS":
                 allowed = [route.method for route in node.routes if route.cors != CorsPolicy.DENY]
@@ -152,6 +170,10 @@ class Application:
 
     def _run(self, route: Route, request: Request, argument: int) -> Response:
         """The route's credentials, checked before or after its body step as it says."""
+        if route.auth is Auth.ACME_JWS:
+            assert self._acme is not None and route.key_source is not None
+            verified = self._acme.verify(request, route.key_source)
+            return route.handler(self._service, request, argument, verified)
         if route.auth is Auth.FIRST:
             self._authenticate(request)
         body = route.body(request)
@@ -172,10 +194,12 @@ class Application:
         if not isinstance(pem, str) or not pem:
             raise unauthorized(b"No client certificate presented")
         try:
-            self._cau.verify_certificate(x509util.load_certificate(pem.encode("utf-8")))
+            certificate = x509util.load_certificate(pem.encode("utf-8"))
+            self._cau.verify_certificate(certificate)
         except CertificateVerificationError as error:
             reason = f"Client certificate refused: {error.reason}".encode()
             raise unauthorized(_REFUSALS.get(error.reason, reason)) from None
         except (CertificateAuthorityException, ValueError, TypeError):
             raise unauthorized(b"Client certificate cannot be verified") from None
         request.authenticated = True
+        request.user = certificate
