@@ -1,5 +1,5 @@
 """The CAU routes managing ACME External Account Binding credentials (caucase
---new-acme-eab, --list-acme-eab, --revoke-acme-eab): authenticated users only, which the
+--new-acme-eab, --show-acme-eab, --revoke-acme-eab): authenticated users only, which the
 dispatcher enforces from the route table.
 """
 

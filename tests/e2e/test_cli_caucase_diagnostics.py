@@ -302,8 +302,17 @@ def _usage(command: Path) -> str:
 
 # Our additions and fixes to the reference's usage lines.
 KEY_TYPE = "[--key-type {rsa,ec-p256,ec-p384,ed25519}] [--key-len BITLENGTH]"
+ACME_EAB = (
+    "[--new-acme-eab PATTERN [PATTERN ...]] [--show-acme-eab] [--revoke-acme-eab KID [KID ...]]"
+)
 USAGE_DIFFERENCES = {
-    "caucase": [("[--key-len BITLENGTH]", KEY_TYPE)],
+    "caucase": [
+        ("[--key-len BITLENGTH]", KEY_TYPE),
+        (
+            "[--revoke-serial SERIAL [SERIAL ...]]",
+            "[--revoke-serial SERIAL [SERIAL ...]] " + ACME_EAB,
+        ),
+    ],
     "caucase-updater": [("--crl CRT_PATH", "--crl CRL_PATH"), ("[--key-len BITLENGTH]", KEY_TYPE)],
     "caucase-rerequest": [("[--key-len BITLENGTH]", KEY_TYPE + " [--force]")],
 }
