@@ -104,6 +104,8 @@ def test_acme_routes_verify_the_key_each_names() -> None:
     assert all(route.acme for route in ACME_ROUTES)
     assert sources.pop(("directory", "GET")) is None
     assert sources.pop(("new-nonce", "GET")) is sources.pop(("new-nonce", "HEAD")) is None
+    spenders = {route.node[-1] for route in ACME_ROUTES if route.spends_nonce}
+    assert spenders == {"new-order", "finalize"}
     assert sources.pop(("new-account", "POST")) == "jwk"
     assert sources.pop(("revoke-cert", "POST")) == "either"
     assert set(sources.values()) == {"kid"}

@@ -9,6 +9,7 @@ account needs a credential; with it, accounts without one are capped in number.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from josepy.jwk import JWK
@@ -17,8 +18,10 @@ from caucase import exceptions
 from caucase.acme import eab, keys, messages
 from caucase.acme.identifiers import InvalidIdentifier, Scope
 from caucase.acme.jws import VerifiedRequest
+from caucase.acme.nonces import NonceSource
 from caucase.acme.problems import (
     AccountDoesNotExist,
+    BadNonce,
     Conflict,
     ExternalAccountRequired,
     Malformed,
@@ -31,20 +34,33 @@ from caucase.storage.acme import AcmeStorage
 from caucase.storage.acme_schema import DEACTIVATED, VALID, AccountRow
 
 DEFAULT_OPEN_ACCOUNTS = 1000
+KEY_CACHE_SIZE = 1024
 
 
-@dataclass(frozen=True)
+@dataclass
 class Signed:
-    """A verified request and, when it was signed by ``kid``, the valid account it names."""
+    """A verified request and, when it was signed by ``kid``, the valid account it names.
+
+    Its nonce is spent already, or (for the handlers that change something) spent by
+    ``spend`` in the transaction of the change: one commit instead of two."""
 
     request: VerifiedRequest
     account: AccountRow | None
+    nonces: NonceSource
+    spent: bool = True
 
     @property
     def signer(self) -> AccountRow:
         if self.account is None:
             raise Malformed("this request must be signed by an account ('kid')")
         return self.account
+
+    def spend(self) -> None:
+        """badNonce if another request spent the nonce first (then nothing may change)."""
+        if not self.spent:
+            if not self.nonces.consume(self.request.nonce):
+                raise BadNonce("unknown, expired or already used nonce")
+            self.spent = True
 
 
 def account_document(account: AccountRow, urls: Urls) -> Account:
@@ -64,6 +80,22 @@ class Accounts:
         self._clock = clock
         self.external_account_required = not open_accounts
         self._max_open_accounts = max_open_accounts
+        # Parsing and checking a JWK costs more than the rest of a request's lookup.
+        self._keys: dict[tuple[int, str], JWK] = {}
+        self._keys_lock = threading.Lock()
+
+    def key_of(self, account: AccountRow) -> JWK:
+        """The account's public JWK, as stored when it registered or last changed keys."""
+        cache_key = (account.id, account.thumbprint)
+        with self._keys_lock:
+            jwk = self._keys.get(cache_key)
+        if jwk is None:
+            jwk = keys.load_account_key(account.jwk)
+            with self._keys_lock:
+                if len(self._keys) >= KEY_CACHE_SIZE:
+                    self._keys.clear()
+                self._keys[cache_key] = jwk
+        return jwk
 
     def valid_account(self, kid: str, urls: Urls) -> AccountRow:
         """The account a ``kid`` names, if it may still sign requests (7.3.6)."""
@@ -147,7 +179,7 @@ class Accounts:
     def change_key(self, signed: Signed, urls: Urls) -> AccountRow:
         """7.3.5: the account's new key, unless another account holds it (409)."""
         account = signed.signer
-        new_key = messages.parse_key_change(signed.request, load_key(account))
+        new_key = messages.parse_key_change(signed.request, self.key_of(account))
         holder = self._storage.change_key(
             account.id, keys.thumbprint(new_key), new_key.public_key().to_json()
         )
@@ -156,8 +188,3 @@ class Accounts:
         changed = self._storage.account(account.id)
         assert changed is not None
         return changed
-
-
-def load_key(account: AccountRow) -> JWK:
-    """The account's public JWK, as stored when it registered or last changed keys."""
-    return keys.load_account_key(account.jwk)

@@ -66,8 +66,7 @@ def decode_csr(encoded: object) -> x509.CertificateSigningRequest:
         raise BadCSR(f"a CSR has at most {MAX_CSR_BYTES} bytes")
     der = decode_base64url(encoded, "'csr'")
     try:
-        pem = x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM)
-        return x509util.load_certificate_request(pem)
+        return x509util.check_certificate_request(x509.load_der_x509_csr(der))
     except (ValueError, exceptions.NotACertificateSigningRequest) as error:
         raise BadCSR(f"not a valid CSR: {error}") from None
 

@@ -12,10 +12,12 @@ which says whose certificate it is.
 
 from __future__ import annotations
 
+import dataclasses
+
 from cryptography import x509
 
 from caucase.acme import keys, messages
-from caucase.acme.accounts import Signed, load_key
+from caucase.acme.accounts import Signed
 from caucase.acme.csr import check_finalize_csr
 from caucase.acme.identifiers import Identifier
 from caucase.acme.ordering import Orders, OrderView
@@ -33,8 +35,8 @@ from caucase.clock import to_timestamp
 from caucase.crypto import keys as crypto_keys
 from caucase.crypto import x509util
 from caucase.exceptions import CaucaseError, CertificateVerificationError
-from caucase.exceptions import NotFound as RowNotFound
 from caucase.storage.acme import AcmeStorage
+from caucase.storage.acme_schema import VALID
 
 PEM_CERTIFICATE_CHAIN = "application/pem-certificate-chain"
 
@@ -53,35 +55,35 @@ class Issuance:
         payload = signed.request.payload
         if payload is None or set(payload) != {"csr"}:
             raise Malformed("finalize takes an object with a 'csr' member")
-        check_finalizable(self._orders.view(order).status)
+        view = self._orders.view(order)
+        check_finalizable(view.status)
         identifiers = [Identifier(kind, value) for kind, value in order.identifiers]
-        checked = check_finalize_csr(payload["csr"], identifiers, keys.key_id(load_key(account)))
+        checked = check_finalize_csr(payload["csr"], identifiers, keys.key_id(signed.request.jwk))
         try:
             crt_pem, now = self._cas.sign_for_order(checked.csr, checked.template)
         except CaucaseError as error:
             raise BadCSR(f"the CSR cannot be signed: {error}") from None
         certificate = x509util.load_certificate(crt_pem)
         with self._storage.transaction():
+            signed.spend()
             crt_id = self._cas.store_signed(checked.csr, crt_pem, now)
             issued = self._storage.order_issued(
                 order.id, crt_id, certificate.serial_number,
-                to_timestamp(certificate.not_valid_after_utc),
+                to_timestamp(certificate.not_valid_after_utc), crt_pem,
             )  # fmt: skip
             if not issued:
                 raise OrderNotReady("the order was finalized meanwhile")
-        finalized = self._storage.order(order.id)
-        assert finalized is not None
-        return self._orders.view(finalized)
+        finalized = dataclasses.replace(
+            order, status=VALID, crt_id=crt_id, serial=certificate.serial_number
+        )
+        return self._orders.view(finalized, view.authorizations)
 
     def certificate_chain(self, signed: Signed, order_id: int) -> bytes:
         """7.4.2: the leaf, then the CAS CA certificate that signed it."""
         order = self._orders.owned_order(signed.signer, order_id)
-        if order.crt_id is None:
+        crt_pem = self._storage.certificate(order.id)
+        if crt_pem is None:
             raise NotFound("the order has no certificate")
-        try:
-            crt_pem = self._cas.get_certificate(order.crt_id)
-        except RowNotFound:
-            raise NotFound("the certificate is no longer kept for download") from None
         leaf = x509util.load_certificate(crt_pem)
         issuer = x509util.authority_key_id_int(leaf)
         for ca in self._cas.get_ca_certificate_list():

@@ -40,6 +40,9 @@ class NonceSource(Protocol):
     def consume(self, nonce: str) -> bool:
         """True once for a nonce this source issued and that has not expired."""
 
+    def authentic(self, nonce: str) -> bool:
+        """Whether `nonce` is one this source issued and has not expired (used or not)."""
+
 
 class UsedNonces(Protocol):
     """Where consumed nonces are recorded (caucase.storage.acme)."""
@@ -77,23 +80,33 @@ class SignedNonces:
         body = issued + secrets.token_bytes(_RANDOM_BYTES)
         return b64.b64encode(body + self._tag(body)).decode("ascii")
 
-    def consume(self, nonce: str) -> bool:
+    def _expiry(self, nonce: str, now: int) -> int | None:
+        """When `nonce` expires, if it is one of ours and fresh at `now`."""
         try:
             raw = b64.b64decode(nonce)
         except (ValueError, TypeError):
-            return False
+            return None
         # Only the canonical spelling counts: another text decoding to the same bytes
         # would be a second, unrecorded use of the same nonce.
         if len(raw) != _NONCE_BYTES or b64.b64encode(raw).decode("ascii") != nonce:
-            return False
+            return None
         body, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
         if not hmac.compare_digest(tag, self._tag(body)):
-            return False
-        now = to_timestamp(self._clock())
+            return None
         issued = int.from_bytes(body[:_TIME_BYTES], "big")
         if not issued - CLOCK_SKEW <= now < issued + self._lifetime:
+            return None
+        return issued + self._lifetime
+
+    def authentic(self, nonce: str) -> bool:
+        return self._expiry(nonce, to_timestamp(self._clock())) is not None
+
+    def consume(self, nonce: str) -> bool:
+        now = to_timestamp(self._clock())
+        expiry = self._expiry(nonce, now)
+        if expiry is None:
             return False
-        return self._used.use_nonce(nonce, issued + self._lifetime, now, self._purge_due(now))
+        return self._used.use_nonce(nonce, expiry, now, self._purge_due(now))
 
     def _purge_due(self, now: int) -> bool:
         with self._lock:

@@ -17,6 +17,7 @@ from typing import Any
 from cryptography import x509
 
 from caucase.acme import messages
+from caucase.acme.accounts import Signed
 from caucase.acme.challenges import Validators, key_authorization, new_token
 from caucase.acme.identifiers import Identifier, Scope
 from caucase.acme.jws import VerifiedRequest
@@ -106,10 +107,11 @@ class Orders:
         return to_timestamp(self._clock())
 
     # New orders
-    def new_order(self, account: AccountRow, scope: Scope | None, request: VerifiedRequest) -> int:
-        """7.4: the id of a new order, its authorizations pre-validated where the scope
-        covers them; rejectedIdentifier, rateLimited or alreadyReplaced otherwise."""
-        order = messages.parse_new_order(request.payload)
+    def new_order(self, signed: Signed, scope: Scope | None) -> OrderView:
+        """7.4: a new order, its authorizations pre-validated where the scope covers them;
+        rejectedIdentifier, rateLimited or alreadyReplaced otherwise."""
+        account = signed.signer
+        order = messages.parse_new_order(signed.request.payload)
         statuses = admit(order, scope, self._validators)
         now = self._timestamp()
         replaces = self._replaces(account, order.replaces, now)
@@ -125,12 +127,15 @@ class Orders:
             )
             for identifier, status in statuses.items()
         ]
-        return self._storage.add_order(
-            account.id, [(identifier.type, identifier.value) for identifier in order.identifiers],
-            authorizations, now=now, replaces=replaces,
-            expires=now + int(self._limits.order_lifetime.total_seconds()),
-            authz_expires=now + int(self._limits.authorization_lifetime.total_seconds()),
-        )  # fmt: skip
+        with self._storage.transaction():
+            signed.spend()
+            row, authz_rows = self._storage.add_order(
+                account.id, [(item.type, item.value) for item in order.identifiers],
+                authorizations, now=now, replaces=replaces,
+                expires=now + int(self._limits.order_lifetime.total_seconds()),
+                authz_expires=now + int(self._limits.authorization_lifetime.total_seconds()),
+            )  # fmt: skip
+        return self.view(row, authz_rows)
 
     def _challenges(self, identifier: Identifier) -> list[tuple[str, str]]:
         if self._validators is None:
@@ -178,9 +183,11 @@ class Orders:
         self.owned_order(account, authz.order_id)
         return authz
 
-    def view(self, order: OrderRow) -> OrderView:
+    def view(self, order: OrderRow, authorizations: Sequence[AuthzRow] | None = None) -> OrderView:
+        """The order as its client sees it; `authorizations` when the caller has them."""
         now = self._clock()
-        authorizations = self._storage.authorizations(order.id)
+        if authorizations is None:
+            authorizations = self._storage.authorizations(order.id)
         status = order_status(
             [self._authz_status(authz, now) for authz in authorizations],
             expires=from_timestamp(order.expires),

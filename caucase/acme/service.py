@@ -16,7 +16,6 @@ from caucase.acme.challenges import Validators
 from caucase.acme.credentials import DEFAULT_MAX_CREDENTIALS, Credentials
 from caucase.acme.issuance import Issuance
 from caucase.acme.jws import KeySource, verify_request
-from caucase.acme.keys import load_account_key
 from caucase.acme.nonces import SignedNonces, new_secret
 from caucase.acme.ordering import Orders
 from caucase.acme.orders import Limits
@@ -73,17 +72,22 @@ class AcmeService:
     def directory(self, urls: Urls) -> Directory:
         return Directory(urls, self.accounts.external_account_required)
 
-    def verify(self, body: bytes, url: str, source: KeySource, urls: Urls) -> Signed:
-        """The request, checked (RFC 8555 6.2-6.5), and the account that signed it."""
+    def verify(
+        self, body: bytes, url: str, source: KeySource, urls: Urls, spend: bool = True
+    ) -> Signed:
+        """The request, checked (RFC 8555 6.2-6.5), and the account that signed it;
+        without `spend`, the handler spends its nonce (Signed.spend)."""
         signers: list[AccountRow] = []
 
         def lookup(kid: str) -> JWK:
             account = self.accounts.valid_account(kid, urls)
             signers.append(account)
-            return load_account_key(account.jwk)
+            return self.accounts.key_of(account)
 
-        request = verify_request(body, url=url, nonces=self.nonces, source=source, lookup=lookup)
-        return Signed(request, signers[0] if signers else None)
+        request = verify_request(
+            body, url=url, nonces=self.nonces, source=source, lookup=lookup, spend=spend
+        )
+        return Signed(request, signers[0] if signers else None, self.nonces, spent=spend)
 
     def close(self) -> None:
         """Stop the validation workers."""

@@ -85,6 +85,19 @@ def load_certificate_request(pem: bytes) -> x509.CertificateSigningRequest:
     try:
         block = _single_pem_block(pem, pemlib.CertificateRequest, "certificate request")
         csr = x509.load_pem_x509_csr(block)
+    except (ValueError, UnsupportedAlgorithm) as error:
+        raise exceptions.NotACertificateSigningRequest(
+            f"Not a valid certificate signing request: {error}"
+        ) from None
+    return check_certificate_request(csr)
+
+
+def check_certificate_request(
+    csr: x509.CertificateSigningRequest,
+) -> x509.CertificateSigningRequest:
+    """`csr`, once its self-signature verifies and its extensions parse;
+    NotACertificateSigningRequest otherwise."""
+    try:
         signature_valid = csr.is_signature_valid
         csr.extensions  # noqa: B018 -- parsing is the check
     except (*_EXTENSION_ERRORS, UnsupportedAlgorithm) as error:

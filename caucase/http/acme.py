@@ -72,9 +72,10 @@ class AcmeFront:
             headers.append(("Link", f'<{urls_of(request).directory}>;rel="index"'))
         return response
 
-    def verify(self, request: Request, source: KeySource) -> Signed:
+    def verify(self, request: Request, source: KeySource, spend: bool = True) -> Signed:
         """The signed request of an ACME_JWS route (6.2): its body, bounded, in
-        ``application/jose+json``, verified for this URL with the key `source` names."""
+        ``application/jose+json``, verified for this URL with the key `source` names;
+        its nonce spent unless the handler spends it (`spend` False)."""
         if request.content_type != JOSE_JSON:
             raise problems.UnsupportedMediaType(f"ACME requests are {JOSE_JSON}")
         try:
@@ -84,7 +85,7 @@ class AcmeFront:
         if length > MAX_REQUEST_BYTES:
             raise problems.PayloadTooLarge(f"requests have at most {MAX_REQUEST_BYTES} bytes")
         body = request.read_body(limit=MAX_REQUEST_BYTES)
-        return self._service.verify(body, request.https_url(), source, urls_of(request))
+        return self._service.verify(body, request.https_url(), source, urls_of(request), spend)
 
 
 def _problem_of(response: Response) -> problems.AcmeProblem:
@@ -165,10 +166,8 @@ def _order_answer(status: int, view: OrderView, request: Request) -> Response:
 
 def new_order(service: Service, request: Request, _: int, signed: Signed) -> Response:
     acme = _acme(service)
-    account = signed.signer
-    order_id = acme.orders.new_order(account, acme.accounts.scope_of(account), signed.request)
-    order = acme.orders.owned_order(account, order_id)
-    return _order_answer(201, acme.orders.view(order), request)
+    view = acme.orders.new_order(signed, acme.accounts.scope_of(signed.signer))
+    return _order_answer(201, view, request)
 
 
 def post_order(service: Service, request: Request, order_id: int, signed: Signed) -> Response:

@@ -171,9 +171,7 @@ class Application:
     def _run(self, route: Route, request: Request, argument: int) -> Response:
         """The route's credentials, checked before or after its body step as it says."""
         if route.auth is Auth.ACME_JWS:
-            assert self._acme is not None and route.key_source is not None
-            verified = self._acme.verify(request, route.key_source)
-            return route.handler(self._service, request, argument, verified)
+            return self._run_acme(route, request, argument)
         if route.auth is Auth.FIRST:
             self._authenticate(request)
         body = route.body(request)
@@ -185,6 +183,16 @@ class Application:
         ):
             self._authenticate(request)
         return route.handler(self._service, request, argument, body)
+
+    def _run_acme(self, route: Route, request: Request, argument: int) -> Response:
+        """The JWS verified with the route's key source, its nonce spent before the handler
+        runs or, for routes that say so, by the handler in its own transaction."""
+        assert self._acme is not None and route.key_source is not None
+        signed = self._acme.verify(request, route.key_source, not route.spends_nonce)
+        response = route.handler(self._service, request, argument, signed)
+        if not signed.spent:  # a bug: the handler changed something without spending it
+            raise RuntimeError(f"{route.method} {route.node}: the nonce was not spent")
+        return response
 
     def _authenticate(self, request: Request) -> None:
         """Check the client certificate against the CAU on every request (http-api 4)."""

@@ -82,6 +82,9 @@ class Route:
     """Which JWS header names the key of an ACME_JWS route (``jwk``, ``kid``, either)."""
     acme: bool = False
     """Part of the ACME front door (caucase.http.acme): HTTPS only, problem documents."""
+    spends_nonce: bool = False
+    """The handler of an ACME_JWS route spends the request's nonce itself, in the
+    transaction of what it changes (the dispatcher checks that it did)."""
 
     def __post_init__(self) -> None:
         if self.auth in _AFTER_BODY and self.body is bodies.no_body:
@@ -90,6 +93,8 @@ class Route:
             raise ValueError(f"{self.method} {self.node}: ACME_JWS routes and key sources pair")
         if self.auth is Auth.ACME_JWS and not self.acme:
             raise ValueError(f"{self.method} {self.node}: ACME_JWS is for ACME routes")
+        if self.spends_nonce and self.auth is not Auth.ACME_JWS:
+            raise ValueError(f"{self.method} {self.node}: only ACME_JWS routes spend nonces")
 
 
 @dataclass
@@ -322,12 +327,13 @@ def _acme_route(
     subpath: Subpath = Subpath.NONE,
     key_source: KeySource | None = KeySource.KID,
     hal: Hal | None = None,
+    spends_nonce: bool = False,
 ) -> Route:
     """An ACME route of the CAS (RFC 8555 7.1): POSTs are JWS-signed by an account
     unless told otherwise; any origin may call them, the signature being the credential."""
     auth = Auth.ANONYMOUS if key_source is None else Auth.ACME_JWS
     return Route(("acme", name), method, handler, subpath, auth, cors=CorsPolicy.ALLOW, hal=hal,
-                 key_source=key_source, acme=True)  # fmt: skip
+                 key_source=key_source, acme=True, spends_nonce=spends_nonce)  # fmt: skip
 
 
 # The ACME front door, under /cas/acme (HTTPS only).
@@ -345,13 +351,13 @@ ACME_ROUTES = (
     _acme_route("new-nonce", "HEAD", acme.new_nonce, key_source=None),
     _acme_route("new-nonce", "GET", acme.new_nonce, key_source=None),
     _acme_route("new-account", "POST", acme.new_account, key_source=KeySource.JWK),
-    _acme_route("new-order", "POST", acme.new_order),
+    _acme_route("new-order", "POST", acme.new_order, spends_nonce=True),
     _acme_route("key-change", "POST", acme.key_change),
     _acme_route("revoke-cert", "POST", acme.revoke_cert, key_source=KeySource.EITHER),
     _acme_route("account", "POST", acme.post_account, Subpath.ACME_ID),
     _acme_route("orders", "POST", acme.account_orders, Subpath.ACME_ID),
     _acme_route("order", "POST", acme.post_order, Subpath.ACME_ID),
-    _acme_route("finalize", "POST", acme.finalize, Subpath.ACME_ID),
+    _acme_route("finalize", "POST", acme.finalize, Subpath.ACME_ID, spends_nonce=True),
     _acme_route("authz", "POST", acme.post_authorization, Subpath.ACME_ID),
     _acme_route("challenge", "POST", acme.post_challenge, Subpath.ACME_ID),
     _acme_route("certificate", "POST", acme.certificate, Subpath.ACME_ID),

@@ -263,9 +263,11 @@ class AcmeStorage:
         expires: int,
         authz_expires: int,
         replaces: str | None,
-    ) -> int:
-        """An order with its authorizations and challenges, in one transaction."""
+    ) -> tuple[OrderRow, list[AuthzRow]]:
+        """An order with its authorizations and challenges, in one transaction; the rows
+        written (their statuses as given)."""
         documents = [{"type": kind, "value": value} for kind, value in identifiers]
+        rows = []
         with self._database.writing() as tx:
             order_id = self._insert(
                 tx, "cas_acme_order",
@@ -273,18 +275,21 @@ class AcmeStorage:
                 (account_id, PENDING, dumps(documents), now, expires, replaces),
             )  # fmt: skip
             for authz in authorizations:
+                values = (order_id, authz.identifier_type, authz.identifier_value, authz.status,
+                          authz_expires)  # fmt: skip
                 authz_id = self._insert(
                     tx, "cas_acme_authz",
-                    "order_id, identifier_type, identifier_value, status, expires",
-                    (order_id, authz.identifier_type, authz.identifier_value, authz.status,
-                     authz_expires),
+                    "order_id, identifier_type, identifier_value, status, expires", values,
                 )  # fmt: skip
+                rows.append(AuthzRow(authz_id, *values))
                 for kind, token in authz.challenges:
                     self._insert(
                         tx, "cas_acme_challenge", "authz_id, type, token, status, updated",
                         (authz_id, kind, token, PENDING, now),
                     )  # fmt: skip
-        return order_id
+        order = OrderRow(order_id, account_id, PENDING, list(identifiers), now, expires,
+                         replaces, None, None)  # fmt: skip
+        return order, sorted(rows, key=lambda row: row.identifier_value)
 
     def order_counts(self, account_id: int, now: int, since: int) -> tuple[int, int]:
         """(orders of the account not finalized nor expired, orders it placed since `since`)."""
@@ -399,16 +404,24 @@ class AcmeStorage:
                 (DEACTIVATED, authz_id, PENDING, VALID),
             )
 
-    def order_issued(self, order_id: int, crt_id: int, serial: int, not_after: int) -> bool:
+    def order_issued(
+        self, order_id: int, crt_id: int, serial: int, not_after: int, crt_pem: bytes
+    ) -> bool:
         """Attach the certificate to a pending order (in the caller's transaction, which
-        stored the certificate); False when another finalize got there first."""
+        stored it in the CAS crt table too); False when another finalize got there first.
+        The order keeps its own copy for download: the crt row is purged on its own terms."""
         with self._database.writing() as tx:
             cursor = tx.execute(
-                "UPDATE cas_acme_order SET status = ?, crt_id = ?, serial = ?, not_after = ? "
-                "WHERE id = ? AND status = ?",
-                (VALID, crt_id, str(serial), not_after, order_id, PENDING),
+                "UPDATE cas_acme_order SET status = ?, crt_id = ?, serial = ?, not_after = ?, "
+                "crt = ? WHERE id = ? AND status = ?",
+                (VALID, crt_id, str(serial), not_after, crt_pem, order_id, PENDING),
             )
             return cursor.rowcount == 1
+
+    def certificate(self, order_id: int) -> bytes | None:
+        """The certificate PEM of a valid order."""
+        row = self._one("SELECT crt FROM cas_acme_order WHERE id = ?", (order_id,))
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def purge(self, now: int) -> None:
         """Forget orders that can no longer be used: never finalized and expired, or whose

@@ -44,6 +44,7 @@ ACME_TABLES: dict[str, tuple[str, ...]] = {
         "crt_id INTEGER",
         "serial TEXT",
         "not_after INTEGER",
+        "crt BLOB",
     ),
     "cas_acme_authz": (
         "id INTEGER PRIMARY KEY",

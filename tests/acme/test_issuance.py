@@ -21,7 +21,15 @@ from caucase.acme.service import AcmeSettings
 from caucase.crypto import x509util
 from tests.conftest import FakeClock
 from tests.support.acme_jws import encode, sign
-from tests.support.acme_wsgi import BASE, PROBLEM, AcmeDeployment, Agent, deploy_acme, path_of
+from tests.support.acme_wsgi import (
+    BASE,
+    PROBLEM,
+    AcmeDeployment,
+    Agent,
+    csr_for,
+    deploy_acme,
+    path_of,
+)
 from tests.support.wsgi_support import Reply, call
 
 
@@ -302,3 +310,23 @@ def test_signed_requests_cannot_be_replayed(dep: AcmeDeployment, agent: Agent) -
     assert problem(replayed) == "badNonce"
     assert dep.state() == before
     assert path_of(f"{BASE}/new-order") == "/cas/acme/new-order"
+
+
+def test_a_replayed_finalize_changes_nothing(dep: AcmeDeployment, agent: Agent) -> None:
+    """finalize spends its nonce in the transaction storing the certificate."""
+    order = agent.order("a.svc.test").json()
+    _, csr = csr_for("a.svc.test")
+    url = order["finalize"]
+    body = encode(sign({"csr": csr}, agent.key, agent.alg, url=url, nonce=agent.nonce(),
+                       kid=agent.kid))  # fmt: skip
+    other = agent.order("b.svc.test").json()
+    assert agent.post(url, body=body).status == 200
+    before = dep.state()
+
+    replayed = agent.post(url, body=body)
+
+    assert problem(replayed) in ("badNonce", "orderNotReady")
+    assert dep.state() == before
+    assert (
+        agent.post(other["finalize"].replace("/finalize/", "/order/")).json()["status"] == "ready"
+    )

@@ -348,3 +348,20 @@ def test_arbitrary_protected_headers_only_ever_raise_a_problem(protected: dict[s
     with pytest.raises(problems.AcmeProblem):
         verify_request(encode(document), url=URL, nonces=memory_nonces(), source=KeySource.EITHER,
                        lookup=lookup_for({}))  # fmt: skip
+
+
+def test_a_request_can_leave_its_nonce_for_the_caller_to_spend(
+    rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
+) -> None:
+    """The handlers that change something spend the nonce in their own transaction."""
+    key, alg = rsa_key
+    nonce = nonces.issue()
+    body = encode(sign({}, key, alg, url=URL, nonce=nonce))
+
+    request = verify_request(body, url=URL, nonces=nonces, source=KeySource.JWK, spend=False)
+
+    assert request.nonce == nonce
+    assert nonces.consume(nonce) and not nonces.consume(nonce)
+    forged = encode(sign({}, key, alg, url=URL, nonce=memory_nonces().issue()))
+    with pytest.raises(problems.BadNonce):
+        verify_request(forged, url=URL, nonces=nonces, source=KeySource.JWK, spend=False)
