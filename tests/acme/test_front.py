@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from josepy import b64, jwa
 from josepy.jwk import JWKRSA
 
@@ -317,3 +319,54 @@ def test_a_key_of_the_wrong_type_for_eddsa(dep: AcmeDeployment) -> None:
         sign({}, key, account_key("ES256")[1], url=url, nonce=Agent(dep).nonce()), protected
     )
     assert refused(dep, lambda: post(dep, url, encode(body)))[1] == "badSignatureAlgorithm"
+
+
+ACME_POST_PATHS = [
+    "/cas/acme/new-account", "/cas/acme/new-order", "/cas/acme/key-change",
+    "/cas/acme/revoke-cert", "/cas/acme/account/1", "/cas/acme/orders/1",
+    "/cas/acme/order/1", "/cas/acme/finalize/1", "/cas/acme/authz/1",
+    "/cas/acme/challenge/1", "/cas/acme/certificate/1",
+]  # fmt: skip
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+PAYLOAD_MEMBERS = [
+    "identifiers", "csr", "status", "contact", "certificate", "reason", "onlyReturnExisting",
+    "externalAccountBinding", "replaces", "x",
+]  # fmt: skip
+FIXTURES = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FIXTURES
+@given(
+    path=st.sampled_from(ACME_POST_PATHS),
+    body=st.binary(max_size=512) | JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+)
+def test_arbitrary_bodies_on_every_route_are_refused_cleanly(
+    dep: AcmeDeployment, path: str, body: bytes
+) -> None:
+    reply = call(dep.app, "POST", path, body, content_type=JOSE, https=True)
+    assert 400 <= reply.status < 500 and reply.header("Content-Type") == PROBLEM
+    assert reply.errors == ""
+
+
+@FIXTURES
+@given(
+    path=st.sampled_from(ACME_POST_PATHS),
+    payload=st.dictionaries(st.sampled_from(PAYLOAD_MEMBERS), JSON_VALUES, max_size=3),
+)
+def test_signed_arbitrary_payloads_never_fail_the_server(
+    dep: AcmeDeployment, agents: tuple[Agent, Agent], path: str, payload: dict[str, Any]
+) -> None:
+    agent = agents[1]
+    url = "https://127.0.0.1:18641" + path
+    reply = agent.post(url, payload, use_jwk=path.endswith("new-account"))
+    assert reply.status < 500 and reply.errors == "", (reply.status, reply.body)
+    if reply.status >= 400:
+        assert reply.header("Content-Type") == PROBLEM
