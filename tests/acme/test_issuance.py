@@ -330,3 +330,16 @@ def test_a_replayed_finalize_changes_nothing(dep: AcmeDeployment, agent: Agent) 
     assert (
         agent.post(other["finalize"].replace("/finalize/", "/order/")).json()["status"] == "ready"
     )
+
+
+def test_a_deactivated_authorization_invalidates_its_order(agent: Agent) -> None:
+    reply = agent.order("a.svc.test")
+    (url,) = reply.json()["authorizations"]
+
+    deactivated = agent.post(url, {"status": "deactivated"})
+
+    assert deactivated.json()["status"] == "deactivated"
+    assert agent.post(reply.header("Location") or "").json()["status"] == "invalid"
+    assert problem(agent.post(url, {"status": "valid"})) == "malformed"
+    _, finalized = agent.finalize(reply.json(), "a.svc.test")
+    assert problem(finalized) == "orderNotReady"
