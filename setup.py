@@ -31,7 +31,6 @@ setup(
         "prometheus_client>=0.20",
         "josepy>=2.0",
         "dnspython>=2.6",
-        "idna>=3.4",
     ],
     extras_require={
         # PostgreSQL storage (caucased --db postgresql://...).

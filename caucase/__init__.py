@@ -19,11 +19,12 @@ Layers, lowest first (nothing imports a layer above it):
 - ``ca``: the policy of one certificate authority; ``crl``: its CRLs, cached and
   regenerated; ``renewal_schedule``: the renewal windows of its certificates, and
   operators' early-renewal requests.
-- ``acme``: the ACME protocol for the CAS (JWS, errors, EAB, identifiers, challenges).
+- ``acme``: ACME for the CAS: the protocol (JWS, errors, EAB, identifiers, challenges)
+  and the service over storage and the CAS (accounts, orders, validation, issuance).
 - ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``renewal_handlers``,
-  ``bodies``, ``request``, ``cors``), caucased's listeners (``server``, their reusable
-  connection threads in ``workers``) and HTTPS identity (``tls``), and the ``metrics``
-  and ``health`` reports.
+  ``acme``, ``acme_credentials``, ``bodies``, ``request``, ``cors``), caucased's listeners
+  (``server``, their reusable connection threads in ``workers``) and HTTPS identity
+  (``tls``), and the ``metrics`` and ``health`` reports.
 - ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop
   (own certificate renewal, TLS trust of new CAU CAs, backups, stop signals).
 - ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL

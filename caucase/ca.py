@@ -316,6 +316,23 @@ class CertificateAuthority:
             template = x509util.load_certificate_request(template_csr)
         return self._issue(csr_id, csr, template, mode)
 
+    def sign_for_order(
+        self, csr: x509.CertificateSigningRequest, template: x509util.Template
+    ) -> tuple[bytes, datetime.datetime]:
+        """The certificate of `csr`'s key with `template`'s subject and extensions, signed
+        as a user approving a CSR would have it (ca-profile 1.6-1.8), not stored yet: the
+        caller stores it with store_signed in the transaction recording why it exists."""
+        keys.check_acceptable(csr.public_key())
+        return self._sign(csr, template, SigningMode.NO)
+
+    def store_signed(
+        self, csr: x509.CertificateSigningRequest, crt_pem: bytes, now: datetime.datetime
+    ) -> int:
+        """Store a CSR with the certificate sign_for_order made for it; its row id."""
+        csr_pem = x509util.dump_certificate_request(csr)
+        key_id = keys.key_id(csr.public_key())
+        return self._storage.append_signed(csr_pem, key_id, to_timestamp(now), crt_pem)
+
     def get_certificate(self, csr_id: int) -> bytes:
         """The signed certificate PEM; a download shortens how long the row is kept."""
         return self._storage.get_certificate(csr_id, to_timestamp(self._clock()))
@@ -372,13 +389,15 @@ class CertificateAuthority:
         # A CSR already signed is found by deduplication: storing again says NotFound.
         return self._issue(csr_id, csr, old_crt, SigningMode.PASSTHROUGH)
 
-    def revoke_certificate(self, crt_pem: bytes) -> None:
-        """Revoke a certificate that verifies (issued here, valid, not yet revoked)."""
+    def revoke_certificate(self, crt_pem: bytes, reason: x509.ReasonFlags | None = None) -> None:
+        """Revoke a certificate that verifies (issued here, valid, not yet revoked); the
+        reason, when given, goes into its CRL entry."""
         crt = self._load_certificate(crt_pem)
         self.verify_certificate(crt)
         now = self._clock()
+        code = None if reason is None else x509util.REASON_OF_FLAG[reason]
         try:
-            self._revoke(crt.serial_number, now, crt.not_valid_after_utc + self._crl_life)
+            self._revoke(crt.serial_number, now, crt.not_valid_after_utc + self._crl_life, code)
         except Found:
             raise CertificateVerificationError("certificate revoked") from None
 
@@ -390,20 +409,26 @@ class CertificateAuthority:
         latest = max((pair.not_after for pair in pair_list), default=now)
         self._revoke(serial, now, latest + self._crl_life)
 
-    def _revoke(self, serial: int, now: datetime.datetime, expiration: datetime.datetime) -> None:
+    def _revoke(
+        self,
+        serial: int,
+        now: datetime.datetime,
+        expiration: datetime.datetime,
+        reason: int | None = None,
+    ) -> None:
         """Stored outside the CA lock, so that concurrent revocations share commits; the
         CRLs are dropped under it once committed: one being built meanwhile (from the rows
         before this one) is dropped as soon as it is cached."""
         revocation = (serial, to_timestamp(now))
         try:
-            number = self._storage.revoke(*revocation, to_timestamp(expiration))
+            number = self._storage.revoke(*revocation, to_timestamp(expiration), reason)
         except BaseException:
             with self._lock:
                 self._crl_cache.clear()
             raise
         with self._lock:
             self._crl_cache.clear()
-            self._crl_cache.add_revocation(revocation, to_timestamp(expiration), number)
+            self._crl_cache.add_revocation(revocation, to_timestamp(expiration), number, reason)
 
     @staticmethod
     def _load_certificate(crt_pem: bytes) -> x509.Certificate:

@@ -141,6 +141,13 @@ def _speaks_tls(host: str, port: int) -> bool:
         return False
 
 
+def _json_document(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise CaucaseError(f"Server returned an invalid {what}") from None
+
+
 def _sign(key: keys.PrivateKey, payload: str) -> dict[str, Any]:
     """A signed envelope, or a clear error for a key that cannot sign one."""
     try:
@@ -417,6 +424,30 @@ class CaucaseClient:
         """Revoke by serial number, unchecked (authenticated)."""
         payload = json.dumps({"revoke_serial": serial})
         self._put_json("/crt/revoke", {"payload": payload, "digest": None}, https=True)
+
+    # ACME external account bindings (a client of the CAU, authenticated)
+
+    def new_acme_eab(self, scope: Sequence[str]) -> tuple[str, str]:
+        """A new credential for the identifier patterns of `scope`: (kid, HMAC key)."""
+        body = self._put_json("/acme/eab", {"scope": list(scope)}, https=True)
+        answer = _json_document(body, "ACME credential")
+        kid, key = answer.get("kid"), answer.get("hmac_key")
+        if not (isinstance(kid, str) and isinstance(key, str) and kid and key):
+            raise CaucaseError("Server returned an invalid ACME credential")
+        return kid, key
+
+    def list_acme_eab(self) -> list[dict[str, Any]]:
+        """Every credential: kid, scope, minted_by, minted_at, account, status."""
+        result = _json_document(self._request("GET", "/acme/eab", https=True)[2], "list")
+        if not isinstance(result, list) or not all(isinstance(item, dict) for item in result):
+            raise CaucaseError("Server returned an invalid ACME credential list")
+        return result
+
+    def revoke_acme_eab(self, kid: str) -> None:
+        """Revoke a credential, and the ACME account bound to it."""
+        self._put_json("/acme/eab/revoke", {"kid": kid}, https=True)
+
+    # Renewal windows (RFC 9773) moved by an operator (authenticated)
 
     def renew_early(
         self,

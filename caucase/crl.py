@@ -50,6 +50,8 @@ class SigningCA(Protocol):
 
 
 T = TypeVar("T")
+# A revocation as storage lists it: (serial, revocation date in Unix seconds).
+Row = tuple[int, int]
 # Revocations kept while waiting for an earlier crl_number to be reported.
 MAX_UNAPPLIED_REVOCATIONS = 4096
 
@@ -83,13 +85,13 @@ class CRLCache:
         self._renew_time = renew_time
         self._held: dict[int, IssuedCRL] = {}
         # CRL entries survive regenerations: after one more revocation only it is built.
-        self._entries: dict[tuple[int, int], x509.RevokedCertificate] = {}
+        self._entries: dict[Row, x509.RevokedCertificate] = {}
         # (crl_number, earliest expiry) when the entries were read: every revocation bumps
         # crl_number in its own transaction, so while neither changed they are still current.
         self._entries_version: tuple[int, int | None] | None = None
         # Revocations (row, expiry) reported ahead of a number still missing, by crl_number;
         # None for a number taken by a CRL generation of this cache.
-        self._unapplied: dict[int, tuple[tuple[int, int], int] | None] = {}
+        self._unapplied: dict[int, tuple[Row, int, int | None] | None] = {}
         self._result: dict[int, bytes] | None = None
         self._bundle: bytes | None = None
 
@@ -161,7 +163,9 @@ class CRLCache:
         number, _ = self._storage.get_crl_state()
         self._revoked_entries(number, to_timestamp(now))
 
-    def add_revocation(self, row: tuple[int, int], expiration: int, number: int) -> None:
+    def add_revocation(
+        self, row: Row, expiration: int, number: int, reason: int | None = None
+    ) -> None:
         """A revocation this process stored, which set crl_number to `number`: its entry is
         added to those held, instead of reading every row again at the next regeneration,
         once every number before it is accounted for (concurrent revocations may report
@@ -171,7 +175,7 @@ class CRLCache:
             return
         if len(self._unapplied) >= MAX_UNAPPLIED_REVOCATIONS:
             self._unapplied.clear()  # a number that never came: the next read catches up
-        self._unapplied[number] = (row, expiration)
+        self._unapplied[number] = (row, expiration, reason)
         self._apply_unapplied()
 
     def _apply_unapplied(self) -> None:
@@ -180,19 +184,20 @@ class CRLCache:
         if version is None:
             return
         reached, earliest = version
-        rows = []
+        rows: list[Row] = []
+        reasons: dict[int, int] = {}
         while reached + 1 in self._unapplied:
             reached += 1
             revocation = self._unapplied.pop(reached)
             if revocation is not None:
-                rows.append(revocation[0])
-                earliest = revocation[1] if earliest is None else min(earliest, revocation[1])
+                row, expiry, reason = revocation
+                rows.append(row)
+                if reason is not None:
+                    reasons[row[0]] = reason
+                earliest = expiry if earliest is None else min(earliest, expiry)
         if rows:
-            built = CRLBuilder.run(
-                lambda: [
-                    x509util.revoked_entry(serial, from_timestamp(day)) for serial, day in rows
-                ]
-            )
+            dates: dict[int, datetime.datetime] = {}
+            built = CRLBuilder.run(lambda: [_entry(row, reasons, dates) for row in rows])
             self._entries.update(zip(rows, built))
         self._entries_version = (reached, earliest)
 
@@ -213,22 +218,21 @@ class CRLCache:
         self._unapplied = {key: value for key, value in self._unapplied.items() if key > number}
         return entries
 
-    def _crl_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
-        """Entries in storage order, reusing those built by earlier regenerations."""
-        return CRLBuilder.run(lambda: self._build_entries(revoked))
+    def _crl_entries(self, revoked: list[Row]) -> list[x509.RevokedCertificate]:
+        """Entries in storage order, with their reason codes, reusing those built by
+        earlier regenerations (a row's reason is set with it, never changed)."""
+        reasons = self._storage.get_revocation_reasons()
+        return CRLBuilder.run(lambda: self._build_entries(revoked, reasons))
 
-    def _build_entries(self, revoked: list[tuple[int, int]]) -> list[x509.RevokedCertificate]:
+    def _build_entries(
+        self, revoked: list[Row], reasons: dict[int, int]
+    ) -> list[x509.RevokedCertificate]:
         previous = self._entries
         entries = {}
         dates: dict[int, datetime.datetime] = {}
         for row in revoked:
             entry = previous.get(row)
-            if entry is None:
-                date = dates.get(row[1])
-                if date is None:
-                    date = dates[row[1]] = from_timestamp(row[1])
-                entry = x509util.revoked_entry(row[0], date)
-            entries[row] = entry
+            entries[row] = entry if entry is not None else _entry(row, reasons, dates)
         self._entries = entries
         return list(entries.values())
 
@@ -288,3 +292,17 @@ class CRLCache:
             pair.key, pair.crt, entries, number, this_update, this_update + self._crl_life
         )
         return x509util.dump_crl(crl)
+
+
+def _entry(
+    row: Row, reasons: dict[int, int], dates: dict[int, datetime.datetime]
+) -> x509.RevokedCertificate:
+    """The CRL entry of one revocation, with its reasonCode when it has one; revocations
+    of the same second share one date object (`dates`)."""
+    serial, revoked_at = row
+    date = dates.get(revoked_at)
+    if date is None:
+        date = dates[revoked_at] = from_timestamp(revoked_at)
+    code = reasons.get(serial)
+    reason = None if code is None else x509util.REASON_CODES.get(code)
+    return x509util.revoked_entry(serial, date, reason)

@@ -376,3 +376,54 @@ def test_revoke_serial(ca: CertificateAuthority, user_keys: list[rsa.RSAPrivateK
         ca.verify_certificate(crt)
     (crl,) = crl_list(ca)
     assert [entry.serial_number for entry in crl] == [crt.serial_number, 0, 2**200]
+
+
+def test_a_revocation_reason_goes_into_the_crl_entry(
+    ca: CertificateAuthority, user_keys: list[rsa.RSAPrivateKey], clock: FakeClock
+) -> None:
+    plain, with_reason, unspecified = (signed(ca, make_csr(key)) for key in user_keys[:3])
+    ca.revoke_certificate(pem(plain))
+    ca.revoke_certificate(pem(with_reason), x509.ReasonFlags.key_compromise)
+    ca.revoke_certificate(pem(unspecified), x509.ReasonFlags.unspecified)
+
+    (crl,) = crl_list(ca)
+    entries = {entry.serial_number: entry for entry in crl}
+    reason = entries[with_reason.serial_number].extensions.get_extension_for_class(x509.CRLReason)
+    assert reason.value.reason is x509.ReasonFlags.key_compromise and not reason.critical
+    # RFC 5280 5.3.1: no reasonCode rather than "unspecified".
+    assert len(entries[plain.serial_number].extensions) == 0
+    assert len(entries[unspecified.serial_number].extensions) == 0
+
+
+def test_a_reason_leaves_with_its_expired_revocation(
+    make_ca: MakeCA, user_keys: list[rsa.RSAPrivateKey], clock: FakeClock, db_path: str
+) -> None:
+    ca = make_ca()
+    crt = signed(ca, make_csr(user_keys[0]))
+    ca.revoke_certificate(pem(crt), x509.ReasonFlags.superseded)
+    storage = Storage(db_path, "cas")
+    assert storage.get_revocation_reasons() == {crt.serial_number: 4}
+
+    clock.advance(days=CRT_LIFE * 2)
+    ca.get_crl_dict()
+
+    assert storage.get_revocation_reasons() == {}
+    storage.close()
+
+
+def test_a_certificate_signed_for_an_order_is_stored_as_a_new_row_each_time(
+    ca: CertificateAuthority, user_keys: list[rsa.RSAPrivateKey]
+) -> None:
+    """ACME finalize: the profile of a user-approved CSR, and a client reusing its key sends
+    the same CSR twice, for two certificates."""
+    csr = x509util.load_certificate_request(make_csr(user_keys[0], "a.example", san="a.example"))
+    rows = []
+    for _ in range(2):
+        crt_pem, now = ca.sign_for_order(csr, csr)
+        rows.append(ca.store_signed(csr, crt_pem, now))
+        crt = x509util.load_certificate(crt_pem)
+        assert not x509util.is_auto_signed(crt)
+        ca.verify_certificate(crt)
+        assert ca.get_certificate(rows[-1]) == crt_pem
+
+    assert rows[0] != rows[1]

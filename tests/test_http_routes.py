@@ -10,7 +10,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase.http import bodies, handlers
-from caucase.http.routes import AUTHORITY_ROUTES, ROOT_ROUTES, Auth, Route
+from caucase.http.routes import (
+    ACME_CREDENTIAL_ROUTES,
+    ACME_ROUTES,
+    AUTHORITY_ROUTES,
+    ROOT_ROUTES,
+    Auth,
+    Route,
+)
 from tests.conftest import FakeClock
 from tests.support.wsgi_support import Deployment, call, deploy, make_csr
 
@@ -87,3 +94,38 @@ def test_renewal_without_a_signature_is_refused_before_anything_else(dep: Deploy
     body = json.dumps({"digest": None, "payload": "{}"}).encode()
     reply = call(dep.app, "PUT", "/cas/crt/renew", body, content_type=JSON, https=True)
     assert (reply.status, reply.body) == (400, b"Renewal needs a signed envelope")
+
+
+def test_acme_routes_verify_the_key_each_names() -> None:
+    """jwk for newAccount, either for revokeCert (account or certificate key), kid for the
+    rest; the directory and newNonce are anonymous."""
+    sources = {
+        (route.node[-1], route.method): route.key_source and route.key_source.value
+        for route in ACME_ROUTES
+    }
+    assert all(route.acme for route in ACME_ROUTES)
+    assert sources.pop(("directory", "GET")) is None
+    assert sources.pop(("new-nonce", "GET")) is sources.pop(("new-nonce", "HEAD")) is None
+    spenders = {route.node[-1] for route in ACME_ROUTES if route.spends_nonce}
+    assert spenders == {"new-order", "finalize"}
+    assert sources.pop(("new-account", "POST")) == "jwk"
+    assert sources.pop(("revoke-cert", "POST")) == "either"
+    assert set(sources.values()) == {"kid"}
+    with pytest.raises(ValueError, match="ACME"):
+        Route(("acme", "x"), "POST", handlers.sign_csr, auth=Auth.ACME_JWS)
+
+
+def test_acme_credentials_need_an_authenticated_user(dep: Deployment) -> None:
+    needs = {(route.node, route.method): route.auth for route in ACME_CREDENTIAL_ROUTES}
+    assert needs == {
+        (("acme", "eab"), "GET"): Auth.FIRST,
+        (("acme", "eab"), "PUT"): Auth.AFTER_BODY,
+        (("acme", "eab", "revoke"), "PUT"): Auth.AFTER_BODY,
+    }
+    for method, path, body in (
+        ("GET", "/cau/acme/eab", None),
+        ("PUT", "/cau/acme/eab", b'{"scope": ["*"]}'),
+        ("PUT", "/cau/acme/eab/revoke", b'{"kid": "x"}'),
+    ):
+        reply = call(dep.app, method, path, body, content_type=JSON, https=True)
+        assert reply.status == 401, path

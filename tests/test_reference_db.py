@@ -156,17 +156,17 @@ def test_our_reader_decrypts_reference_backup(
     storage = Storage(restored, "cau", enforce_unique_key_id=True)
     # Our dump of the rebuilt file reproduces the reference's dump statement for statement,
     # plus the CREATE INDEX statements of the indexes our storage adds (performance), our
-    # table of issued CRLs (empty until a CRL is served) and our renewal index, filled from
-    # the restored certificates when our storage created it.
+    # tables of issued CRLs (empty until a CRL is served) and of revocation reasons, and our
+    # renewal index, filled from the restored certificates when our storage created it.
     ours = list(storage.dump())
-    own_table = "CREATE TABLE cau_issued_crl "
+    own_tables = ("CREATE TABLE cau_issued_crl ", "CREATE TABLE cau_revocation_reason ")
     renewal_index = [s for s in ours if "cau_renewal" in s.split("(")[0]]
     assert [
         s
         for s in ours
-        if not s.startswith(("CREATE INDEX ", own_table)) and s not in renewal_index
+        if not s.startswith(("CREATE INDEX ", *own_tables)) and s not in renewal_index
     ] == statements
-    assert len([s for s in ours if s.startswith(own_table)]) == 1
+    assert len([s for s in ours if s.startswith(own_tables)]) == 2
     assert {s.split()[2] for s in ours if s.startswith("CREATE INDEX ")} == {
         "caucrt_expiration_date",
         "caucrt_pending",

@@ -130,7 +130,7 @@ def test_schema_text_follows_reference_layout(
     )
     suffixes = [
         *("ca", "crt", "revoked", "counter", "config_once", "config"),
-        *("_issued_crl", "_renewal"),
+        *("_issued_crl", "_revocation_reason", "_renewal"),
     ]
     assert table_creation_order(database) == [
         prefix + suffix for prefix in ("cas", "cau") for suffix in suffixes
@@ -140,8 +140,8 @@ def test_schema_text_follows_reference_layout(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'sqlite_autoindex%'",
     )
     # 4 per prefix, plus the UNIQUE key_id of cau only, plus the primary keys of our issued
-    # CRLs and of our renewal index.
-    assert len(autoindexes) == 13
+    # CRLs, revocation reasons and renewal index.
+    assert len(autoindexes) == 15
     # Our own indexes (performance); cau's UNIQUE key_id needs no second one.
     indexes = {
         name

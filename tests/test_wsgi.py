@@ -97,29 +97,49 @@ def test_every_response_has_date_and_content_length(dep: Deployment) -> None:
         assert reply.header("Content-Length") == str(len(reply.body))
 
 
-def test_root_hal_is_the_reference_document(dep: Deployment) -> None:
+def test_root_hal_is_the_reference_document_then_the_https_ca(dep: Deployment) -> None:
     reply = call(dep.app, "GET", "/")
     assert (reply.status, reply.header("Content-Type")) == (200, "application/hal+json")
-    assert reply.body == (
+    assert reply.body.startswith(
         b'{"_links": {"self": {"href": "/"}, "getCASHAL": {"title": "cas", "href": "/cas"}, '
-        b'"getCAUHAL": {"title": "cau", "href": "/cau"}}}'
+        b'"getCAUHAL": {"title": "cau", "href": "/cau"}, '
     )
+    assert list(reply.json()["_links"]) == ["self", "getCASHAL", "getCAUHAL",
+                                            "getHTTPSCACertificate"]  # fmt: skip
+    assert reply.json()["_links"]["getHTTPSCACertificate"]["href"] == "/https-ca.crt.pem"
     assert call(dep.app, "GET", "/extra").status == 404
 
 
 def test_authority_hal_over_http_starts_with_the_reference_document(dep: Deployment) -> None:
-    """The reference's links and actions come first, unchanged and in order; ours follow."""
+    """The reference's links and actions come first, unchanged and in order; ours follow
+    (the ACME directory an HTTPS link: ACME is served over HTTPS only)."""
     reply = call(dep.app, "GET", "/cas/", headers={"Host": "127.0.0.1:28640"})
     assert reply.status == 200
     ours, reference = reply.json(), json.loads(REFERENCE_CAS_HAL)
     for section in ("_links", "_actions"):
         shared = list(ours[section].items())[: len(reference[section])]
         assert shared == list(reference[section].items())
-    assert list(ours["_links"])[len(reference["_links"]) :] == [
-        "getRenewalInfoExplanation",
+    assert sorted(list(ours["_links"])[len(reference["_links"]) :]) == [
+        "getACMEDirectory",
         "getRenewalInfo",
+        "getRenewalInfoExplanation",
     ]
     assert list(ours["_actions"])[len(reference["_actions"]) :] == ["renewEarly"]
+    acme = ours["_links"]["getACMEDirectory"]
+    assert acme["href"] == "https://127.0.0.1:28641/cas/acme/directory"
+
+
+def test_cau_hal_offers_the_acme_credential_routes_over_https(dep: Deployment) -> None:
+    reply = call(dep.app, "GET", "/cau", headers={"Host": "127.0.0.1:28640"})
+    links, actions = reply.json()["_links"], reply.json()["_actions"]
+    assert links["getACMEExternalAccountBindingList"]["href"] == (
+        "https://127.0.0.1:28641/cau/acme/eab"
+    )
+    assert actions["createACMEExternalAccountBinding"]["method"] == "PUT"
+    assert actions["revokeACMEExternalAccountBinding"]["href"] == (
+        "https://127.0.0.1:28641/cau/acme/eab/revoke"
+    )
+    assert "getACMEDirectory" not in links
 
 
 def test_authority_hal_over_https_is_relative_and_follows_script_name(dep: Deployment) -> None:
@@ -491,3 +511,14 @@ def test_unexpected_error_is_500_and_logged(dep: Deployment) -> None:
         r"\[2026-11-27T12:00:00\+00:00\] \[pid \d+:tid \d+\] \[client 127\.0\.0\.1\] .* ", head
     ), head
     assert "Traceback" in reply.errors
+
+
+def test_the_https_ca_is_published_when_there_is_one(dep: Deployment) -> None:
+    assert call(dep.app, "GET", "/https-ca.crt.pem").status == 404
+    app = dep.restart_app(https_ca=dep.cas)
+
+    reply = call(app, "GET", "/https-ca.crt.pem")
+
+    assert (reply.status, reply.header("Content-Type")) == (200, "application/x-pem-file")
+    assert reply.body == dep.cas.get_ca_certificate()
+    assert call(dep.app, "GET", "/cas/acme/directory", https=True).status == 404

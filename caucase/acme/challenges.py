@@ -54,7 +54,9 @@ def dns_txt_value(authorization: str) -> str:
 
 
 class Validator(Protocol):
-    type: str
+    @property
+    def type(self) -> str:
+        """The challenge type, as challenge objects name it (8.3, 8.4, RFC 8737)."""
 
     def applies_to(self, identifier: Identifier) -> bool:
         """Whether this challenge type can prove control of `identifier`."""

@@ -28,6 +28,14 @@ MAX_CSR_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
+class LeafTemplate:
+    """The subject and extensions a certificate takes (caucase.crypto.x509util.Template)."""
+
+    subject: x509.Name
+    extensions: x509.Extensions
+
+
+@dataclass(frozen=True)
 class CheckedCSR:
     """A finalize CSR that matches its order, and what the certificate will name."""
 
@@ -36,6 +44,21 @@ class CheckedCSR:
     subject: x509.Name
     subject_alt_name: x509.SubjectAlternativeName
 
+    @property
+    def template(self) -> LeafTemplate:
+        """The CSR's extensions, which the CA filters as it filters any template's
+        (ca-profile 1.6), with the subjectAltName the order decides: critical when the
+        subject is empty (RFC 5280 4.2.1.6)."""
+        alt_name = x509.Extension(
+            x509.SubjectAlternativeName.oid, not self.subject, self.subject_alt_name
+        )
+        kept = [
+            extension
+            for extension in self.csr.extensions
+            if extension.oid != x509.SubjectAlternativeName.oid
+        ]
+        return LeafTemplate(self.subject, x509.Extensions([*kept, alt_name]))
+
 
 def decode_csr(encoded: object) -> x509.CertificateSigningRequest:
     """The ``csr`` member of a finalize payload: base64url DER with a valid self-signature."""
@@ -43,8 +66,7 @@ def decode_csr(encoded: object) -> x509.CertificateSigningRequest:
         raise BadCSR(f"a CSR has at most {MAX_CSR_BYTES} bytes")
     der = decode_base64url(encoded, "'csr'")
     try:
-        pem = x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM)
-        return x509util.load_certificate_request(pem)
+        return x509util.check_certificate_request(x509.load_der_x509_csr(der))
     except (ValueError, exceptions.NotACertificateSigningRequest) as error:
         raise BadCSR(f"not a valid CSR: {error}") from None
 

@@ -1,7 +1,12 @@
 """ACME identifiers (RFC 8555 7.1.4, RFC 8738) and the EAB scopes that pre-authorize them.
 
 Everything is compared in one normal form: DNS names in lower case, without the trailing
-dot, as A-labels (IDNA 2008); IP addresses in their canonical text (RFC 5952 for IPv6).
+dot, in A-labels; IP addresses in their canonical text (RFC 5952 for IPv6). Orders must
+send A-labels (RFC 8555 7.1.4) and so must the CAU user minting a scope: converting
+U-labels would need a full IDNA 2008 library for one convenience, while ``idn2`` or any
+registrar's tool prints the A-label. An ``xn--`` label is checked to be well-formed
+Punycode of a lower-case NFC text (the standard library's codec), not against IDNA 2008's
+tables: which names exist is the operator's business.
 A scope is a list of patterns a CAU user gave when minting an EAB credential:
 
 - ``web.example.com``: exactly that name;
@@ -14,10 +19,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import idna
 
 from caucase.acme.problems import Malformed, RejectedIdentifier, UnsupportedIdentifier
 
@@ -38,28 +42,32 @@ def _check_a_label(label: str) -> None:
         raise InvalidIdentifier(f"{label!r} is not a valid DNS label")
     if label[2:4] == "--" and not label.startswith("xn--"):
         raise InvalidIdentifier(f"{label!r}: hyphens in the third and fourth places")
-    if label.startswith("xn--"):
-        try:
-            idna.decode(label)
-        except idna.IDNAError:
-            raise InvalidIdentifier(f"{label!r} is not a valid A-label") from None
+    if label.startswith("xn--") and not _is_punycode(label[4:]):
+        raise InvalidIdentifier(f"{label!r} is not a valid A-label")
 
 
-def normalise_dns_name(name: str, *, allow_unicode: bool = False) -> str:
-    """`name` in lower case, without its trailing dot, in A-labels; InvalidIdentifier
-    unless it is a host name (a leading ``*.`` is the caller's business).
+def _is_punycode(encoded: str) -> bool:
+    """Whether `encoded` is the one Punycode spelling of a printable, lower-case, NFC
+    text with some non-ASCII character (what an A-label holds)."""
+    try:
+        text = encoded.encode("ascii").decode("punycode")
+    except UnicodeError:
+        return False
+    return (
+        not text.isascii()
+        and text.isprintable()
+        and text == text.lower() == unicodedata.normalize("NFC", text)
+        and text.encode("punycode").decode("ascii") == encoded
+    )
 
-    Orders must already use A-labels (RFC 8555 7.1.4); `allow_unicode` lets a CAU user
-    type a U-label in a scope pattern."""
+
+def normalise_dns_name(name: str) -> str:
+    """`name` in lower case, without its trailing dot; InvalidIdentifier unless it is a
+    host name in A-labels (a leading ``*.`` is the caller's business)."""
     if name.endswith("."):
         name = name[:-1]
     if not name.isascii():
-        if not allow_unicode:
-            raise InvalidIdentifier(f"{name!r} is not in A-labels (xn--...)")
-        try:
-            name = idna.encode(name, uts46=True).decode("ascii")
-        except idna.IDNAError as error:
-            raise InvalidIdentifier(f"{name!r}: {error}") from None
+        raise InvalidIdentifier(f"{name!r} is not in A-labels (xn--...): convert it first")
     name = name.lower()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidIdentifier("a DNS name has 1 to 253 characters")
@@ -159,7 +167,7 @@ class Pattern:
 
     @classmethod
     def parse(cls, text: str) -> Pattern:
-        """InvalidIdentifier for text that is no pattern; U-labels become A-labels."""
+        """InvalidIdentifier for text that is no pattern (DNS names in A-labels)."""
         text = text.strip()
         if text == ANYTHING:
             return cls(ANYTHING)
@@ -167,8 +175,8 @@ class Pattern:
             return cls(normalise_ip(text))
         if text.startswith(WILDCARD_PREFIX):
             base = text[len(WILDCARD_PREFIX) :]
-            return cls(WILDCARD_PREFIX + normalise_dns_name(base, allow_unicode=True))
-        return cls(normalise_dns_name(text, allow_unicode=True))
+            return cls(WILDCARD_PREFIX + normalise_dns_name(base))
+        return cls(normalise_dns_name(text))
 
     def covers(self, identifier: Identifier) -> bool:
         if self.text == ANYTHING:

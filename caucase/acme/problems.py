@@ -43,6 +43,10 @@ class AcmeProblem(Exception):
         """Members some error types add to the document (e.g. ``algorithms``)."""
         return {}
 
+    def headers(self) -> list[tuple[str, str]]:
+        """Header fields some refusals add (Retry-After, Location, Allow)."""
+        return []
+
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"type": self.type_urn, "detail": self.detail}
         if self.identifier is not None:
@@ -147,6 +151,37 @@ class RateLimited(AcmeProblem):
         super().__init__(detail)
         self.retry_after = retry_after
 
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Retry-After", str(self.retry_after))]
+
+
+class Conflict(AcmeProblem):
+    """7.3.5: the new key of a keyChange is another account's, named by Location."""
+
+    error_type = "malformed"
+    status = 409
+
+    def __init__(self, detail: str, location: str) -> None:
+        super().__init__(detail)
+        self.location = location
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Location", self.location)]
+
+
+class MethodNotAllowed(AcmeProblem):
+    """6.3: resources other than the directory and newNonce take POST only."""
+
+    error_type = "malformed"
+    status = 405
+
+    def __init__(self, detail: str, allowed: Sequence[str]) -> None:
+        super().__init__(detail)
+        self.allowed = list(allowed)
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Allow", ", ".join(self.allowed))]
+
 
 class NotFound(AcmeProblem):
     """An unknown account, order, authorization, challenge or certificate URL."""
@@ -158,6 +193,13 @@ class NotFound(AcmeProblem):
 class PayloadTooLarge(AcmeProblem):
     error_type = "malformed"
     status = 413
+
+
+class LengthRequired(AcmeProblem):
+    """A body whose end the server cannot know (neither Content-Length nor chunked)."""
+
+    error_type = "malformed"
+    status = 411
 
 
 class UnsupportedMediaType(AcmeProblem):
@@ -207,7 +249,6 @@ def render(problem: AcmeProblem, fresh_nonce: str | None = None) -> ProblemRespo
     headers = [("Content-Type", PROBLEM_CONTENT_TYPE), ("Cache-Control", "no-store")]
     if fresh_nonce is not None:
         headers.append(("Replay-Nonce", fresh_nonce))
-    if isinstance(problem, RateLimited):
-        headers.append(("Retry-After", str(problem.retry_after)))
+    headers += problem.headers()
     body = json.dumps(problem.to_json(), separators=(",", ":")).encode()
     return ProblemResponse(problem.status, headers, body)

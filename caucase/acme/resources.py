@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +37,15 @@ def timestamp(moment: datetime.datetime) -> str:
 
 @dataclass(frozen=True)
 class Urls:
-    """Every ACME URL of caucased, under ``base`` (``https://<netloc>/cas/acme``)."""
+    """Every ACME URL of caucased for one CAS URL (``https://<netloc>/cas``): the ACME
+    resources under ``/cas/acme``, each resource's id a decimal path segment; renewalInfo
+    is the CAS's own renewal-info route (RFC 9773), which caucase's updater reads too."""
 
-    base: str
+    authority: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.authority}/acme"
 
     @property
     def directory(self) -> str:
@@ -67,28 +73,38 @@ class Urls:
 
     @property
     def renewal_info(self) -> str:
-        return f"{self.base}/renewal-info"
+        return f"{self.authority}/renewal-info"
 
-    def account(self, account_id: str) -> str:
+    def account(self, account_id: int) -> str:
         return f"{self.base}/account/{account_id}"
 
-    def account_orders(self, account_id: str) -> str:
-        return f"{self.base}/account/{account_id}/orders"
+    def account_orders(self, account_id: int) -> str:
+        return f"{self.base}/orders/{account_id}"
 
-    def order(self, order_id: str) -> str:
+    def order(self, order_id: int) -> str:
         return f"{self.base}/order/{order_id}"
 
-    def finalize(self, order_id: str) -> str:
-        return f"{self.base}/order/{order_id}/finalize"
+    def finalize(self, order_id: int) -> str:
+        return f"{self.base}/finalize/{order_id}"
 
-    def authorization(self, authorization_id: str) -> str:
+    def authorization(self, authorization_id: int) -> str:
         return f"{self.base}/authz/{authorization_id}"
 
-    def challenge(self, challenge_id: str) -> str:
+    def challenge(self, challenge_id: int) -> str:
         return f"{self.base}/challenge/{challenge_id}"
 
-    def certificate(self, certificate_id: str) -> str:
-        return f"{self.base}/certificate/{certificate_id}"
+    def certificate(self, order_id: int) -> str:
+        return f"{self.base}/certificate/{order_id}"
+
+    def account_id(self, kid: str) -> int | None:
+        """The id an account URL names, or None when `kid` is no account URL of ours."""
+        prefix = self.account(0)[:-1]
+        digits = kid[len(prefix) :]
+        if not kid.startswith(prefix) or not (digits.isdigit() and digits.isascii()):
+            return None
+        if len(digits) > 19 or (len(digits) > 1 and digits[0] == "0"):
+            return None
+        return int(digits)
 
 
 @dataclass(frozen=True)
@@ -151,7 +167,8 @@ class Challenge:
     token: str
     status: Status
     validated: datetime.datetime | None = None
-    error: AcmeProblem | None = None
+    error: AcmeProblem | Mapping[str, Any] | None = None
+    """A refusal, or the problem document stored when the validation failed."""
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -163,7 +180,8 @@ class Challenge:
         if self.validated is not None:
             document["validated"] = timestamp(self.validated)
         if self.error is not None:
-            document["error"] = self.error.to_json()
+            error = self.error
+            document["error"] = error.to_json() if isinstance(error, AcmeProblem) else dict(error)
         return document
 
 

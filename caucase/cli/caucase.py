@@ -13,7 +13,7 @@ import datetime
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from cryptography import x509
 
@@ -52,7 +52,11 @@ def subject_preview(csr_pem: str) -> str:
         valid = False
     if not valid:
         raise CaucaseError("server listed a malformed or badly signed CSR")
-    text = csr.subject.rfc4514_string()
+    return _printable(csr.subject.rfc4514_string())
+
+
+def _printable(text: str) -> str:
+    """`text` with what is not printable escaped, so that no value fakes a listing row."""
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
@@ -175,6 +179,37 @@ class CaucaseRun:
             self.renew_early(())
         if args.list_csr:
             self.list_csr()
+        self.run_acme_eab_actions()
+
+    def run_acme_eab_actions(self) -> None:
+        """The ACME credential actions, on the CAU whatever --mode says."""
+        args = self.args
+        if not (args.revoke_acme_eab or args.new_acme_eab or args.show_acme_eab):
+            return
+        with CaucaseClient(args.ca_url + "/cau", args.user_key) as cau:
+            for kid in args.revoke_acme_eab:
+                self.context = "--revoke-acme-eab " + kid
+                cau.revoke_acme_eab(kid)
+                self.confirm(f"Revoked ACME external account binding {kid}")
+            for patterns in args.new_acme_eab:
+                self.context = "--new-acme-eab " + " ".join(patterns)
+                kid, key = cau.new_acme_eab(patterns)
+                self.say(f"{kid} {key}")
+            if args.show_acme_eab:
+                self.context = "--show-acme-eab"
+                self.show_acme_eab(cau.list_acme_eab())
+
+    def show_acme_eab(self, credentials: list[dict[str, Any]]) -> None:
+        columns = ("kid", "status", "account", "minted_at", "minted_by", "scope")
+        lines = ["-- ACME external account bindings --", " | ".join(columns)]
+        for entry in credentials:
+            scope = entry.get("scope")
+            fields = dict(
+                entry, scope=" ".join(map(str, scope if isinstance(scope, list) else []))
+            )
+            lines.append(" | ".join(_printable(str(fields.get(name) or "-")) for name in columns))
+        lines.append("-- end of ACME external account bindings --")
+        self.say("\n".join(lines))
 
     def send_csr(self, path: str) -> None:
         self.context = "--send-csr " + path

@@ -164,6 +164,22 @@ AUTHENTICATED_ACTIONS: list[tuple[str, dict[str, Any]]] = [
                                    "authority (issued before --before, when given), e.g. "
                                    "after a suspected key compromise or before a CA "
                                    "rollover."}),
+    ("--new-acme-eab", {"nargs": "+", "action": "append", "default": [],
+                        "metavar": "PATTERN",
+                        "help": "Mint an ACME external account binding and print "
+                                "'<KID> <HMAC_KEY>' (give them to certbot's --eab-kid and "
+                                "--eab-hmac-key, lego's --kid and --hmac). The account "
+                                "bound to it gets certificates without challenge for "
+                                "the names the patterns cover: NAME, *.DOMAIN (any name "
+                                "below DOMAIN), an IP address, or * (anything); DNS names "
+                                "in A-labels (xn--...). Repeatable."}),
+    ("--show-acme-eab", {"action": "store_true",
+                         "help": "Print the ACME external account bindings: kid, status, "
+                                 "bound account, when and by whom minted, scope."}),
+    ("--revoke-acme-eab", {**SEVERAL, "metavar": "KID",
+                           "help": "Revoke these ACME external account bindings and the "
+                                   "accounts bound to them (their certificates stay "
+                                   "valid until revoked)."}),
 ]  # fmt: skip
 AUTHENTICATED_NAMES = [name for name, _ in AUTHENTICATED_ACTIONS]
 

@@ -27,12 +27,17 @@ from typing import Any, Callable
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from caucase.acme.challenges import Dns01Validator, Http01Validator, Validators
+from caucase.acme.resolver import Resolver
+from caucase.acme.service import AcmeService, AcmeSettings
+from caucase.acme.tls_alpn import TlsAlpn01Validator
 from caucase.backup_schedule import BackupSchedule
 from caucase.ca import CA_RENEWAL_MARGIN, CertificateAuthority
 from caucase.cli.key_options import check_key_options
 from caucase.cli.server_options import (
     Endpoint,
     build_parser,
+    check_acme_options,
     check_parent_directories,
     parse_endpoint,
 )
@@ -230,11 +235,26 @@ def announce_listeners(
         )
 
 
+def acme_settings(args: argparse.Namespace) -> AcmeSettings:
+    """What --acme-challenge, --acme-open and the validation ports and DNS server say."""
+    if not args.acme_challenge:
+        return AcmeSettings()
+    resolver = Resolver(args.acme_dns_server)
+    validators = Validators.of(
+        [
+            Http01Validator(resolver, args.acme_http_port),
+            Dns01Validator(resolver),
+            TlsAlpn01Validator(resolver, args.acme_tls_alpn_port),
+        ]
+    )
+    return AcmeSettings(validators, open_accounts=args.acme_open)
+
+
 def make_application(
-    args: argparse.Namespace, authorities: Authorities, clock: Clock
+    args: argparse.Namespace, authorities: Authorities, acme: AcmeService, clock: Clock
 ) -> Callable[..., Any]:
-    """The WSGI application serving both authorities; the CORS secrets in the shared
-    database when there is one, else in the --cors-key-store file."""
+    """The WSGI application serving both authorities, ACME and the HTTPS CA; the CORS
+    secrets in the shared database when there is one, else in the --cors-key-store file."""
     cors_key_store = args.cors_key_store
     if authorities.cluster is not None:
         cors_key_store = SharedCorsKeyStore(authorities.cluster, clock)
@@ -243,6 +263,8 @@ def make_application(
         authorities.cas,
         cors_key_store,
         cors_whitelist=tuple(args.cors_whitelist),
+        acme=acme,
+        https_ca=authorities.http_cas,
     )
 
 
@@ -255,6 +277,12 @@ class Service:
     identity: ServerIdentity
     context: ssl.SSLContext
     backups: BackupSchedule | None
+    acme: AcmeService
+
+    def close(self) -> None:
+        """Once the listeners stopped: the validation workers, then the database."""
+        self.acme.close()
+        self.database.close()
 
 
 def open_service(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> Service:
@@ -294,9 +322,14 @@ def _build_service(
         clock,
     )
     identity.prepare()
-    application = make_application(args, authorities, clock)
-    context = identity.make_context()
-    return Service(authorities.database, application, identity, context, backups)
+    acme = AcmeService(authorities.database, authorities.cas, acme_settings(args), clock)
+    try:
+        application = make_application(args, authorities, acme, clock)
+        context = identity.make_context()
+    except BaseException:
+        acme.close()
+        raise
+    return Service(authorities.database, application, identity, context, backups, acme)
 
 
 def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> None:
@@ -319,7 +352,7 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
     finally:
         write_line(sys.stderr, "Exiting\n")
         stop_serving(servers)
-        service.database.close()
+        service.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_key_options(parser, args)
+    check_acme_options(parser, args)
     endpoint = parse_endpoint(parser, args)
     problem = check_parent_directories(args)
     if problem is not None:

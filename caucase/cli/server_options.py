@@ -9,6 +9,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from caucase import __version__
+from caucase.acme.resolver import parse_dns_server
 from caucase.backup_schedule import check_backup_directory
 from caucase.crypto import keys
 from caucase.ports import https_port_for
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "given; every later start uses the stored counts, whatever it is told",
     )
     _add_authority_options(parser)
+    _add_acme_options(parser)
     backups = parser.add_argument_group("backups")
     backups.add_argument(
         "--backup-directory",
@@ -199,6 +201,67 @@ def _add_authority_options(parser: argparse.ArgumentParser) -> None:
         help="number of first user CSRs signed on arrival, without approval; the "
         "default lets the first user in (default: %(default)s)",
     )
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}")
+    return value
+
+
+def _dns_server(text: str) -> tuple[str, int]:
+    try:
+        return parse_dns_server(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_acme_options(parser: argparse.ArgumentParser) -> None:
+    """ACME (RFC 8555) for the CAS, at https://NETLOC/cas/acme/directory."""
+    acme = parser.add_argument_group(
+        "ACME (certbot, lego...: accounts need an external account binding that a CAU "
+        "user mints with caucase --new-acme-eab; its scope is pre-authorized)"
+    )
+    acme.add_argument(
+        "--acme-challenge",
+        action="store_true",
+        help="also issue for identifiers outside the account's scope once an http-01, "
+        "dns-01 or tls-alpn-01 challenge proves control of them (default: refused)",
+    )
+    acme.add_argument(
+        "--acme-open",
+        action="store_true",
+        help="accept ACME accounts without external account binding; their identifiers "
+        "all need a challenge; requires --acme-challenge (default: every account needs "
+        "a binding)",
+    )
+    acme.add_argument(
+        "--acme-http-port",
+        type=_port,
+        default=80,
+        metavar="PORT",
+        help="port http-01 validation connects to (default: %(default)s)",
+    )
+    acme.add_argument(
+        "--acme-tls-alpn-port",
+        type=_port,
+        default=443,
+        metavar="PORT",
+        help="port tls-alpn-01 validation connects to (default: %(default)s)",
+    )
+    acme.add_argument(
+        "--acme-dns-server",
+        type=_dns_server,
+        metavar="HOST[:PORT]",
+        help="DNS server every validation lookup goes to: A/AAAA of http-01 and "
+        "tls-alpn-01, TXT of dns-01 (default: the system resolver)",
+    )
+
+
+def check_acme_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.acme_open and not args.acme_challenge:
+        parser.error("--acme-open requires --acme-challenge")
 
 
 def parse_endpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Endpoint:

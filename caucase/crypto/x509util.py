@@ -12,14 +12,14 @@ import enum
 import ipaddress
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, Union
+from typing import Any, Callable, Protocol
 
 import pem as pemlib
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import CRLEntryExtensionOID, ExtendedKeyUsageOID, ExtensionOID
 
 from caucase import exceptions
 from caucase.clock import as_utc
@@ -32,7 +32,17 @@ LEGACY_OID_TOP = "2.25.285541874270823339875695650038637483517"
 LEGACY_AUTO_SIGNED_OID = LEGACY_OID_TOP + ".0"
 AUTO_SIGNED_TEXT = "Auto-signed caucase certificate"
 
-Template = Union[x509.CertificateSigningRequest, x509.Certificate]
+
+class Template(Protocol):
+    """What a leaf takes from its template: a CSR, the certificate being renewed, or the
+    subject and extensions an ACME order decides (caucase.acme.csr)."""
+
+    @property
+    def subject(self) -> x509.Name: ...
+
+    @property
+    def extensions(self) -> x509.Extensions: ...
+
 
 # An extension to write: its value (which knows its OID) and whether it is critical.
 _Extension = tuple[x509.ExtensionType, bool]
@@ -75,6 +85,19 @@ def load_certificate_request(pem: bytes) -> x509.CertificateSigningRequest:
     try:
         block = _single_pem_block(pem, pemlib.CertificateRequest, "certificate request")
         csr = x509.load_pem_x509_csr(block)
+    except (ValueError, UnsupportedAlgorithm) as error:
+        raise exceptions.NotACertificateSigningRequest(
+            f"Not a valid certificate signing request: {error}"
+        ) from None
+    return check_certificate_request(csr)
+
+
+def check_certificate_request(
+    csr: x509.CertificateSigningRequest,
+) -> x509.CertificateSigningRequest:
+    """`csr`, once its self-signature verifies and its extensions parse;
+    NotACertificateSigningRequest otherwise."""
+    try:
         signature_valid = csr.is_signature_valid
         csr.extensions  # noqa: B018 -- parsing is the check
     except (*_EXTENSION_ERRORS, UnsupportedAlgorithm) as error:
@@ -400,14 +423,40 @@ def issue_certificate(
     return _sign_with(builder, extensions, ca_key)
 
 
-def revoked_entry(serial: int, revocation_date: datetime.datetime) -> x509.RevokedCertificate:
+# RFC 5280 5.3.1 CRLReason codes (7 is unused).
+REASON_CODES: dict[int, x509.ReasonFlags] = {
+    0: x509.ReasonFlags.unspecified,
+    1: x509.ReasonFlags.key_compromise,
+    2: x509.ReasonFlags.ca_compromise,
+    3: x509.ReasonFlags.affiliation_changed,
+    4: x509.ReasonFlags.superseded,
+    5: x509.ReasonFlags.cessation_of_operation,
+    6: x509.ReasonFlags.certificate_hold,
+    8: x509.ReasonFlags.remove_from_crl,
+    9: x509.ReasonFlags.privilege_withdrawn,
+    10: x509.ReasonFlags.aa_compromise,
+}
+REASON_OF_FLAG = {flag: code for code, flag in REASON_CODES.items()}
+
+
+def revoked_entry(
+    serial: int, revocation_date: datetime.datetime, reason: x509.ReasonFlags | None = None
+) -> x509.RevokedCertificate:
     """One CRL entry, through the RevokedCertificateBuilder constructor: unlike its
     serial_number setter it accepts 0 and serials of 160 bits or more, as the reference
-    does. A negative serial raises ValueError (when the entry or the CRL is built)."""
+    does. A negative serial raises ValueError (when the entry or the CRL is built).
+
+    A reason becomes the reasonCode extension, except ``unspecified``, for which RFC 5280
+    5.3.1 says the extension SHOULD be absent."""
     if serial < 0:
         raise ValueError("Negative serial numbers are not supported in CRLs")
+    extensions: list[x509.Extension[x509.ExtensionType]] = []
+    if reason is not None and reason is not x509.ReasonFlags.unspecified:
+        extensions.append(
+            x509.Extension(CRLEntryExtensionOID.CRL_REASON, False, x509.CRLReason(reason))
+        )
     return x509.RevokedCertificateBuilder(
-        serial_number=serial, revocation_date=as_utc(revocation_date)
+        serial_number=serial, revocation_date=as_utc(revocation_date), extensions=extensions
     ).build()
 
 

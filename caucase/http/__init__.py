@@ -3,13 +3,15 @@
 - ``request``: request parsing and responses.
 - ``cors``: the CORS consent mechanism.
 - ``bodies``: the body steps routes run before credentials are checked.
-- ``handlers``: what each route does.
-- ``renewal_handlers``: the renewal-info routes (RFC 9773 windows, early renewal).
+- ``handlers``: what each route does; ``acme``: the ACME front door of the CAS (its
+  dispatch steps and handlers); ``acme_credentials``: the CAU routes minting, listing and
+  revoking ACME external account bindings; ``renewal_handlers``: the renewal-info routes
+  (RFC 9773 windows, early renewal).
 - ``routes``: the route table (handlers, body steps, credentials; the HAL description).
 - ``app``: the WSGI application: dispatch, credential checks, error mapping.
 - ``server``: threaded HTTP and HTTPS listeners on wsgiref.
 - ``workers``: the listeners' pool of reusable connection threads.
-- ``tls``: caucased's own HTTPS identity and its TLS context.
+- ``tls``: caucased's own HTTPS identity and its TLS context (the full chain).
 - ``metrics``: the Prometheus metrics and the ``--metrics-netloc`` listener's application.
 - ``health``: the /health report over named checks.
 """

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
+from caucase.acme.service import AcmeService
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, utcnow
 from caucase.crypto import x509util
@@ -29,6 +30,7 @@ from caucase.exceptions import (
     NotJSON,
     StorageError,
 )
+from caucase.http.acme import AcmeFront
 from caucase.http.bodies import SignedEnvelope
 from caucase.http.cors import (
     CorsConsent,
@@ -39,7 +41,7 @@ from caucase.http.cors import (
 )
 from caucase.http.handlers import Service
 from caucase.http.request import HTTPError, Request, Response, unauthorized
-from caucase.http.routes import Auth, Route, build_tree, parse_subpath
+from caucase.http.routes import Auth, Node, Route, build_tree, parse_subpath
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 REASONS = {
@@ -55,6 +57,8 @@ REASONS = {
     409: "Conflict",
     411: "Length Required",
     413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
     507: "Insufficient Storage",
@@ -86,12 +90,18 @@ class Application:
         cors_key_store: str | KeyStore,
         cors_whitelist: Sequence[str] = (),
         clock: Clock = utcnow,
+        *,
+        acme: AcmeService | None = None,
+        https_ca: CertificateAuthority | None = None,
     ) -> None:
+        """`acme`: the ACME service of the CAS (None: /cas/acme answers 404); `https_ca`:
+        the CA of caucased's HTTPS certificate, which /https-ca.crt.pem publishes."""
         self._cau = cau
         if isinstance(cors_key_store, str):
             cors_key_store = CorsKeyStore(cors_key_store, clock)
         self._cors = CorsConsent(cors_key_store, cors_whitelist)
-        self._service = Service({"cau": cau, "cas": cas}, self._cors)
+        self._service = Service({"cau": cau, "cas": cas}, self._cors, acme, https_ca)
+        self._acme = None if acme is None else AcmeFront(acme)
         self._clock = clock
         self._root = build_tree()
 
@@ -151,6 +161,14 @@ class Application:
         while segments and segments[0] in node.children:
             node = node.children[segments[0]]
             segments = segments[1:]
+        if node.acme:
+            if self._acme is None:
+                return Response(404)
+            request.authority = node.authority
+            return self._acme.answer(request, lambda: self._route(request, node, segments))
+        return self._route(request, node, segments)
+
+    def _route(self, request: Request, node: Node, segments: list[str]) -> Response:
         if request.method not in node.methods:
             if request.method == "OPTIONS":
                 allowed = [route.method for route in node.routes if route.cors != CorsPolicy.DENY]
@@ -167,6 +185,9 @@ class Application:
 
     def _run(self, route: Route, request: Request, argument: int | str) -> Response:
         """The route's credentials, checked before or after its body step as it says."""
+        if route.auth is Auth.ACME_JWS:
+            assert isinstance(argument, int)  # ACME routes take ACME_ID subpaths only
+            return self._run_acme(route, request, argument)
         if route.auth is Auth.FIRST:
             self._authenticate(request)
         body = route.body(request)
@@ -179,6 +200,16 @@ class Application:
             self._authenticate(request)
         return route.handler(self._service, request, argument, body)
 
+    def _run_acme(self, route: Route, request: Request, argument: int) -> Response:
+        """The JWS verified with the route's key source, its nonce spent before the handler
+        runs or, for routes that say so, by the handler in its own transaction."""
+        assert self._acme is not None and route.key_source is not None
+        signed = self._acme.verify(request, route.key_source, not route.spends_nonce)
+        response = route.handler(self._service, request, argument, signed)
+        if not signed.spent:  # a bug: the handler changed something without spending it
+            raise RuntimeError(f"{route.method} {route.node}: the nonce was not spent")
+        return response
+
     def _authenticate(self, request: Request) -> None:
         """Check the client certificate against the CAU on every request (http-api 4)."""
         pem = request.environ.get("SSL_CLIENT_CERT")
@@ -187,10 +218,12 @@ class Application:
         if not isinstance(pem, str) or not pem:
             raise unauthorized(b"No client certificate presented")
         try:
-            self._cau.verify_certificate(x509util.load_certificate(pem.encode("utf-8")))
+            certificate = x509util.load_certificate(pem.encode("utf-8"))
+            self._cau.verify_certificate(certificate)
         except CertificateVerificationError as error:
             reason = f"Client certificate refused: {error.reason}".encode()
             raise unauthorized(_REFUSALS.get(error.reason, reason)) from None
         except (CertificateAuthorityException, ValueError, TypeError):
             raise unauthorized(b"Client certificate cannot be verified") from None
         request.authenticated = True
+        request.user = certificate

@@ -77,6 +77,34 @@ def template_body(request: Request) -> bytes | None:
     return template
 
 
+def _json_object(request: Request) -> dict[str, Any]:
+    if request.content_type != JSON:
+        raise HTTPError(400, b"b'Bad Content-Type'")
+    try:
+        value = json_loads(request.read_body().decode("utf-8"))
+    except ValueError:
+        raise HTTPError(400, b"b'Invalid json'") from None
+    if not isinstance(value, dict):
+        raise HTTPError(400, b"Body is not a JSON object")
+    return value
+
+
+def eab_scope_body(request: Request) -> list[str]:
+    """The scope of a new ACME credential: ``{"scope": ["pattern", ...]}``."""
+    scope = _json_object(request).get("scope")
+    if not isinstance(scope, list) or not all(isinstance(item, str) for item in scope):
+        raise HTTPError(400, b"scope must be a list of identifier patterns")
+    return scope
+
+
+def eab_kid_body(request: Request) -> str:
+    """The credential to revoke: ``{"kid": "..."}``."""
+    kid = _json_object(request).get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise HTTPError(400, b"kid must be a non-empty string")
+    return kid
+
+
 def revoke_envelope(request: Request) -> Envelope:
     """A revocation: signed by the certificate's key, or null-digest (http-api 6.13)."""
     return _read_envelope(request, "revoke_crt_pem")

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from caucase.acme.service import AcmeService
 from caucase.ca import CertificateAuthority
 from caucase.crypto import x509util
 from caucase.exceptions import NotACertificateSigningRequest
@@ -30,14 +31,18 @@ PKIX_CRL = "application/pkix-crl"
 PKIX_CERT = "application/pkix-cert"
 X509_CA_CERT = "application/x-x509-ca-cert"
 JSON = "application/json"
+PEM_FILE = "application/x-pem-file"
 
 
 @dataclass(frozen=True)
 class Service:
-    """What handlers act on: both authorities and the CORS consent."""
+    """What handlers act on: both authorities, the CORS consent, the ACME service of the
+    CAS, and the CA of caucased's HTTPS identity (None where not served)."""
 
     authorities: Mapping[str, CertificateAuthority]
     cors: CorsConsent
+    acme: AcmeService | None = None
+    https_ca: CertificateAuthority | None = None
 
     def authority(self, request: Request) -> CertificateAuthority:
         return self.authorities[request.authority or ""]
@@ -113,6 +118,16 @@ def get_ca_crt(service: Service, request: Request, _: int, __: None) -> Response
 def get_ca_chain(service: Service, request: Request, _: int, __: None) -> Response:
     chain = service.authority(request).get_ca_certificate_chain()
     return Response(200, [("Content-Type", JSON)], json.dumps(chain).encode())
+
+
+def get_https_ca(service: Service, request: Request, _: int, __: None) -> Response:
+    """Every CA certificate of caucased's HTTPS identity, oldest first: the one file a
+    client trusts to verify caucased's HTTPS, across its certificate renewals."""
+    if service.https_ca is None:
+        return Response(404)
+    certificates = service.https_ca.get_ca_certificate_list()
+    body = b"".join(x509util.dump_certificate(certificate) for certificate in certificates)
+    return Response(200, [("Content-Type", PEM_FILE)], body)
 
 
 def revoke(

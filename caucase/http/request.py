@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+
 from caucase.ports import https_port_for
 
 MAX_BODY_SIZE = 10 * 1024 * 1024
@@ -63,6 +65,7 @@ class Request:
         self.content_type: str = environ.get("CONTENT_TYPE") or "text/plain"
         self.authority: str | None = None
         self.authenticated = False
+        self.user: x509.Certificate | None = None
         self.cors_origin: str | None = None
 
     @property
@@ -118,8 +121,12 @@ class Request:
             return str(host)
         return f"{self.environ.get('SERVER_NAME', 'localhost')}:{self.environ.get('SERVER_PORT')}"
 
-    def read_body(self) -> bytes:
-        """Exactly Content-Length bytes, at most 10 MiB (http-api 14.1).
+    def https_url(self) -> str:
+        """The HTTPS URL of this request, without its query: what an ACME client signs."""
+        return self.https_base() + quote(self.environ.get("PATH_INFO", ""))
+
+    def read_body(self, limit: int = MAX_BODY_SIZE) -> bytes:
+        """Exactly Content-Length bytes, at most `limit`: 10 MiB by default (http-api 14.1).
 
         Without Content-Length the body is read to its end only when the server says the
         stream is terminated (wsgi.input_terminated, e.g. after de-chunking); otherwise
@@ -129,8 +136,8 @@ class Request:
         if not raw_length:
             if not self.environ.get("wsgi.input_terminated"):
                 raise HTTPError(411, b"Content-Length required")
-            body = _read_at_most(stream, MAX_BODY_SIZE + 1)
-            if len(body) > MAX_BODY_SIZE:
+            body = _read_at_most(stream, limit + 1)
+            if len(body) > limit:
                 raise HTTPError(413, b"b'Content-Length limit exceeded'")
             return body
         try:
@@ -139,7 +146,7 @@ class Request:
             raise HTTPError(400, b"b'Invalid Content-Length'") from None
         if length < 0:
             raise HTTPError(400, b"b'Invalid Content-Length'")
-        if length > MAX_BODY_SIZE:
+        if length > limit:
             raise HTTPError(413, b"b'Content-Length limit exceeded'")
         body = _read_at_most(stream, length)
         if len(body) != length:

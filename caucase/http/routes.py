@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from caucase.http import bodies, handlers, renewal_handlers
+from caucase.acme.jws import KeySource
+from caucase.http import acme, acme_credentials, bodies, handlers, renewal_handlers
 from caucase.http.cors import CorsPolicy
 from caucase.http.handlers import Service
 from caucase.http.request import HTTPError, Request, Response
@@ -31,6 +32,7 @@ class Subpath(enum.Enum):
     ID = "id"  # CSR/certificate id: 400 b'Invalid integer' when not an integer
     AKI = "aki"  # decimal authority key id: 404 when not an integer
     TEXT = "text"  # passed on as it is (a certID): the handler reads it
+    ACME_ID = "acme-id"  # ACME resource id: 404 unless plain decimal digits
 
 
 class Auth(enum.Enum):
@@ -45,6 +47,9 @@ class Auth(enum.Enum):
     SIGNATURE = "signature"
     # A verified signature, or else a client certificate after the body step (http-api 6.13).
     SIGNATURE_OR_AFTER_BODY = "signature-or-after-body"
+    # An ACME request: a flattened JWS verified (RFC 8555 6.2-6.5), signed by the key its
+    # route's key_source names, its nonce consumed; the handler gets the signer.
+    ACME_JWS = "acme-jws"
 
 
 # The parsed subpath (an int id, 0 without one; the text of a TEXT subpath) and what the
@@ -75,19 +80,34 @@ class Route:
     body: BodyStep = bodies.no_body
     cors: CorsPolicy = CorsPolicy.ASK
     hal: Hal | None = None
+    key_source: KeySource | None = None
+    """Which JWS header names the key of an ACME_JWS route (``jwk``, ``kid``, either)."""
+    acme: bool = False
+    """Part of the ACME front door (caucase.http.acme): HTTPS only, problem documents."""
+    spends_nonce: bool = False
+    """The handler of an ACME_JWS route spends the request's nonce itself, in the
+    transaction of what it changes (the dispatcher checks that it did)."""
 
     def __post_init__(self) -> None:
         if self.auth in _AFTER_BODY and self.body is bodies.no_body:
             raise ValueError(f"{self.method} {self.node}: {self.auth} needs a body step")
+        if (self.auth is Auth.ACME_JWS) != (self.key_source is not None):
+            raise ValueError(f"{self.method} {self.node}: ACME_JWS routes and key sources pair")
+        if self.auth is Auth.ACME_JWS and not self.acme:
+            raise ValueError(f"{self.method} {self.node}: ACME_JWS is for ACME routes")
+        if self.spends_nonce and self.auth is not Auth.ACME_JWS:
+            raise ValueError(f"{self.method} {self.node}: only ACME_JWS routes spend nonces")
 
 
 @dataclass
 class Node:
-    """A path segment of the route tree, with its routes in declaration order."""
+    """A path segment of the route tree, with its routes in declaration order; ``acme``
+    for /cas/acme and below, whose refusals are ACME problem documents."""
 
     authority: str | None = None
     children: dict[str, Node] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
+    acme: bool = False
 
     @property
     def methods(self) -> list[str]:
@@ -107,6 +127,11 @@ def parse_subpath(kind: Subpath, segments: Sequence[str]) -> int | str:
         return 0
     if kind is Subpath.TEXT:
         return segments[0]
+    if kind is Subpath.ACME_ID:
+        text = segments[0]
+        if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= MAX_ID:
+            raise HTTPError(404)
+        return int(text)
     try:
         value = int(segments[0], 10)
     except ValueError:
@@ -124,6 +149,10 @@ def root_hal_body(script_path: str, self_href: str) -> bytes:
     links: dict[str, Any] = _self_and_home(script_path, self_href)
     for name in AUTHORITY_NAMES:
         links[f"get{name.upper()}HAL"] = {"title": name, "href": f"{script_path}/{name}"}
+    for route in ROOT_ROUTES:
+        if route.hal is not None:
+            href = "/".join((script_path, *route.node))
+            links[route.hal.name] = {"title": route.hal.title, "href": href}
     return json.dumps({"_links": links}).encode()
 
 
@@ -132,12 +161,12 @@ def authority_hal_body(authority: str, script_path: str, self_href: str, https_b
     """Links for GETs, actions for the rest; authenticated hrefs absolute over HTTP."""
     links: dict[str, Any] = _self_and_home(script_path, self_href)
     actions: dict[str, Any] = {}
-    for route in AUTHORITY_ROUTES:
+    for route in authority_routes(authority):
         if route.hal is None:
             continue
-        # Over HTTP, routes that always need a client certificate link to HTTPS.
-        always_certificate = route.auth in (Auth.FIRST, Auth.AFTER_BODY)
-        base = https_base if always_certificate and https_base else script_path
+        # Over HTTP, routes that always need a client certificate, and ACME, link to HTTPS.
+        https_only = route.acme or route.auth in (Auth.FIRST, Auth.AFTER_BODY)
+        base = https_base if https_only and https_base else script_path
         entry: dict[str, Any] = {"title": route.hal.title}
         if route.hal.template:
             entry["templated"] = True
@@ -174,6 +203,17 @@ def _self_and_home(script_path: str, self_href: str) -> dict[str, Any]:
 
 ROOT_ROUTES = (
     Route((), "GET", get_root_hal, cors=CorsPolicy.ALLOW),
+    Route(
+        ("https-ca.crt.pem",),
+        "GET",
+        handlers.get_https_ca,
+        cors=CorsPolicy.ALLOW,
+        hal=Hal(
+            "getHTTPSCACertificate",
+            "Retrieve the CA certificates of caucased's HTTPS certificate: the file ACME "
+            "clients trust.",
+        ),
+    ),
     Route(("cors",), "GET", handlers.get_cors_form),
     Route(("cors",), "POST", handlers.post_cors_decision, cors=CorsPolicy.DENY),
 )
@@ -314,19 +354,106 @@ AUTHORITY_ROUTES = (
 )
 
 
+def _acme_route(
+    name: str,
+    method: str,
+    handler: Handler,
+    subpath: Subpath = Subpath.NONE,
+    key_source: KeySource | None = KeySource.KID,
+    hal: Hal | None = None,
+    spends_nonce: bool = False,
+) -> Route:
+    """An ACME route of the CAS (RFC 8555 7.1): POSTs are JWS-signed by an account
+    unless told otherwise; any origin may call them, the signature being the credential."""
+    auth = Auth.ANONYMOUS if key_source is None else Auth.ACME_JWS
+    return Route(("acme", name), method, handler, subpath, auth, cors=CorsPolicy.ALLOW, hal=hal,
+                 key_source=key_source, acme=True, spends_nonce=spends_nonce)  # fmt: skip
+
+
+# The ACME front door, under /cas/acme (HTTPS only).
+ACME_ROUTES = (
+    _acme_route(
+        "directory",
+        "GET",
+        acme.get_directory,
+        key_source=None,
+        hal=Hal(
+            "getACMEDirectory",
+            "ACME (RFC 8555) directory, for certbot, lego and other ACME clients.",
+        ),
+    ),
+    _acme_route("new-nonce", "HEAD", acme.new_nonce, key_source=None),
+    _acme_route("new-nonce", "GET", acme.new_nonce, key_source=None),
+    _acme_route("new-account", "POST", acme.new_account, key_source=KeySource.JWK),
+    _acme_route("new-order", "POST", acme.new_order, spends_nonce=True),
+    _acme_route("key-change", "POST", acme.key_change),
+    _acme_route("revoke-cert", "POST", acme.revoke_cert, key_source=KeySource.EITHER),
+    _acme_route("account", "POST", acme.post_account, Subpath.ACME_ID),
+    _acme_route("orders", "POST", acme.account_orders, Subpath.ACME_ID),
+    _acme_route("order", "POST", acme.post_order, Subpath.ACME_ID),
+    _acme_route("finalize", "POST", acme.finalize, Subpath.ACME_ID, spends_nonce=True),
+    _acme_route("authz", "POST", acme.post_authorization, Subpath.ACME_ID),
+    _acme_route("challenge", "POST", acme.post_challenge, Subpath.ACME_ID),
+    _acme_route("certificate", "POST", acme.certificate, Subpath.ACME_ID),
+)
+# CAU users manage the External Account Binding credentials of ACME accounts.
+ACME_CREDENTIAL_ROUTES = (
+    Route(
+        ("acme", "eab"),
+        "GET",
+        acme_credentials.list_credentials,
+        auth=Auth.FIRST,
+        hal=Hal("getACMEExternalAccountBindingList", "List ACME external account bindings."),
+    ),
+    Route(
+        ("acme", "eab"),
+        "PUT",
+        acme_credentials.mint_credential,
+        auth=Auth.AFTER_BODY,
+        body=bodies.eab_scope_body,
+        hal=Hal(
+            "createACMEExternalAccountBinding",
+            "Mint an ACME external account binding for a scope of identifier patterns.",
+        ),
+    ),
+    Route(
+        ("acme", "eab", "revoke"),
+        "PUT",
+        acme_credentials.revoke_credential,
+        auth=Auth.AFTER_BODY,
+        body=bodies.eab_kid_body,
+        hal=Hal(
+            "revokeACMEExternalAccountBinding",
+            "Revoke an ACME external account binding and the account bound to it.",
+        ),
+    ),
+)
+_OWN_ROUTES: dict[str, tuple[Route, ...]] = {"cas": ACME_ROUTES, "cau": ACME_CREDENTIAL_ROUTES}
+
+
+def authority_routes(authority: str) -> tuple[Route, ...]:
+    """Both authorities' routes, then the authority's own, in HAL order."""
+    return (*AUTHORITY_ROUTES, *_OWN_ROUTES.get(authority, ()))
+
+
 def build_tree() -> Node:
     """The route tree of http-api 5: the root routes, then both authorities' subtrees."""
     root = Node()
     for route in ROOT_ROUTES:
         _node_at(root, route.node).routes.append(route)
     for name in AUTHORITY_NAMES:
-        for route in AUTHORITY_ROUTES:
-            _node_at(root, (name, *route.node), name).routes.append(route)
+        for route in authority_routes(name):
+            _node_at(root, (name, *route.node), name, route.acme).routes.append(route)
     return root
 
 
-def _node_at(root: Node, path: Sequence[str], authority: str | None = None) -> Node:
+def _node_at(
+    root: Node, path: Sequence[str], authority: str | None = None, acme: bool = False
+) -> Node:
+    """The node of `path`, made when missing; with `acme`, every node under the authority's
+    is marked part of the ACME front door."""
     node = root
-    for segment in path:
+    for depth, segment in enumerate(path):
         node = node.children.setdefault(segment, Node(authority))
+        node.acme |= acme and depth > 0
     return node

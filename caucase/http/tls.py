@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
+import tempfile
 
 from cryptography import x509
 
@@ -134,12 +135,33 @@ class ServerIdentity:
         """PEMs of every CAU CA certificate now held (client certificate trust)."""
         return tuple(x509util.dump_certificate(crt) for crt in self._cau.get_ca_certificate_list())
 
+    def chain(self) -> bytes:
+        """The leaf, then the http CA certificate that signed it: the full chain a client
+        trusting only that CA (/https-ca.crt.pem) needs to verify us (Python 3.11's
+        certificate checks, certbot's included, do not build it from the bundle)."""
+        assert self._certificate is not None
+        leaf = self._certificate
+        issuer = x509util.authority_key_id_int(leaf)
+        chain = [leaf] + [
+            ca
+            for ca in self._http_cas.get_ca_certificate_list()
+            if x509util.authority_key_id_int(ca) == issuer
+        ]
+        return b"".join(x509util.dump_certificate(crt) for crt in chain)
+
     def make_context(self) -> ssl.SSLContext:
-        """TLS >= 1.2, optional client certificates issued by any CAU CA, no CA names sent."""
+        """TLS >= 1.2, the full chain, optional client certificates issued by any CAU CA,
+        no CA names sent."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.verify_mode = ssl.CERT_OPTIONAL
         self.trusted_user_cas = self.user_ca_list()
         context.load_verify_locations(cadata=b"".join(self.trusted_user_cas).decode("ascii"))
-        context.load_cert_chain(os.fspath(self.key_path))
+        # The key file holds only the leaf; the chain goes through a file of its own, since
+        # OpenSSL loads certificate chains from files only (public data, removed at once).
+        with tempfile.TemporaryDirectory() as directory:
+            chain_path = os.path.join(directory, "chain.pem")
+            with open(chain_path, "wb") as chain_file:
+                chain_file.write(self.chain())
+            context.load_cert_chain(chain_path, os.fspath(self.key_path))
         return context

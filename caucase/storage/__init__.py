@@ -19,6 +19,8 @@ One interface (``engine``), two engines: SQLite, a file (the default), and Postg
 - ``schema``: the SQL text of the CA tables and our extra indexes and tables.
 - ``copy``: a whole database copied between engines (and into SQLite for dumps).
 - ``restore``: rebuilding a database from a backup, limited to the statements a dump holds.
+- ``acme``: the ACME state of the CAS (credentials, accounts, orders, nonces), in tables
+  of its own (``acme_schema``) that the reference ignores.
 
 Database failures leave this package as ``StorageError``.
 """

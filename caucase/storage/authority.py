@@ -21,6 +21,7 @@ from caucase.storage.schema import (
     LEGACY_CRL_SUFFIX,
     index_statements,
     issued_crl_statement,
+    reason_table_statement,
     schema_statements,
 )
 
@@ -65,6 +66,7 @@ class Storage(RevocationRows):
                 for statement in index_statements(table_prefix, enforce_unique_key_id):
                     tx.execute(statement)
                 tx.execute(issued_crl_statement(table_prefix))
+                tx.execute(reason_table_statement(table_prefix))
                 self._migrate_legacy_crl_table(tx)
                 renewal.create_table(database, tx, table_prefix, self._table("crt"))
         except BaseException:
@@ -198,6 +200,17 @@ class Storage(RevocationRows):
             if signed:
                 self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now, entry)
         return csr_id, counter_value, signed
+
+    def append_signed(self, csr_pem: bytes, key_id: str, now: int, crt_pem: bytes) -> int:
+        """A CSR and its certificate, signed beforehand, as a new row in one transaction:
+        no pending quota, no auto-sign counter, and never merged with an identical CSR (an
+        ACME client reusing its key sends the same CSR again, and gets a new certificate)."""
+        entry = renewal.IndexEntry.of(crt_pem)
+        with self._transaction() as tx:
+            tx.execute(f"DELETE FROM {self._table('crt')} WHERE expiration_date < ?", (now,))
+            csr_id = self._insert_csr_row(tx, bytes(csr_pem), key_id)
+            self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry)
+        return csr_id
 
     def _find_csr(self, tx: Connection, csr_blob: bytes, key_id: str) -> int | None:
         """Id of a byte-identical stored CSR. Identical CSRs have the same key id, so the

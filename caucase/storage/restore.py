@@ -21,12 +21,14 @@ from collections.abc import Iterable, Iterator
 
 from caucase.exceptions import BackupError
 from caucase.storage import renewal
+from caucase.storage.acme_schema import ACME_TABLES
 from caucase.storage.copy import SQLiteSource, fill
 from caucase.storage.database import Database
 from caucase.storage.engine import Engine, create_database, describe
 from caucase.storage.schema import (
     ISSUED_CRL_SUFFIX,
     LEGACY_CRL_SUFFIX,
+    REASON_SUFFIX,
     TABLE_PREFIXES,
     TABLE_SUFFIXES,
 )
@@ -35,8 +37,14 @@ from caucase.storage.schema import (
 RESTORABLE_TABLES = frozenset(
     prefix + suffix
     for prefix in TABLE_PREFIXES
-    for suffix in (*TABLE_SUFFIXES, LEGACY_CRL_SUFFIX, ISSUED_CRL_SUFFIX, renewal.SUFFIX)
-) | frozenset(("caucased_cors_secret", "caucased_claim"))
+    for suffix in (
+        *TABLE_SUFFIXES,
+        LEGACY_CRL_SUFFIX,
+        ISSUED_CRL_SUFFIX,
+        REASON_SUFFIX,
+        renewal.SUFFIX,
+    )
+) | frozenset(("caucased_cors_secret", "caucased_claim", *ACME_TABLES))
 STATEMENT_KEYWORDS = ("BEGIN", "COMMIT", "CREATE", "INSERT", "PRAGMA")
 _KEYWORD = re.compile(r"\s*([A-Za-z]+)")
 _ACTION_NAMES = {

@@ -14,7 +14,7 @@ from collections.abc import Container, Iterator
 from caucase import exceptions
 from caucase.storage.engine import Connection, Engine
 from caucase.storage.rows import TableRows, as_bytes, as_text
-from caucase.storage.schema import ISSUED_CRL_SUFFIX
+from caucase.storage.schema import ISSUED_CRL_SUFFIX, REASON_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,20 @@ class RevocationRows(TableRows):
         super().__init__(database, table_prefix)
         self._reported_bad_serials: set[str] = set()
 
-    def revoke(self, serial: int, revocation_date: int, expiration_date: int) -> int:
-        """Insert a revocation and bump crl_number in one transaction; Found if already there.
-        Returns the crl_number this revocation set."""
+    def revoke(
+        self, serial: int, revocation_date: int, expiration_date: int, reason: int | None = None
+    ) -> int:
+        """Insert a revocation (with its RFC 5280 reason code, if any) and bump crl_number
+        in one transaction; Found if already there. Returns the crl_number it set."""
         with self._transaction(CRL_LOCK) as tx:
             if not self._insert_revocation(tx, serial, revocation_date, expiration_date):
                 raise exceptions.Found(f"Serial {serial} is already revoked")
+            if reason is not None:
+                tx.execute(
+                    f"INSERT INTO {self._table(REASON_SUFFIX)} (serial, reason) VALUES (?, ?) "
+                    "ON CONFLICT (serial) DO UPDATE SET reason = excluded.reason",
+                    (str(serial), reason),
+                )
             return self._increment_counter(tx, CRL_NUMBER)
 
     def revoke_many(
@@ -75,6 +83,11 @@ class RevocationRows(TableRows):
         expired = f"FROM {table} WHERE expiration_date < ?"
         if self._select_one(f"SELECT 1 {expired} LIMIT 1", (now,)) is not None:
             with self._transaction(CRL_LOCK) as tx:
+                tx.execute(
+                    f"DELETE FROM {self._table(REASON_SUFFIX)} "
+                    f"WHERE serial IN (SELECT serial {expired})",
+                    (now,),
+                )
                 tx.execute(f"DELETE {expired}", (now,))
         # Read outside the write transaction (unless called inside one): other writers need
         # not wait for a big read. PostgreSQL keeps no insertion order: revocation order
@@ -89,6 +102,16 @@ class RevocationRows(TableRows):
                 continue
             revoked.append((int(text), int(revocation_date or 0)))
         return revoked
+
+    def get_revocation_reasons(self) -> dict[int, int]:
+        """serial -> RFC 5280 reason code, for the revocations that gave one (rows that
+        are not two integers, from a restored dump, are skipped)."""
+        rows = self._select_all(f"SELECT serial, reason FROM {self._table(REASON_SUFFIX)}")
+        return {
+            int(text): int(reason)
+            for text, reason in ((as_text(serial), reason) for serial, reason in rows)
+            if text.isdigit() and text.isascii() and isinstance(reason, int)
+        }
 
     def earliest_revocation_expiry(self) -> int | None:
         """The first expiration_date of the revoked table (None when no row has one): until

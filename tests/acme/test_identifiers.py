@@ -35,7 +35,7 @@ def test_identifiers_are_normalised(document: dict[str, str], expected: Identifi
     "value",
     ["", "a..b", "-a.example", "a-.example", "a_b.example", "a" * 64 + ".example",
      ".".join(["a" * 60] * 5), "*.*.example", "a.*.example", "*", "ab--c.example",
-     "xn--zz.example", "straße.de", "exa mple.com"],
+     "xn--zz.example", "xn--a.example", "xn--abc-.example", "straße.de", "exa mple.com"],
 )  # fmt: skip
 def test_names_that_are_no_host_names_are_rejected(value: str) -> None:
     with pytest.raises(problems.RejectedIdentifier):
@@ -109,9 +109,11 @@ def test_star_covers_anything() -> None:
     )
 
 
-def test_patterns_accept_u_labels_as_idna_2008_a_labels() -> None:
-    assert Pattern.parse("*.Straße.de").text == "*.xn--strae-oqa.de"
-    assert Scope.parse(["straße.de"]).covers(Identifier.dns("xn--strae-oqa.de"))
+def test_patterns_take_a_labels_and_refuse_u_labels() -> None:
+    assert Pattern.parse("*.XN--strae-oqa.de").text == "*.xn--strae-oqa.de"
+    assert Scope.parse(["xn--strae-oqa.de"]).covers(Identifier.dns("xn--strae-oqa.de"))
+    with pytest.raises(InvalidIdentifier, match="A-labels"):
+        Pattern.parse("*.Straße.de")
 
 
 def test_scope_round_trips_its_normal_form() -> None:

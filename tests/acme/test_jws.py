@@ -14,11 +14,12 @@ from josepy.jwk import JWK
 from caucase.acme import problems
 from caucase.acme.jws import MAX_REQUEST_BYTES, KeySource, verify_request
 from caucase.acme.keys import thumbprint
-from caucase.acme.nonces import MemoryNonces
+from caucase.acme.nonces import SignedNonces
 from tests.support.acme_jws import (
     ALGORITHMS,
     account_key,
     encode,
+    memory_nonces,
     protected_of,
     sign,
     sign_raw,
@@ -35,8 +36,8 @@ def keys_by_alg() -> dict[str, tuple[JWK, jwa.JWASignature]]:
 
 
 @pytest.fixture
-def nonces() -> MemoryNonces:
-    return MemoryNonces()
+def nonces() -> SignedNonces:
+    return memory_nonces()
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def lookup_for(accounts: dict[str, JWK]) -> Any:
 
 @pytest.mark.parametrize("alg", ALGORITHMS)
 def test_each_algorithm_is_accepted_with_its_jwk(
-    alg: str, keys_by_alg: dict[str, tuple[JWK, jwa.JWASignature]], nonces: MemoryNonces
+    alg: str, keys_by_alg: dict[str, tuple[JWK, jwa.JWASignature]], nonces: SignedNonces
 ) -> None:
     key, algorithm = keys_by_alg[alg]
     body = encode(sign({"identifiers": []}, key, algorithm, url=URL, nonce=nonces.issue()))
@@ -69,7 +70,7 @@ def test_each_algorithm_is_accepted_with_its_jwk(
 
 @pytest.mark.parametrize("alg", ALGORITHMS)
 def test_kid_requests_use_the_account_key(
-    alg: str, keys_by_alg: dict[str, tuple[JWK, jwa.JWASignature]], nonces: MemoryNonces
+    alg: str, keys_by_alg: dict[str, tuple[JWK, jwa.JWASignature]], nonces: SignedNonces
 ) -> None:
     key, algorithm = keys_by_alg[alg]
     body = encode(sign(None, key, algorithm, url=URL, nonce=nonces.issue(), kid=ACCOUNT_URL))
@@ -82,7 +83,7 @@ def test_kid_requests_use_the_account_key(
     assert request.payload is None  # POST-as-GET
 
 
-def test_a_nonce_is_good_once(rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces) -> None:
+def test_a_nonce_is_good_once(rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces) -> None:
     key, alg = rsa_key
     body = encode(sign({}, key, alg, url=URL, nonce=nonces.issue()))
     verify_request(body, url=URL, nonces=nonces, source=KeySource.JWK)
@@ -92,17 +93,17 @@ def test_a_nonce_is_good_once(rsa_key: tuple[JWK, jwa.JWASignature], nonces: Mem
 
 
 def test_an_unknown_nonce_is_bad(
-    rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
-    body = encode(sign({}, key, alg, url=URL, nonce=MemoryNonces().issue()))
+    body = encode(sign({}, key, alg, url=URL, nonce=memory_nonces().issue()))
 
     with pytest.raises(problems.BadNonce):
         verify_request(body, url=URL, nonces=nonces, source=KeySource.JWK)
 
 
 def test_a_forged_request_does_not_burn_the_nonce(
-    rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
     nonce = nonces.issue()
@@ -115,7 +116,7 @@ def test_a_forged_request_does_not_burn_the_nonce(
 
 
 def test_the_url_header_must_be_the_request_url(
-    rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
     body = encode(sign({}, key, alg, url=URL + "x", nonce=nonces.issue()))
@@ -125,7 +126,7 @@ def test_the_url_header_must_be_the_request_url(
 
 
 def test_kid_of_another_account_fails_the_signature(
-    keys_by_alg: dict[str, tuple[JWK, jwa.JWASignature]], nonces: MemoryNonces
+    keys_by_alg: dict[str, tuple[JWK, jwa.JWASignature]], nonces: SignedNonces
 ) -> None:
     mine, alg = keys_by_alg["ES256"]
     theirs, _ = account_key("ES256")
@@ -138,7 +139,7 @@ def test_kid_of_another_account_fails_the_signature(
 
 
 def test_an_unknown_kid_is_refused_by_the_lookup(
-    rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
     body = encode(sign({}, key, alg, url=URL, nonce=nonces.issue(), kid=ACCOUNT_URL))
@@ -149,7 +150,7 @@ def test_an_unknown_kid_is_refused_by_the_lookup(
 
 @pytest.mark.parametrize("alg_name", ["none", "HS256", "RS512", "PS256", "ES512", 7, None])
 def test_other_algorithms_are_refused_with_the_list(
-    alg_name: object, rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    alg_name: object, rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
     protected = {
@@ -166,7 +167,7 @@ def test_other_algorithms_are_refused_with_the_list(
 
 
 def test_an_algorithm_for_another_key_type_is_refused(
-    keys_by_alg: dict[str, tuple[JWK, jwa.JWASignature]], nonces: MemoryNonces
+    keys_by_alg: dict[str, tuple[JWK, jwa.JWASignature]], nonces: SignedNonces
 ) -> None:
     key, _ = keys_by_alg["ES256"]
     protected = {
@@ -210,7 +211,7 @@ def _header_cases(
      "jwk of unknown type", "jwk without modulus", "empty url", "nonce not a string"],
 )  # fmt: skip
 def test_hostile_protected_headers(
-    case: str, rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    case: str, rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
     nonce = nonces.issue()
@@ -224,7 +225,7 @@ def test_hostile_protected_headers(
     assert nonces.consume(nonce), "a refused request must leave its nonce usable"
 
 
-def test_a_weak_rsa_key_is_refused(nonces: MemoryNonces) -> None:
+def test_a_weak_rsa_key_is_refused(nonces: SignedNonces) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
     from josepy.jwk import JWKRSA
 
@@ -236,7 +237,7 @@ def test_a_weak_rsa_key_is_refused(nonces: MemoryNonces) -> None:
 
 
 def test_jwk_where_an_account_is_required(
-    rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
     body = encode(sign({}, key, alg, url=URL, nonce=nonces.issue()))
@@ -246,7 +247,7 @@ def test_jwk_where_an_account_is_required(
 
 
 def test_kid_where_a_jwk_is_required(
-    rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
     body = encode(sign({}, key, alg, url=URL, nonce=nonces.issue(), kid=ACCOUNT_URL))
@@ -295,7 +296,7 @@ def _structure_cases(document: dict[str, Any]) -> dict[str, bytes]:
      "protected an array", "duplicate member", "payload not an object", "payload a number"],
 )  # fmt: skip
 def test_malformed_bodies(
-    case: str, rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    case: str, rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
     document = sign({}, key, alg, url=URL, nonce=nonces.issue())
@@ -307,7 +308,7 @@ def test_malformed_bodies(
 
 
 def test_a_payload_that_is_not_an_object_is_malformed_once_signed(
-    rsa_key: tuple[JWK, jwa.JWASignature], nonces: MemoryNonces
+    rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
 ) -> None:
     key, alg = rsa_key
     body = encode(sign(b"[1]", key, alg, url=URL, nonce=nonces.issue()))
@@ -316,7 +317,7 @@ def test_a_payload_that_is_not_an_object_is_malformed_once_signed(
         verify_request(body, url=URL, nonces=nonces, source=KeySource.JWK)
 
 
-def test_an_oversized_body_is_refused_before_parsing(nonces: MemoryNonces) -> None:
+def test_an_oversized_body_is_refused_before_parsing(nonces: SignedNonces) -> None:
     with pytest.raises(problems.PayloadTooLarge) as caught:
         verify_request(b" " * (MAX_REQUEST_BYTES + 1), url=URL, nonces=nonces)
     assert caught.value.status == 413
@@ -326,7 +327,7 @@ def test_an_oversized_body_is_refused_before_parsing(nonces: MemoryNonces) -> No
 @given(st.binary(max_size=2048) | st.text(max_size=512).map(str.encode))
 def test_arbitrary_bytes_only_ever_raise_a_problem(body: bytes) -> None:
     with pytest.raises(problems.AcmeProblem):
-        verify_request(body, url=URL, nonces=MemoryNonces(), source=KeySource.EITHER)
+        verify_request(body, url=URL, nonces=memory_nonces(), source=KeySource.EITHER)
 
 
 @settings(max_examples=200, deadline=None)
@@ -345,5 +346,22 @@ def test_arbitrary_protected_headers_only_ever_raise_a_problem(protected: dict[s
         "signature": "AAAA",
     }
     with pytest.raises(problems.AcmeProblem):
-        verify_request(encode(document), url=URL, nonces=MemoryNonces(), source=KeySource.EITHER,
+        verify_request(encode(document), url=URL, nonces=memory_nonces(), source=KeySource.EITHER,
                        lookup=lookup_for({}))  # fmt: skip
+
+
+def test_a_request_can_leave_its_nonce_for_the_caller_to_spend(
+    rsa_key: tuple[JWK, jwa.JWASignature], nonces: SignedNonces
+) -> None:
+    """The handlers that change something spend the nonce in their own transaction."""
+    key, alg = rsa_key
+    nonce = nonces.issue()
+    body = encode(sign({}, key, alg, url=URL, nonce=nonce))
+
+    request = verify_request(body, url=URL, nonces=nonces, source=KeySource.JWK, spend=False)
+
+    assert request.nonce == nonce
+    assert nonces.consume(nonce) and not nonces.consume(nonce)
+    forged = encode(sign({}, key, alg, url=URL, nonce=memory_nonces().issue()))
+    with pytest.raises(problems.BadNonce):
+        verify_request(forged, url=URL, nonces=nonces, source=KeySource.JWK, spend=False)

@@ -17,9 +17,8 @@ from caucase.acme import messages, problems
 from caucase.acme.identifiers import Identifier
 from caucase.acme.jws import KeySource, verify_request
 from caucase.acme.keys import thumbprint
-from caucase.acme.nonces import MemoryNonces
 from caucase.acme.renewal_info import CertID
-from tests.support.acme_jws import account_key, encode, sign, sign_raw
+from tests.support.acme_jws import account_key, encode, memory_nonces, sign, sign_raw
 
 KEY_CHANGE_URL = "https://ca.example/cas/acme/key-change"
 ACCOUNT_URL = "https://ca.example/cas/acme/account/1"
@@ -132,7 +131,7 @@ class KeyChange:
     def __init__(self) -> None:
         self.old, self.old_alg = account_key("ES256")
         self.new, self.new_alg = account_key("ES384")
-        self.nonces = MemoryNonces()
+        self.nonces = memory_nonces()
 
     def inner(self, **overrides: Any) -> dict[str, Any]:
         protected = {"alg": "ES384", "jwk": self.new.public_key().to_json(), "url": KEY_CHANGE_URL}

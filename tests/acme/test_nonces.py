@@ -1,4 +1,5 @@
-"""Replay nonces: each good once, until it expires; the store never grows past its bound."""
+"""Replay nonces: each good once, until it expires, accepted by any node sharing the secret;
+issuing one stores nothing."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import datetime
 
 from josepy import b64
 
-from caucase.acme.nonces import MemoryNonces
+from caucase.acme.nonces import SignedNonces, new_secret
 from tests.conftest import FakeClock
+from tests.support.acme_jws import UsedNonceSet, memory_nonces
 
 
 def test_a_nonce_is_consumed_once(clock: FakeClock) -> None:
-    nonces = MemoryNonces(clock)
+    nonces = memory_nonces(clock)
     nonce = nonces.issue()
 
     assert nonces.consume(nonce)
@@ -19,7 +21,7 @@ def test_a_nonce_is_consumed_once(clock: FakeClock) -> None:
 
 
 def test_a_nonce_expires(clock: FakeClock) -> None:
-    nonces = MemoryNonces(clock, lifetime=datetime.timedelta(minutes=5))
+    nonces = SignedNonces(new_secret(), UsedNonceSet(), clock, datetime.timedelta(minutes=5))
     nonce = nonces.issue()
 
     clock.advance(minutes=5)
@@ -27,28 +29,44 @@ def test_a_nonce_expires(clock: FakeClock) -> None:
     assert not nonces.consume(nonce)
 
 
-def test_expired_nonces_are_forgotten(clock: FakeClock) -> None:
-    nonces = MemoryNonces(clock, lifetime=datetime.timedelta(minutes=5))
-    for _ in range(10):
-        nonces.issue()
+def test_issuing_stores_nothing_and_used_nonces_are_forgotten_once_expired(
+    clock: FakeClock,
+) -> None:
+    used = UsedNonceSet()
+    nonces = SignedNonces(new_secret(), used, clock, datetime.timedelta(minutes=5))
+    issued = [nonces.issue() for _ in range(10)]
+    assert used.used == {}
+    assert nonces.consume(issued[0])
+
     clock.advance(minutes=6)
+    assert nonces.consume(nonces.issue())
 
-    nonces.issue()
-
-    assert len(nonces) == 1
+    assert list(used.used) != [] and issued[0] not in used.used
 
 
-def test_the_oldest_nonces_give_way_past_the_capacity(clock: FakeClock) -> None:
-    nonces = MemoryNonces(clock, capacity=3)
-    first = nonces.issue()
-    later = [nonces.issue() for _ in range(3)]
+def test_a_node_sharing_the_secret_accepts_the_nonce_once(clock: FakeClock) -> None:
+    secret, used = new_secret(), UsedNonceSet()
+    first, second = SignedNonces(secret, used, clock), SignedNonces(secret, used, clock)
+    nonce = first.issue()
 
-    assert len(nonces) == 3
-    assert not nonces.consume(first)
-    assert all(nonces.consume(nonce) for nonce in later)
+    assert second.consume(nonce)
+    assert not first.consume(nonce)
+
+
+def test_unknown_forged_and_respelled_nonces_are_refused(clock: FakeClock) -> None:
+    nonces = memory_nonces(clock)
+    nonce = nonces.issue()
+    raw = b64.b64decode(nonce)
+    forged = b64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode()
+
+    assert not nonces.consume(memory_nonces(clock).issue())
+    assert not nonces.consume(forged)
+    assert not nonces.consume(nonce + "=")
+    assert not nonces.consume("not base64!")
+    assert nonces.consume(nonce)
 
 
 def test_a_nonce_round_trips_through_base64url(clock: FakeClock) -> None:
     """certbot decodes the Replay-Nonce and encodes it again into the JWS header."""
-    nonce = MemoryNonces(clock).issue()
+    nonce = memory_nonces(clock).issue()
     assert b64.b64encode(b64.b64decode(nonce)).decode() == nonce

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
 from acme import messages
 
 from caucase.acme.challenges import new_token
@@ -20,7 +21,7 @@ from caucase.acme.resources import (
     timestamp,
 )
 
-URLS = Urls("https://ca.example:8001/cas/acme")
+URLS = Urls("https://ca.example:8001/cas")
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.timezone.utc)
 
 
@@ -31,20 +32,20 @@ def test_directory_as_certbot_reads_it() -> None:
 
     assert directory["newAccount"] == "https://ca.example:8001/cas/acme/new-account"
     assert directory.meta.external_account_required is True
-    assert document["renewalInfo"] == "https://ca.example:8001/cas/acme/renewal-info"
+    assert document["renewalInfo"] == "https://ca.example:8001/cas/renewal-info"
     assert {document[name] for name in ("newNonce", "newOrder", "revokeCert", "keyChange")} == {
         URLS.new_nonce, URLS.new_order, URLS.revoke_cert, URLS.key_change,
     }  # fmt: skip
 
 
 def test_account_as_certbot_reads_it() -> None:
-    document = Account(Status.VALID, URLS.account_orders("7"), ("mailto:ops@svc.test",)).to_json()
+    document = Account(Status.VALID, URLS.account_orders(7), ("mailto:ops@svc.test",)).to_json()
 
     account = messages.Registration.from_json(document)
 
     assert account.status == "valid"
     assert account.contact == ("mailto:ops@svc.test",)
-    assert document["orders"] == "https://ca.example:8001/cas/acme/account/7/orders"
+    assert document["orders"] == "https://ca.example:8001/cas/acme/orders/7"
 
 
 def test_order_as_certbot_reads_it() -> None:
@@ -52,9 +53,9 @@ def test_order_as_certbot_reads_it() -> None:
         Status.VALID,
         NOW,
         (Identifier.dns("a.example"), Identifier.ip("10.0.0.7")),
-        [URLS.authorization("1")],
-        URLS.finalize("3"),
-        certificate=URLS.certificate("3"),
+        [URLS.authorization(1)],
+        URLS.finalize(3),
+        certificate=URLS.certificate(3),
         replaces="aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE",
     )
 
@@ -69,13 +70,13 @@ def test_order_as_certbot_reads_it() -> None:
 
 
 def test_a_failed_order_carries_its_error() -> None:
-    order = Order(Status.INVALID, NOW, (Identifier.dns("a.example"),), [], URLS.finalize("3"),
+    order = Order(Status.INVALID, NOW, (Identifier.dns("a.example"),), [], URLS.finalize(3),
                   error=IncorrectResponse("wrong answer"))  # fmt: skip
     assert order.to_json()["error"]["type"] == "urn:ietf:params:acme:error:incorrectResponse"
 
 
 def test_wildcard_authorization_names_the_base_domain() -> None:
-    challenge = Challenge("dns-01", URLS.challenge("9"), new_token(), Status.VALID, validated=NOW)
+    challenge = Challenge("dns-01", URLS.challenge(9), new_token(), Status.VALID, validated=NOW)
     authorization = Authorization(Identifier.dns("*.b.example"), Status.VALID, NOW, [challenge])
 
     document = authorization.to_json()
@@ -90,3 +91,19 @@ def test_wildcard_authorization_names_the_base_domain() -> None:
 def test_timestamps_are_utc_with_z() -> None:
     eastern = datetime.timezone(datetime.timedelta(hours=-5))
     assert timestamp(datetime.datetime(2026, 1, 1, 7, tzinfo=eastern)) == "2026-01-01T12:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("kid", "expected"),
+    [
+        ("https://ca.example:8001/cas/acme/account/42", 42),
+        ("https://ca.example:8001/cas/acme/account/042", None),
+        ("https://ca.example:8001/cas/acme/account/", None),
+        ("https://ca.example:8001/cas/acme/account/4x", None),
+        ("https://ca.example:8001/cas/acme/account/٤", None),
+        ("https://other.example/cas/acme/account/42", None),
+        ("https://ca.example:8001/cas/acme/account/" + "9" * 20, None),
+    ],
+)
+def test_an_account_url_names_its_id(kid: str, expected: int | None) -> None:
+    assert URLS.account_id(kid) == expected

@@ -303,13 +303,16 @@ def _usage(command: Path) -> str:
 # Our additions and fixes to the reference's usage lines.
 KEY_TYPE = "[--key-type {rsa,ec-p256,ec-p384,ed25519}] [--key-len BITLENGTH]"
 RENEW_EARLY = "[--renew-early SERIAL [SERIAL ...]] [--renew-early-all]"
+ACME_EAB = (
+    "[--new-acme-eab PATTERN [PATTERN ...]] [--show-acme-eab] [--revoke-acme-eab KID [KID ...]]"
+)
 USAGE_DIFFERENCES = {
     "caucase": [
         ("[--key-len BITLENGTH]", KEY_TYPE),
         ("{service,user}]", "{service,user}] [--before DATE] [--spread HOURS]"),
         (
             "[--revoke-serial SERIAL [SERIAL ...]]",
-            f"[--revoke-serial SERIAL [SERIAL ...]] {RENEW_EARLY}",
+            f"[--revoke-serial SERIAL [SERIAL ...]] {RENEW_EARLY} {ACME_EAB}",
         ),
     ],
     "caucase-updater": [

@@ -15,8 +15,30 @@ from josepy import b64, jwa
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from caucase.acme.keys import JWKOKP, EdDSA
+from caucase.acme.nonces import SignedNonces, new_secret
+from caucase.clock import Clock, utcnow
 
 ALGORITHMS = ("RS256", "ES256", "ES384", "EdDSA")
+
+
+class UsedNonceSet:
+    """Consumed nonces in memory (caucased records them in its database)."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, int] = {}
+
+    def use_nonce(self, nonce: str, expires: int, now: int, purge: bool) -> bool:
+        if purge:
+            self.used = {key: end for key, end in self.used.items() if end >= now}
+        if nonce in self.used:
+            return False
+        self.used[nonce] = expires
+        return True
+
+
+def memory_nonces(clock: Clock = utcnow) -> SignedNonces:
+    """Nonces of a fresh secret, their uses recorded in memory."""
+    return SignedNonces(new_secret(), UsedNonceSet(), clock)
 
 
 def account_key(alg: str) -> tuple[JWK, jwa.JWASignature]:

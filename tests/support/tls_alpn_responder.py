@@ -73,9 +73,14 @@ class Responder:
 
 @contextmanager
 def tls_alpn_responder(
-    certificate_pem: bytes, key_pem: bytes, *, alpn: Sequence[str] = (ACME_TLS_PROTOCOL,)
+    certificate_pem: bytes,
+    key_pem: bytes,
+    *,
+    alpn: Sequence[str] = (ACME_TLS_PROTOCOL,),
+    port: int = 0,
 ) -> Iterator[Responder]:
-    """Serve the certificate on 127.0.0.1 (an OS-chosen port) until the block ends."""
+    """Serve the certificate on 127.0.0.1:`port` (0: an OS-chosen one) until the block
+    ends."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with tempfile.TemporaryDirectory() as work:
         chain = Path(work) / "chain.pem"
@@ -83,7 +88,7 @@ def tls_alpn_responder(
         context.load_cert_chain(str(chain))
     if alpn:
         context.set_alpn_protocols(list(alpn))
-    listener = socket.create_server(("127.0.0.1", 0))
+    listener = socket.create_server(("127.0.0.1", port))
     responder = Responder(listener.getsockname()[1])
 
     def remember(_socket: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
