@@ -10,7 +10,8 @@
 - ``routes``: the route table (handlers, body steps, credentials; the HAL description).
 - ``app``: the WSGI application: dispatch, credential checks, error mapping.
 - ``server``: threaded HTTP and HTTPS listeners on wsgiref.
-- ``workers``: the listeners' pool of reusable connection threads.
+- ``workers``: the listeners' pool of reusable connection threads; ``accept``: their
+  accept loop's pause while the process is out of descriptors.
 - ``tls``: caucased's own HTTPS identity and its TLS context (the full chain).
 - ``metrics``: the Prometheus metrics and the ``--metrics-netloc`` listener's application.
 - ``health``: the /health report over named checks.

@@ -29,6 +29,7 @@ from cryptography import x509
 
 from caucase import __version__
 from caucase.clock import utcnow
+from caucase.http.accept import AcceptPacing
 from caucase.http.workers import WorkerPool, limit_malloc_arenas
 
 CONNECTION_TIMEOUT = 30.0
@@ -409,7 +410,19 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
         self.connection_timeout = connection_timeout
         self.keepalive_timeout = keepalive_timeout
         self.workers = WorkerPool(f"connection {address[:2]}")
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        self.accept_pacing = AcceptPacing(f"{host}:{address[1]}", self.log_line)
         super().__init__(address, CaucasedRequestHandler, bind_and_activate=False)
+
+    def get_request(self) -> tuple[Any, Any]:
+        """accept(), paced while the process is short of descriptors (caucase.http.accept)."""
+        try:
+            accepted = super().get_request()
+        except OSError as error:
+            self.accept_pacing.failed(error)
+            raise
+        self.accept_pacing.accepted()
+        return accepted
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection in a pooled thread (ThreadingMixIn would start one)."""
@@ -431,9 +444,11 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A broken or stalled connection is one log line, not a traceback."""
-        error = sys.exc_info()[1]
-        stamp = utcnow().isoformat()
-        write_line(sys.stderr, f"[{stamp}] [client {client_address[0]}] {error!r}\n")
+        self.log_line(f"[client {client_address[0]}] {sys.exc_info()[1]!r}")
+
+    @staticmethod
+    def log_line(message: str) -> None:
+        write_line(sys.stderr, f"[{utcnow().isoformat()}] {message}\n")
 
     def listen(self) -> None:
         """Bind and start listening (OSError when the address is unusable)."""
