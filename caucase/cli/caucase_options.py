@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from caucase import __version__
+from caucase.cli.inventory import LIST_FILTERS, LIST_OPTIONS
 from caucase.cli.key_options import RENEWAL_DEFAULT, key_len_option, key_type_option
 from caucase.clock import as_utc
 
@@ -180,6 +181,7 @@ AUTHENTICATED_ACTIONS: list[tuple[str, dict[str, Any]]] = [
                            "help": "Revoke these ACME external account bindings and the "
                                    "accounts bound to them (their certificates stay "
                                    "valid until revoked)."}),
+    *LIST_OPTIONS,
 ]  # fmt: skip
 AUTHENTICATED_NAMES = [name for name, _ in AUTHENTICATED_ACTIONS]
 
@@ -202,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         (parser.add_argument_group(
             "Authenticated actions", "Need --user-key, a certificate of the CAU."),
          AUTHENTICATED_ACTIONS),
+        (parser.add_argument_group("--list-crt filters and format"), LIST_FILTERS),
     ]  # fmt: skip
     for group, options in groups:
         for name, settings in options:
