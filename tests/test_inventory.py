@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase.ca import CertificateAuthority
 from caucase.crypto import x509util
-from caucase.storage import Engine, Storage, open_database
+from caucase.storage import Engine, Storage, open_database, restore_database
 from caucase.storage.inventory import InventoryEntry, Query, page_sql
 from tests.conftest import FakeClock
 from tests.support.ca_helpers import CA_SUBJECT, CRT_LIFE, generate_keys, make_csr
@@ -184,6 +184,22 @@ def test_certificates_the_reference_stored_are_indexed_at_open(
         assert (entries[first].revoked_at, entries[second].revoked_at) == (None, 1234567890)
         assert entries[first].subject == "CN=ref1"
         assert {e.serial for e in listing(reopened, status="revoked")} == {second}
+
+
+def test_a_backup_brings_the_inventory_back(
+    ca: CertificateAuthority, db_location: str, keys: list[rsa.RSAPrivateKey], tmp_path: Path
+) -> None:
+    """Dumps carry the table, and restoring one (the statement allow-list) rebuilds it."""
+    serial = issue(ca, keys[0], "kept")
+    ca.revoke_serial(serial)
+    before = listing(ca)
+    with contextlib.closing(open_database(db_location)) as database:
+        statements = list(database.dump())
+    restored = str(tmp_path / "restored.sqlite")
+    restore_database(restored, iter(statements))
+    with contextlib.closing(Storage(restored, "cas")) as storage:
+        assert storage.certificate_inventory.page(Query(), 0) == (before, None)
+    assert [(entry.approval, entry.revoked_at is not None) for entry in before] == [("user", True)]
 
 
 def _plan(connection: sqlite3.Connection, query: Query) -> str:

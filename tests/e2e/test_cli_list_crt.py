@@ -198,3 +198,33 @@ def test_against_the_reference(reference_bin: Path, tmp_path: Path) -> None:
         assert status == 200 and 4242 in {e.serial_number for e in x509.load_pem_x509_crl(crl)}
     finally:
         reference.stop()
+
+
+@pytest.mark.interop
+def test_a_database_the_reference_wrote_is_listed(reference_bin: Path, tmp_path: Path) -> None:
+    """The reference signs and revokes; ours, started on its files, lists what its crt
+    table still holds, approved "unknown", and the revocation the reference recorded."""
+    workdir = tmp_path / "server"
+    reference = start_caucased([reference_bin / "caucased"], workdir)
+    try:
+        admin = make_user(reference, tmp_path / "admin.pem", "admin")
+        _, kept = signed_credential(reference, "cas", admin, tmp_path / "a.pem", "kept.example")
+        _, gone = signed_credential(reference, "cas", admin, tmp_path / "b.pem", "gone.example")
+        assert revoke_serial(reference, admin, "cas", gone.serial_number) == 204
+    finally:
+        reference.stop()
+    ours = start_caucased([OUR_BIN / "caucased"], workdir, http_port=reference.http_port)
+    try:
+        rows = _listed(caucase(ours, tmp_path, "--user-key", str(admin), "--list-crt"))
+        assert sorted((int(row[0], 16), row[3], row[4], row[6]) for row in rows) == sorted(
+            [
+                (kept.serial_number, "valid", "unknown", "CN=kept.example"),
+                (gone.serial_number, "revoked", "unknown", "CN=gone.example"),
+            ]
+        )
+        users = _listed(
+            caucase(ours, tmp_path, "--user-key", str(admin), "--mode", "user", "--list-crt")
+        )
+        assert [row[3:7] for row in users] == [["valid", "unknown", "RSA-2048", "CN=admin"]]
+    finally:
+        ours.stop()
