@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from caucase.cli.caucase_options import build_parser
 from tests.e2e.helpers import revoke_serial, signed_credential, submit_csr
 from tests.support.servers import (
     OUR_BIN,
@@ -228,3 +229,22 @@ def test_a_database_the_reference_wrote_is_listed(reference_bin: Path, tmp_path:
         assert [row[3:7] for row in users] == [["valid", "unknown", "RSA-2048", "CN=admin"]]
     finally:
         ours.stop()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "list_csr", "list_crt"),
+    [("--l", True, False), ("--list", True, False), ("--list-c", True, False),
+     ("--list-cs", True, False), ("--list-cr", False, True)],
+)  # fmt: skip
+def test_prefixes_the_reference_accepted_keep_their_meaning(
+    prefix: str, list_csr: bool, list_crt: bool
+) -> None:
+    args = build_parser().parse_args(["--ca-url", "http://h", prefix])
+    assert (args.list_csr, args.list_crt) == (list_csr, list_crt)
+
+
+def test_the_shortest_prefix_of_version_still_prints_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(CAUCASE), "--v"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "1.0.0")
