@@ -90,6 +90,7 @@ def list_parameters(args: argparse.Namespace) -> dict[str, str]:
 def iter_certificates(client: CaucaseClient, parameters: dict[str, str]) -> Iterator[Any]:
     """Every certificate the query selects, following the pages' cursors."""
     cursor: object = None
+    seen: set[str] = set()
     while True:
         query = dict(parameters) if cursor is None else {**parameters, "cursor": str(cursor)}
         try:
@@ -102,6 +103,9 @@ def iter_certificates(client: CaucaseClient, parameters: dict[str, str]) -> Iter
         cursor = page.get("next")
         if not isinstance(cursor, str) or not cursor:
             return
+        if cursor in seen:  # a server going round in circles would never end
+            raise CaucaseError("server returned a page it had already returned")
+        seen.add(cursor)
 
 
 def _status(entry: dict[str, Any], now: datetime.datetime) -> str:

@@ -27,11 +27,15 @@ CAUCASE = OUR_BIN / "caucase"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, module_caucased_db: str | None
+) -> Iterator[RunningServer]:
+    """Ours, on SQLite and on PostgreSQL."""
     running = start_caucased(
         [OUR_BIN / "caucased"],
         tmp_path_factory.mktemp("list-crt") / "server",
         ["--service-auto-approve-count", "1"],
+        db=module_caucased_db,
     )
     yield running
     running.stop()
