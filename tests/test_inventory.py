@@ -337,3 +337,31 @@ def test_times_are_utc(dep: Deployment) -> None:
     parsed = datetime.datetime.strptime(entry["not_after"], "%Y-%m-%dT%H:%M:%SZ")
     crt = x509util.load_certificate(dep.user_crt)
     assert parsed.replace(tzinfo=datetime.timezone.utc) == crt.not_valid_after_utc
+
+
+def test_postgresql_reads_expiring_within_from_the_index(postgres_url: str) -> None:
+    now = 1_800_000_000
+    rows = [
+        (str(2**100 + number), now - DAY, now + number * 60, f"CN=h{number}", "[]", "RSA-2048",
+         "auto")
+        for number in range(20_000)
+    ]  # fmt: skip
+    with (
+        contextlib.closing(Storage(postgres_url, "cas")),
+        contextlib.closing(open_database(postgres_url)) as database,
+    ):
+        with database.writing() as connection:
+            connection.executemany(
+                "INSERT INTO cas_inventory (serial, not_before, not_after, subject, sans, "
+                "key_type, approval) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        with database.writing() as connection:
+            connection.execute("ANALYZE cas_inventory")
+        for query in (Query(expiring_within=DAY), Query(expiring_within=DAY, cursor=f"{now}:1")):
+            sql, parameters = page_sql("cas", query, now)
+            with database.reading() as connection:
+                plan = "\n".join(
+                    row[0] for row in connection.execute("EXPLAIN " + sql, parameters).fetchall()
+                )
+            assert "cas_inventory_not_after" in plan and "Seq Scan on cas_inventory" not in plan
