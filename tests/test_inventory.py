@@ -307,6 +307,8 @@ def test_the_listing_document(dep: Deployment, keys: list[rsa.RSAPrivateKey]) ->
         "limit=1&limit=2",
         "cursor=nonsense",
         "cursor=1:2:3",
+        "cursor=9999999999999999999:1",
+        "serial=" + "9" * 61,
         "expiring_within=-1",
         "expiring_within=1.5",
         "expiring_within=100001",

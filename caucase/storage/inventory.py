@@ -34,7 +34,7 @@ UNKNOWN = "unknown"
 # holder, issued to an ACME order; UNKNOWN before the inventory existed.
 APPROVALS = ("auto", "user", "renewed", "acme", UNKNOWN)
 MAX_PAGE = 1000
-_CURSOR = re.compile(r"([0-9]{1,19}):([0-9]{1,60})\Z")
+_CURSOR = re.compile(r"([0-9]{1,18}):([0-9]{1,60})\Z")
 _COLUMNS = (
     "i.serial, i.not_before, i.not_after, i.subject, i.sans, i.key_type, i.approval, "
     "COALESCE(i.revoked_at, r.revocation_date)"
