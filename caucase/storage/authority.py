@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Iterator
 from typing import Optional
 
+from cryptography import x509
+
 from caucase import exceptions
 from caucase.crypto import x509util
 from caucase.storage import inventory, renewal
@@ -34,6 +36,21 @@ AUTO_SIGN_CSR_AMOUNT = "auto_sign_csr_amount"
 CAVersion = tuple[int, Optional[int]]
 
 __all__ = ["CRL_LAST_UPDATE", "CRL_NUMBER", "CAVersion", "Storage"]
+
+
+def _index_entries(
+    crt_pem: bytes, approval: str
+) -> tuple[renewal.IndexEntry | None, inventory.InventoryEntry | None]:
+    """What the renewal index and the inventory keep of a certificate being stored, from
+    one parse (with the plain loader: the PEM is our signer's)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(crt_pem)
+    except ValueError:
+        return None, None
+    return (
+        renewal.IndexEntry.of_certificate(certificate),
+        inventory.InventoryEntry.of_certificate(certificate, approval),
+    )
 
 
 class Storage(RevocationRows):
@@ -177,8 +194,7 @@ class Storage(RevocationRows):
         None, whether `crt_pem` was stored)."""
         table = self._table("crt")
         csr_blob = bytes(csr_pem)
-        entry = None if crt_pem is None else renewal.IndexEntry.of(crt_pem)
-        listed = None if crt_pem is None else inventory.InventoryEntry.of(crt_pem, "auto")
+        entry, listed = (None, None) if crt_pem is None else _index_entries(crt_pem, "auto")
         # The lock keeps the quota exact and identical CSRs deduplicated across nodes.
         with self._transaction("csr") as tx:
             existing = self._find_csr(tx, csr_blob, key_id)
@@ -207,8 +223,7 @@ class Storage(RevocationRows):
         """A CSR and its certificate, signed beforehand, as a new row in one transaction:
         no pending quota, no auto-sign counter, and never merged with an identical CSR (an
         ACME client reusing its key sends the same CSR again, and gets a new certificate)."""
-        entry = renewal.IndexEntry.of(crt_pem)
-        listed = inventory.InventoryEntry.of(crt_pem, "acme")
+        entry, listed = _index_entries(crt_pem, "acme")
         with self._transaction() as tx:
             tx.execute(f"DELETE FROM {self._table('crt')} WHERE expiration_date < ?", (now,))
             csr_id = self._insert_csr_row(tx, bytes(csr_pem), key_id)
@@ -281,8 +296,7 @@ class Storage(RevocationRows):
     ) -> None:
         """Attach a certificate to a pending row, listed as approved `approval` (one of
         inventory.APPROVALS); NotFound unless pending."""
-        entry = renewal.IndexEntry.of(crt_pem)
-        listed = inventory.InventoryEntry.of(crt_pem, approval)
+        entry, listed = _index_entries(crt_pem, approval)
         with self._transaction() as tx:
             self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry, listed)
 
