@@ -120,11 +120,12 @@ def _status(entry: dict[str, Any], now: datetime.datetime) -> str:
 def format_line(entry: Any, now: datetime.datetime) -> str:
     """One certificate on one line, fields separated by ' | ' (serial in hex, as openssl
     prints it and --revoke-serial takes it)."""
-    if not isinstance(entry, dict) or not str(entry.get("serial", "")).isdigit():
+    serial = str(entry.get("serial", "")) if isinstance(entry, dict) else ""
+    if not (serial.isascii() and serial.isdigit()):
         raise CaucaseError("server returned an invalid certificate list")
     sans = entry.get("sans")
     fields = [
-        f"{int(entry['serial']):#x}",
+        f"{int(serial):#x}",
         str(entry.get("not_before")),
         str(entry.get("not_after")),
         _status(entry, now),

@@ -4,6 +4,7 @@ revocations by serial exactly as before)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ import pytest
 from cryptography import x509
 
 from caucase.cli.caucase_options import build_parser
+from caucase.cli.inventory import format_line
+from caucase.exceptions import CaucaseError
 from tests.e2e.helpers import revoke_serial, signed_credential, submit_csr
 from tests.support.servers import (
     OUR_BIN,
@@ -252,3 +255,19 @@ def test_the_shortest_prefix_of_version_still_prints_it(tmp_path: Path) -> None:
         [str(CAUCASE), "--v"], capture_output=True, text=True, check=False, timeout=60
     )
     assert (result.returncode, result.stdout.strip()) == (0, "1.0.0")
+
+
+def test_a_listing_line_cannot_be_faked_by_a_subject() -> None:
+    entry = {
+        "serial": "255", "not_before": "2026-01-01T00:00:00Z", "not_after": "2026-04-01T00:00:00Z",
+        "subject": "CN=a\n0x1 | 2026 | fake", "sans": ["DNS:a"], "key_type": "RSA-2048",
+        "approval": "user", "revoked": False, "revoked_at": None,
+    }  # fmt: skip
+    now = datetime.datetime(2026, 2, 1, tzinfo=datetime.timezone.utc)
+    assert format_line(entry, now) == (
+        "0xff | 2026-01-01T00:00:00Z | 2026-04-01T00:00:00Z | valid | user | RSA-2048 | "
+        "CN=a\\n0x1 | 2026 | fake | DNS:a"
+    )
+    for serial in ("²", "-1", "", None):
+        with pytest.raises(CaucaseError, match="invalid certificate list"):
+            format_line({**entry, "serial": serial}, now)
