@@ -24,9 +24,9 @@ Layers, lowest first (nothing imports a layer above it):
   and the service over storage and the CAS (accounts, orders, validation, issuance).
 - ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``renewal_handlers``,
   ``acme``, ``acme_credentials``, ``inventory``, ``bodies``, ``request``, ``cors``),
-  caucased's listeners (``server``, their reusable connection threads in ``workers``,
-  their pacing out of descriptors in ``accept``) and HTTPS identity (``tls``), and the
-  ``metrics`` and ``health`` reports.
+  caucased's listeners (``server``, their request bodies in ``framing``, their reusable
+  connection threads in ``workers``, their pacing out of descriptors in ``accept``) and
+  HTTPS identity (``tls``), and the ``metrics`` and ``health`` reports.
 - ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop
   (own certificate renewal, TLS trust of new CAU CAs, backups, stop signals).
 - ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL

@@ -10,7 +10,8 @@
   issued, page by page.
 - ``routes``: the route table (handlers, body steps, credentials; the HAL description).
 - ``app``: the WSGI application: dispatch, credential checks, error mapping.
-- ``server``: threaded HTTP and HTTPS listeners on wsgiref.
+- ``server``: threaded HTTP and HTTPS listeners on wsgiref; ``framing``: their request
+  bodies (``100 Continue``, strict chunked framing).
 - ``workers``: the listeners' pool of reusable connection threads; ``accept``: their
   accept loop's pause while the process is out of descriptors.
 - ``tls``: caucased's own HTTPS identity and its TLS context (the full chain).
