@@ -105,7 +105,9 @@ class Issuance:
             if order is None or order.account_id != signed.account.id:
                 raise Unauthorized("the certificate was not issued to this account")
         try:
-            self._cas.revoke_certificate(x509util.dump_certificate(certificate), revocation.reason)
+            self._cas.revoke_certificate(
+                x509util.dump_certificate(certificate), revocation.reason, "key-holder"
+            )
         except CertificateVerificationError as error:
             if error.reason == "certificate revoked":
                 raise AlreadyRevoked("the certificate is revoked already") from None

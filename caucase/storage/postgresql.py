@@ -431,6 +431,16 @@ class PostgresDatabase:
         with self.reading() as connection:
             connection.raw.execute("SELECT 1")
 
+    def check_writable(self) -> None:
+        """A transaction that gets a transaction id (refused by a read-only server or
+        database), rolled back."""
+        with storage_errors(), self._pool.connection() as connection:
+            connection.raw.execute("BEGIN")
+            try:
+                connection.raw.execute("SELECT txid_current()")
+            finally:
+                connection.raw.execute("ROLLBACK")
+
     def close(self) -> None:
         self._pool.close()
 
