@@ -60,7 +60,10 @@ def received_ids(path: Path) -> list[str]:
 
 def verify(*paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [MANAGE, "--verify-audit-log", *map(str, paths)], capture_output=True, text=True, timeout=60
+        [MANAGE, "--verify-audit-log", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
