@@ -371,7 +371,9 @@ def _build_service(
         clock,
     )
     identity.prepare()
-    acme = AcmeService(authorities.database, authorities.cas, acme_settings(args), clock)
+    acme = AcmeService(
+        authorities.database, authorities.cas, acme_settings(args), clock, operations.recorder
+    )
     try:
         application = make_application(args, authorities, acme, clock, operations)
         context = identity.make_context()
