@@ -432,12 +432,12 @@ class PostgresDatabase:
             connection.raw.execute("SELECT 1")
 
     def check_writable(self) -> None:
-        """A transaction that gets a transaction id (refused by a read-only server or
-        database), rolled back."""
+        """An UPDATE of the catalog touching no row (refused by a read-only server or
+        database all the same), in a transaction rolled back."""
         with storage_errors(), self._pool.connection() as connection:
             connection.raw.execute("BEGIN")
             try:
-                connection.raw.execute("SELECT txid_current()")
+                connection.raw.execute(f"UPDATE {CATALOG} SET kind = kind WHERE false")
             finally:
                 connection.raw.execute("ROLLBACK")
 
