@@ -11,10 +11,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caucase import events
 from caucase.audit import AuditEvent, AuditLog, verify_audit_log
+from caucase.cli.server_ops import ca_roles
 from caucase.crypto import x509util
 from caucase.http.metrics import Metrics
 from tests.conftest import FakeClock
-from tests.support.ca_helpers import ca_factory, generate_keys, make_csr, self_signed
+from tests.support.ca_helpers import CRT_LIFE, ca_factory, generate_keys, make_csr, self_signed
 
 
 class Collected:
@@ -92,3 +93,14 @@ def test_the_recorder_writes_then_counts(tmp_path: Path, clock: FakeClock) -> No
     value = metrics.registry.get_sample_value
     assert value("caucase_csr_rejected_total", {"authority": "cas"}) == 1
     assert value("caucase_certificates_revoked_total", {"authority": "cau"}) == 1
+
+
+def test_a_rollover_shows_a_next_ca_until_it_signs(tmp_path: Path, clock: FakeClock) -> None:
+    """The roles caucased's metrics give each CA certificate (passive phase: ``next``)."""
+    ca = ca_factory(str(tmp_path / "ca.sqlite"), clock)()
+    assert [role.role for role in ca_roles(ca, CRT_LIFE, clock())] == ["signing"]
+    clock.advance(days=CRT_LIFE + 1)
+    ca.start_rollover()
+    assert [role.role for role in ca_roles(ca, CRT_LIFE, clock())] == ["signing", "next"]
+    clock.advance(days=CRT_LIFE + 1)
+    assert [role.role for role in ca_roles(ca, CRT_LIFE, clock())] == ["previous", "signing"]

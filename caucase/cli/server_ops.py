@@ -174,7 +174,7 @@ class Watched:
                 crl_number=number,
                 crl_bytes=len(bundle),
                 crl_last_update=now if last_update is None else from_timestamp(last_update),
-                ca_certificates=_roles(authority, crt_life, now),
+                ca_certificates=ca_roles(authority, crt_life, now),
             )
         return ServerState(states, self.database_bytes(), self.last_backup())
 
@@ -215,7 +215,7 @@ class Watched:
         return check
 
 
-def _roles(
+def ca_roles(
     authority: CertificateAuthority, crt_life: float, now: datetime.datetime
 ) -> list[CACertificateState]:
     """Each CA certificate's role: the signing one (the newest older than one certificate
@@ -251,4 +251,4 @@ def _directory_check(directory: str) -> health.Check:
     return check
 
 
-__all__ = ["Operations", "Watched", "add_options", "open_operations", "start_metrics"]
+__all__ = ["Operations", "Watched", "add_options", "ca_roles", "open_operations", "start_metrics"]
