@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--audit-log",
         metavar="FILE",
         help="with --restore-backup: append what it changes to caucased's audit log FILE "
-        "(the restore, the new user certificate, the revocation of the old one)",
+        "(the restore, the new user certificate, the revocation of the old one) "
+        "(default: none)",
     )
     add(
         "--import-ca",
