@@ -82,7 +82,7 @@ def main() -> None:
         for round_index in range(args.rounds):
             for name, deployment in DEPLOYMENTS.items():
                 with deployment(postgres, server_args) as port:
-                    rate = issue_all(port, csrs, args.c)
+                    rate = issue_all(port, csrs, args.c, keep_alive=False)
                 rates.setdefault(name, []).append(rate)
                 print(f"round {round_index + 1} {name}: {rate:.1f} certificates/s")
     print(f"\nN={args.n} C={args.c} rounds={args.rounds}")

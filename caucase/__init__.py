@@ -12,7 +12,8 @@ Layers, lowest first (nothing imports a layer above it):
   (``database``: pool, committer, lock) and PostgreSQL (``postgresql``, shared by several
   caucased); the CA tables (``authority``, ``revocations``), what nodes share
   (``cluster``), ``schema``, ``copy`` and ``migrate`` (between engines), ``restore`` (the
-  statement allow-list), ``renewal`` (the renewal index). See ``caucase.storage``.
+  statement allow-list), ``renewal`` (the renewal index), ``inventory`` (every
+  certificate issued). See ``caucase.storage``.
 - ``renewal``: the renewal-window rule (when a certificate should be renewed), shared by
   caucased and caucase-updater.
 - ``audit``: the hash-chained audit log of every change of state, and its verifier;
@@ -24,9 +25,10 @@ Layers, lowest first (nothing imports a layer above it):
 - ``acme``: ACME for the CAS: the protocol (JWS, errors, EAB, identifiers, challenges)
   and the service over storage and the CAS (accounts, orders, validation, issuance).
 - ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``renewal_handlers``,
-  ``acme``, ``acme_credentials``, ``bodies``, ``request``, ``cors``), caucased's listeners
-  (``server``, their reusable connection threads in ``workers``) and HTTPS identity
-  (``tls``), and the ``metrics`` and ``health`` reports.
+  ``acme``, ``acme_credentials``, ``inventory``, ``bodies``, ``request``, ``cors``),
+  caucased's listeners (``server``, their request bodies in ``framing``, their reusable
+  connection threads in ``workers``, their pacing out of descriptors in ``accept``) and
+  HTTPS identity (``tls``), and the ``metrics`` and ``health`` reports.
 - ``backup_schedule``, ``main_loop``: caucased's periodic backups, and its main loop
   (own certificate renewal, TLS trust of new CAU CAs, backups, stop signals).
 - ``client``: the HTTP client every client command uses; ``trust_stores``: CA and CRL

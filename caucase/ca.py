@@ -38,12 +38,15 @@ from caucase.exceptions import (
 )
 from caucase.renewal_schedule import RenewalSchedule
 from caucase.storage import Storage
+from caucase.storage.inventory import InventoryEntry, Query
 
 logger = logging.getLogger(__name__)
 
 # Renew the CA once the newest one has at most this many certificate lives left (3.1).
 CA_RENEWAL_MARGIN = 2
 MINIMUM_CA_LIFE_PERIOD = 3
+# How the inventory lists a certificate this CA signed, by the way it was signed.
+_APPROVALS = {SigningMode.YES: "auto", SigningMode.NO: "user", SigningMode.PASSTHROUGH: "renewed"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,6 +357,10 @@ class CertificateAuthority:
         self._observer.notify(events.acme_issued(self._name, csr_id, crt_pem))
         return csr_id
 
+    def list_certificates(self, query: Query) -> tuple[list[InventoryEntry], str | None]:
+        """One page of every certificate issued here, and the next page's cursor."""
+        return self._storage.certificate_inventory.page(query, to_timestamp(self._clock()))
+
     def get_certificate(self, csr_id: int) -> bytes:
         """The signed certificate PEM; a download shortens how long the row is kept."""
         return self._storage.get_certificate(csr_id, to_timestamp(self._clock()))
@@ -367,7 +374,7 @@ class CertificateAuthority:
     ) -> bytes:
         """Sign with the active CA (outside the lock) and attach the result to the row."""
         crt_pem, now = self._sign(csr, template, mode)
-        self._storage.store_certificate(csr_id, crt_pem, to_timestamp(now))
+        self._storage.store_certificate(csr_id, crt_pem, to_timestamp(now), _APPROVALS[mode])
         return crt_pem
 
     def _sign(

@@ -76,6 +76,8 @@ def attempt_everything(
     actions = [
         ("GET", "/cas/csr", None, {}),
         ("GET", "/cau/csr", None, {}),
+        ("GET", "/cas/inventory", None, {}),
+        ("GET", "/cau/inventory?limit=1000", None, {}),
         ("PUT", f"/cas/crt/{csr_id}", b"", {}),
         ("DELETE", f"/cas/csr/{csr_id}", None, {}),
         ("PUT", "/cas/crt/revoke", revoke.encode(), JSON),
@@ -224,6 +226,7 @@ def test_plain_http_never_authenticates(server: RunningServer, admin: Path) -> N
     """A certificate cannot be presented over HTTP: every authenticated route is a 401."""
     assert request(server, "GET", "/cas/csr")[0] == 401
     assert request(server, "GET", "/cau/csr")[0] == 401
+    assert request(server, "GET", "/cas/inventory")[0] == 401
     assert request(server, "PUT", "/cas/crt/1", b"")[0] == 401
 
 

@@ -60,6 +60,7 @@ def test_the_table_asks_for_credentials_where_http_api_4_does() -> None:
         (("crt", "revoke"), "PUT", "none"): Auth.SIGNATURE_OR_AFTER_BODY,
         (("crt", "renew"), "PUT", "none"): Auth.SIGNATURE,
         (("renewal-info",), "PUT", "none"): Auth.AFTER_BODY,
+        (("inventory",), "GET", "none"): Auth.FIRST,
     }
     assert all(route.auth is Auth.ANONYMOUS for route in ROOT_ROUTES)
 
@@ -77,6 +78,7 @@ def test_the_dispatcher_refuses_every_credentialed_route_without_a_certificate(
         (("crt",), "PUT"): (f"/cas/crt/{pending}", make_csr(keys[1], "template"), PKCS10),
         (("crt", "revoke"), "PUT"): ("/cas/crt/revoke", null_envelope.encode(), JSON),
         (("renewal-info",), "PUT"): ("/cas/renewal-info", b'{"spread": 60, "all": true}', JSON),
+        (("inventory",), "GET"): ("/cas/inventory?limit=1000", None, None),
     }
     crl_before = call(dep.app, "GET", "/cas/crl").body
     for route in AUTHORITY_ROUTES:

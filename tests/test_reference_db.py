@@ -157,14 +157,18 @@ def test_our_reader_decrypts_reference_backup(
     # Our dump of the rebuilt file reproduces the reference's dump statement for statement,
     # plus the CREATE INDEX statements of the indexes our storage adds (performance), our
     # tables of issued CRLs (empty until a CRL is served) and of revocation reasons, and our
-    # renewal index, filled from the restored certificates when our storage created it.
+    # renewal index and inventory, filled from the restored certificates when our storage
+    # opened it.
     ours = list(storage.dump())
     own_tables = ("CREATE TABLE cau_issued_crl ", "CREATE TABLE cau_revocation_reason ")
     renewal_index = [s for s in ours if "cau_renewal" in s.split("(")[0]]
+    inventory = [s for s in ours if "cau_inventory" in s.split("(")[0]]
     assert [
         s
         for s in ours
-        if not s.startswith(("CREATE INDEX ", *own_tables)) and s not in renewal_index
+        if not s.startswith(("CREATE INDEX ", *own_tables))
+        and s not in renewal_index
+        and s not in inventory
     ] == statements
     assert len([s for s in ours if s.startswith(own_tables)]) == 2
     assert {s.split()[2] for s in ours if s.startswith("CREATE INDEX ")} == {
@@ -172,10 +176,13 @@ def test_our_reader_decrypts_reference_backup(
         "caucrt_pending",
         "caurevoked_expiration_date",
         "cau_renewal_not_after",
+        "cau_inventory_not_after",
     }
     user_serial = x509.load_pem_x509_certificate(reference_files.user_crt_pem).serial_number
     assert sum(s.startswith('INSERT INTO "cau_renewal"') for s in renewal_index) == 1
     assert f"'{user_serial}'" in next(s for s in renewal_index if s.startswith("INSERT"))
+    (listed,) = [s for s in inventory if s.startswith('INSERT INTO "cau_inventory"')]
+    assert f"'{user_serial}'" in listed and "'unknown'" in listed
     user_key_id = key_id(reference_files.user_key)
     assert storage.get_certificate_by_key_id(user_key_id) == reference_files.user_crt_pem
     storage.close()

@@ -130,7 +130,7 @@ def test_schema_text_follows_reference_layout(
     )
     suffixes = [
         *("ca", "crt", "revoked", "counter", "config_once", "config"),
-        *("_issued_crl", "_revocation_reason", "_renewal"),
+        *("_issued_crl", "_revocation_reason", "_renewal", "_inventory"),
     ]
     assert table_creation_order(database) == [
         prefix + suffix for prefix in ("cas", "cau") for suffix in suffixes
@@ -140,8 +140,8 @@ def test_schema_text_follows_reference_layout(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'sqlite_autoindex%'",
     )
     # 4 per prefix, plus the UNIQUE key_id of cau only, plus the primary keys of our issued
-    # CRLs, revocation reasons and renewal index.
-    assert len(autoindexes) == 15
+    # CRLs, revocation reasons, renewal index and inventory.
+    assert len(autoindexes) == 17
     # Our own indexes (performance); cau's UNIQUE key_id needs no second one.
     indexes = {
         name
@@ -160,6 +160,8 @@ def test_schema_text_follows_reference_layout(
         "caurevoked_expiration_date",
         "cas_renewal_not_after",
         "cau_renewal_not_after",
+        "cas_inventory_not_after",
+        "cau_inventory_not_after",
     }
 
 

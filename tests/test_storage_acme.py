@@ -13,8 +13,10 @@ from caucase.acme.nonces import SignedNonces
 from caucase.storage import Database, restore_database
 from caucase.storage.acme import AcmeStorage
 from caucase.storage.acme_schema import ACME_TABLES, NewAuthz
+from caucase.storage.postgresql import PostgresDatabase
 from caucase.storage.restore import RESTORABLE_TABLES
 from tests.conftest import FakeClock
+from tests.test_postgresql import race
 
 NOW = 1_800_000_000
 
@@ -108,3 +110,36 @@ def test_spent_orders_are_purged_with_their_authorizations(database: Database) -
     storage.purge(NOW + 61)
 
     assert storage.order(order_id) is None and storage.authorizations(order_id) == []
+
+
+def test_nodes_racing_for_one_credential_bind_one_account(postgres_url: str) -> None:
+    """Several caucased on one PostgreSQL database: of the accounts created at once with
+    one credential, one binds it and the others are told it is taken (no constraint error);
+    of the nodes registering one key at once, one creates the account, all return it."""
+    engines = [PostgresDatabase(postgres_url) for _ in range(3)]
+    try:
+        storages = [AcmeStorage(engine) for engine in engines]
+        storages[0].add_eab("kid", b"k" * 32, ["*"], "CN=admin", NOW, limit=10)
+
+        def bind(index: int) -> bool:
+            storage = storages[index % len(storages)]
+            _, created = storage.add_account(f"key{index}", {}, [], "kid", NOW, 10)
+            return created
+
+        def register(index: int) -> tuple[int, bool]:
+            account, created = storages[index % len(storages)].add_account(
+                "same", {}, [], None, NOW, 10
+            )
+            return account.id, created
+
+        bound = race(12, bind)
+        registered = race(12, register)
+    finally:
+        for engine in engines:
+            engine.close()
+
+    assert bound.count(True) == 1
+    assert all(isinstance(result, exceptions.Found) for result in bound if result is not True)
+    assert {result for result in registered if isinstance(result, BaseException)} == set()
+    assert len({account_id for account_id, _ in registered}) == 1  # type: ignore[misc]
+    assert [created for _, created in registered].count(True) == 1  # type: ignore[misc]

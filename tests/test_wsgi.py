@@ -124,12 +124,19 @@ def test_authority_hal_over_http_starts_with_the_reference_document(dep: Deploym
         assert shared == list(reference[section].items())
     assert sorted(list(ours["_links"])[len(reference["_links"]) :]) == [
         "getACMEDirectory",
+        "getCertificateInventory",
         "getRenewalInfo",
         "getRenewalInfoExplanation",
     ]
     assert list(ours["_actions"])[len(reference["_actions"]) :] == ["renewEarly"]
     acme = ours["_links"]["getACMEDirectory"]
     assert acme["href"] == "https://127.0.0.1:28641/cas/acme/directory"
+    inventory = ours["_links"]["getCertificateInventory"]
+    assert inventory["templated"] is True
+    assert inventory["href"] == (
+        "https://127.0.0.1:28641/cas/inventory"
+        "{?limit,cursor,expiring_within,subject,status,serial}"
+    )
 
 
 def test_cau_hal_offers_the_acme_credential_routes_over_https(dep: Deployment) -> None:

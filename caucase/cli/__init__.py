@@ -2,7 +2,8 @@
 
 Beside them, what several scripts share: ``caucase_options`` (the options of ``caucase``, and
 the store layout both clients describe), ``key_options`` (``--key-type`` and ``--key-len``),
-``user_key`` (why caucased refused a user certificate), ``hook`` (the ``--on-renew`` shell
+``user_key`` (why caucased refused a user certificate), ``inventory`` (``--list-crt``
+and what ``--revoke-serial`` asks first), ``hook`` (the ``--on-renew`` shell
 command and its outcome); and parts of one script kept apart: ``server_options``
 (caucased's command line), ``server_ops`` (caucased's metrics listener, audit log and
 health checks), ``manage_ca`` (caucased-manage's CA import and rollover),

@@ -19,6 +19,7 @@ from cryptography import x509
 
 from caucase.cli.caucase_options import AUTHENTICATED_NAMES, build_parser
 from caucase.cli.hook import describe_outcome, run_hook
+from caucase.cli.inventory import check_list_options, list_crt, printable, serial_is_known
 from caucase.cli.key_options import check_key_options
 from caucase.cli.user_key import MISSING, explain_refusal
 from caucase.client import CaucaseClient, parse_ca_url
@@ -52,12 +53,7 @@ def subject_preview(csr_pem: str) -> str:
         valid = False
     if not valid:
         raise CaucaseError("server listed a malformed or badly signed CSR")
-    return _printable(csr.subject.rfc4514_string())
-
-
-def _printable(text: str) -> str:
-    """`text` with what is not printable escaped, so that no value fakes a listing row."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return printable(csr.subject.rfc4514_string())
 
 
 class CaucaseRun:
@@ -170,15 +166,16 @@ class CaucaseRun:
         for path in args.revoke_other_crt:
             self.revoke_other_crt(path)
         for serial in args.revoke_serial:
-            self.context = f"--revoke-serial {serial}"
-            self.mode_client.revoke_serial(serial)
-            self.confirm(f"Revoked serial {serial} ({serial:#x})")
+            self.revoke_serial(serial)
         if args.renew_early:
             self.renew_early(args.renew_early)
         if args.renew_early_all:
             self.renew_early(())
         if args.list_csr:
             self.list_csr()
+        if args.list_crt:
+            self.context = "--list-crt"
+            list_crt(self.mode_client, args, self.clock(), self.say)
         self.run_acme_eab_actions()
 
     def run_acme_eab_actions(self) -> None:
@@ -207,7 +204,7 @@ class CaucaseRun:
             fields = dict(
                 entry, scope=" ".join(map(str, scope if isinstance(scope, list) else []))
             )
-            lines.append(" | ".join(_printable(str(fields.get(name) or "-")) for name in columns))
+            lines.append(" | ".join(printable(str(fields.get(name) or "-")) for name in columns))
         lines.append("-- end of ACME external account bindings --")
         self.say("\n".join(lines))
 
@@ -318,6 +315,20 @@ class CaucaseRun:
         self.mode_client.revoke_certificate(x509util.dump_certificate(certificate))
         self.confirm(f"Revoked {path} (serial {certificate.serial_number:#x})")
 
+    def revoke_serial(self, serial: int) -> None:
+        """Revoke, warning when the inventory does not list the serial: a typo, or a
+        certificate issued before there was an inventory (revoked anyway: the CA cannot
+        tell which, and scripts revoking such old serials keep working)."""
+        self.context = f"--revoke-serial {serial}"
+        known = serial_is_known(self.mode_client, serial)
+        self.mode_client.revoke_serial(serial)
+        self.confirm(f"Revoked serial {serial} ({serial:#x})")
+        if known is False:
+            self.confirm(
+                f"caucase: warning: serial {serial} ({serial:#x}) is not in the inventory "
+                "of this authority: a typo, or a certificate issued before it had one"
+            )
+
     def renew_early(self, serials: Sequence[int]) -> None:
         """--renew-early (these serials) or, without serials, --renew-early-all."""
         args = self.args
@@ -420,6 +431,7 @@ def main(
     parser = build_parser()
     args = parser.parse_args(argv)
     check_key_options(parser, args)
+    check_list_options(parser, args)
     if not _check_disjoint_ids(args):
         print(
             "A given CSR_ID cannot be in more than one of --sign-csr, --sign-csr-with "

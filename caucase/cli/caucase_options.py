@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from caucase import __version__
+from caucase.cli.inventory import LIST_FILTERS, LIST_OPTIONS
 from caucase.cli.key_options import RENEWAL_DEFAULT, key_len_option, key_type_option
 from caucase.clock import as_utc
 
@@ -180,14 +181,28 @@ AUTHENTICATED_ACTIONS: list[tuple[str, dict[str, Any]]] = [
                            "help": "Revoke these ACME external account bindings and the "
                                    "accounts bound to them (their certificates stay "
                                    "valid until revoked)."}),
+    *LIST_OPTIONS,
 ]  # fmt: skip
 AUTHENTICATED_NAMES = [name for name, _ in AUTHENTICATED_ACTIONS]
+LATER_OPTIONS = frozenset(name for name, _ in (*LIST_OPTIONS, *LIST_FILTERS))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Long-option prefixes keep the meaning they had with the reference's options: where
+    one of the inventory's options (which the reference lacks) makes a prefix ambiguous,
+    the reference's option wins (``--list`` is ``--list-csr``, ``--v`` is ``--version``)."""
+
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        matches: list[Any] = super()._get_option_tuples(option_string)
+        if len(matches) > 1:
+            matches = [match for match in matches if match[1] not in LATER_OPTIONS]
+        return matches
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every option of cli.md 3.1, with the reference names, metavars, defaults and arities:
     "append" options accumulate, the other multi-value ones keep the last occurrence."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="caucase",
         description="caucase client: get certificates signed by a caucased, renew and revoke "
         "them, keep CA certificates and revocation lists up to date; with a user "
@@ -202,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         (parser.add_argument_group(
             "Authenticated actions", "Need --user-key, a certificate of the CAU."),
          AUTHENTICATED_ACTIONS),
+        (parser.add_argument_group("--list-crt filters and format"), LIST_FILTERS),
     ]  # fmt: skip
     for group, options in groups:
         for name, settings in options:

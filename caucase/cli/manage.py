@@ -57,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--db",
         default="caucase.sqlite",
-        metavar="PATH_OR_URL",
         help="caucased's database: an SQLite file, which import and export create (mode "
         "0600) when missing, or a postgresql:// URL (default: %(default)s)",
     )

@@ -59,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--db",
         default="caucase.sqlite",
-        metavar="PATH_OR_URL",
         help="database of the authorities: an SQLite file, created (mode 0600) when "
         "missing, or a postgresql:// URL (libpq's, credentials from the environment or "
         "~/.pgpass) that several caucased may share (default: %(default)s)",

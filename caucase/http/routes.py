@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from caucase.acme.jws import KeySource
-from caucase.http import acme, acme_credentials, bodies, handlers, renewal_handlers
+from caucase.http import acme, acme_credentials, bodies, handlers, inventory, renewal_handlers
 from caucase.http.cors import CorsPolicy
 from caucase.http.handlers import Service
 from caucase.http.request import HTTPError, Request, Response
@@ -171,7 +171,7 @@ def authority_hal_body(authority: str, script_path: str, self_href: str, https_b
         if route.hal.template:
             entry["templated"] = True
         path = "/".join((base + "/" + authority, *route.node, route.hal.template))
-        entry["href"] = path.rstrip("/")
+        entry["href"] = path.rstrip("/").replace("/{?", "{?")  # a query template: no "/"
         if route.method == "GET":
             links[route.hal.name] = entry
         else:
@@ -357,6 +357,18 @@ AUTHORITY_ROUTES = (
         auth=Auth.AFTER_BODY,
         body=renewal_handlers.early_renewal_body,
         hal=Hal("renewEarly", "Move the renewal windows of certificates to now."),
+    ),
+    # Ours: every certificate issued, page by page (caucase --list-crt).
+    Route(
+        ("inventory",),
+        "GET",
+        inventory.list_certificates,
+        auth=Auth.FIRST,
+        hal=Hal(
+            "getCertificateInventory",
+            "List every issued certificate, one page at a time (follow 'next' as cursor).",
+            "{?limit,cursor,expiring_within,subject,status,serial}",
+        ),
     ),
 )
 

@@ -14,6 +14,8 @@ One interface (``engine``), two engines: SQLite, a file (the default), and Postg
   table sets share; ``revocations``: its revocations, CRL numbers and issued CRLs.
 - ``renewal``: the renewal index of each CA (certificates by certID, windows operators
   moved forward), a table of ours beside the reference's.
+- ``inventory``: every certificate each CA issued, for good, listed page by page (a
+  table of ours too).
 - ``cluster``: what the caucased nodes of one database share besides the CAs (CORS
   secrets, backup turns).
 - ``schema``: the SQL text of the CA tables and our extra indexes and tables.

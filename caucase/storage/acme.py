@@ -41,6 +41,11 @@ from caucase.storage.acme_schema import (
 )
 from caucase.storage.engine import Connection, Engine
 
+# Held by the writes that check before they write (a credential still free, a key not
+# held by another account, the count of valid credentials), so that several caucased on
+# one PostgreSQL database cannot both pass the check. SQLite has one writer anyway.
+ACCOUNTS_LOCK = "caucase:acme:accounts"
+
 
 class AcmeStorage:
     """The ACME tables of one database, through its owner's connections."""
@@ -68,12 +73,14 @@ class AcmeStorage:
 
     @staticmethod
     def _insert(tx: Connection, table: str, columns: str, values: Sequence[object]) -> int:
-        """Insert under a fresh random id; the caller checked every other unique column."""
+        """Insert under a fresh random id, drawn again on an id collision only: a clash
+        on another unique column raises (the caller checked them under ACCOUNTS_LOCK)."""
         marks = ", ".join("?" * (len(values) + 1))
         while True:
             row_id = secrets.randbits(63)
             cursor = tx.execute(
-                f"INSERT INTO {table} (id, {columns}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                f"INSERT INTO {table} (id, {columns}) VALUES ({marks}) "
+                "ON CONFLICT (id) DO NOTHING",
                 (row_id, *values),
             )
             if cursor.rowcount == 1:
@@ -112,7 +119,7 @@ class AcmeStorage:
         self, kid: str, hmac_key: bytes, scope: list[str], minted_by: str, now: int, limit: int
     ) -> None:
         """NoStorage once `limit` credentials are valid."""
-        with self._database.writing() as tx:
+        with self._database.writing(lock=ACCOUNTS_LOCK) as tx:
             (count,) = tx.execute(
                 "SELECT COUNT(*) FROM cas_acme_eab WHERE status = ?", (VALID,)
             ).fetchone()
@@ -147,7 +154,7 @@ class AcmeStorage:
     def revoke_eab(self, kid: str, now: int) -> None:
         """Revoke a credential and the account bound to it; NotFound for an unknown kid.
         A credential no account used is forgotten: nothing refers to it."""
-        with self._database.writing() as tx:
+        with self._database.writing(lock=ACCOUNTS_LOCK) as tx:
             if tx.execute("SELECT 1 FROM cas_acme_eab WHERE kid = ?", (kid,)).fetchone() is None:
                 raise exceptions.NotFound(f"No ACME credential {kid!r}")
             bound = tx.execute(
@@ -189,7 +196,7 @@ class AcmeStorage:
 
         Found when the credential `eab_kid` is revoked or bound to another account;
         NoStorage when an account without credential would pass `open_limit` of them."""
-        with self._database.writing() as tx:
+        with self._database.writing(lock=ACCOUNTS_LOCK) as tx:
             existing = tx.execute(
                 f"SELECT {ACCOUNT_COLUMNS} FROM cas_acme_account WHERE thumbprint = ?",
                 (thumbprint,),
@@ -239,7 +246,7 @@ class AcmeStorage:
     def change_key(self, account_id: int, thumbprint: str, jwk: dict[str, Any]) -> int | None:
         """Give a valid account a new key; the id of the account holding that key already,
         if any (then nothing changes)."""
-        with self._database.writing() as tx:
+        with self._database.writing(lock=ACCOUNTS_LOCK) as tx:
             holder = tx.execute(
                 "SELECT id FROM cas_acme_account WHERE thumbprint = ?", (thumbprint,)
             ).fetchone()

@@ -11,9 +11,11 @@ import secrets
 from collections.abc import Iterator
 from typing import Optional
 
+from cryptography import x509
+
 from caucase import exceptions
 from caucase.crypto import x509util
-from caucase.storage import renewal
+from caucase.storage import inventory, renewal
 from caucase.storage.engine import Connection, Engine, IntegrityError, open_database
 from caucase.storage.revocations import CRL_LAST_UPDATE, CRL_NUMBER, RevocationRows
 from caucase.storage.rows import as_bytes, as_text
@@ -34,6 +36,21 @@ AUTO_SIGN_CSR_AMOUNT = "auto_sign_csr_amount"
 CAVersion = tuple[int, Optional[int]]
 
 __all__ = ["CRL_LAST_UPDATE", "CRL_NUMBER", "CAVersion", "Storage"]
+
+
+def _index_entries(
+    crt_pem: bytes, approval: str
+) -> tuple[renewal.IndexEntry | None, inventory.InventoryEntry | None]:
+    """What the renewal index and the inventory keep of a certificate being stored, from
+    one parse (with the plain loader: the PEM is our signer's)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(crt_pem)
+    except ValueError:
+        return None, None
+    return (
+        renewal.IndexEntry.of_certificate(certificate),
+        inventory.InventoryEntry.of_certificate(certificate, approval),
+    )
 
 
 class Storage(RevocationRows):
@@ -69,6 +86,7 @@ class Storage(RevocationRows):
                 tx.execute(reason_table_statement(table_prefix))
                 self._migrate_legacy_crl_table(tx)
                 renewal.create_table(database, tx, table_prefix, self._table("crt"))
+                inventory.create_table(database, tx, table_prefix, self._table("crt"))
         except BaseException:
             self.close()
             raise
@@ -176,7 +194,7 @@ class Storage(RevocationRows):
         None, whether `crt_pem` was stored)."""
         table = self._table("crt")
         csr_blob = bytes(csr_pem)
-        entry = None if crt_pem is None else renewal.IndexEntry.of(crt_pem)
+        entry, listed = (None, None) if crt_pem is None else _index_entries(crt_pem, "auto")
         # The lock keeps the quota exact and identical CSRs deduplicated across nodes.
         with self._transaction("csr") as tx:
             existing = self._find_csr(tx, csr_blob, key_id)
@@ -198,18 +216,18 @@ class Storage(RevocationRows):
                 and counter_value <= auto_sign_limit
             )
             if signed:
-                self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now, entry)
+                self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now, entry, listed)
         return csr_id, counter_value, signed
 
     def append_signed(self, csr_pem: bytes, key_id: str, now: int, crt_pem: bytes) -> int:
         """A CSR and its certificate, signed beforehand, as a new row in one transaction:
         no pending quota, no auto-sign counter, and never merged with an identical CSR (an
         ACME client reusing its key sends the same CSR again, and gets a new certificate)."""
-        entry = renewal.IndexEntry.of(crt_pem)
+        entry, listed = _index_entries(crt_pem, "acme")
         with self._transaction() as tx:
             tx.execute(f"DELETE FROM {self._table('crt')} WHERE expiration_date < ?", (now,))
             csr_id = self._insert_csr_row(tx, bytes(csr_pem), key_id)
-            self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry)
+            self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry, listed)
         return csr_id
 
     def _find_csr(self, tx: Connection, csr_blob: bytes, key_id: str) -> int | None:
@@ -273,11 +291,14 @@ class Storage(RevocationRows):
             if cursor.rowcount != 1:
                 raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
 
-    def store_certificate(self, csr_id: int, crt_pem: bytes, now: int) -> None:
-        """Attach a certificate to a pending row; NotFound unless pending."""
-        entry = renewal.IndexEntry.of(crt_pem)
+    def store_certificate(
+        self, csr_id: int, crt_pem: bytes, now: int, approval: str = inventory.UNKNOWN
+    ) -> None:
+        """Attach a certificate to a pending row, listed as approved `approval` (one of
+        inventory.APPROVALS); NotFound unless pending."""
+        entry, listed = _index_entries(crt_pem, approval)
         with self._transaction() as tx:
-            self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry)
+            self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry, listed)
 
     def _attach_certificate(
         self,
@@ -286,9 +307,10 @@ class Storage(RevocationRows):
         crt_blob: bytes,
         now: int,
         entry: renewal.IndexEntry | None,
+        listed: inventory.InventoryEntry | None,
     ) -> None:
-        """Store the certificate of a pending row, and its renewal index entry (parsed
-        beforehand: nothing but SQL runs in the shared transaction)."""
+        """Store the certificate of a pending row, its renewal index and inventory entries
+        (parsed beforehand: nothing but SQL runs in the shared transaction)."""
         cursor = tx.execute(
             f"UPDATE {self._table('crt')} SET crt = ?, expiration_date = ? "
             "WHERE id = ? AND crt IS NULL",
@@ -299,11 +321,18 @@ class Storage(RevocationRows):
         renewal.purge_expired(tx, self._prefix, now)
         if entry is not None:
             entry.insert(tx, self._prefix)
+        if listed is not None:
+            listed.insert(tx, self._prefix)
 
     @property
     def renewal_index(self) -> renewal.RenewalIndex:
         """The certificates issued here, by certID, and their moved renewal windows."""
         return renewal.RenewalIndex(self._database, self._prefix)
+
+    @property
+    def certificate_inventory(self) -> inventory.Inventory:
+        """Every certificate issued here, page by page."""
+        return inventory.Inventory(self._database, self._prefix)
 
     def get_certificate(self, csr_id: int, now: int) -> bytes:
         """NotFound unless signed; shortens the row's keep time to the read keep time."""

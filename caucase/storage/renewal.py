@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from cryptography import x509
+
 from caucase.crypto import x509util
 from caucase.storage.engine import Connection, Engine
 
@@ -109,6 +111,14 @@ class IndexEntry:
         renews such a certificate by certID."""
         try:
             certificate = x509util.load_certificate(crt_pem)
+        except (ValueError, TypeError):
+            return None
+        return cls.of_certificate(certificate)
+
+    @classmethod
+    def of_certificate(cls, certificate: x509.Certificate) -> IndexEntry | None:
+        """IndexEntry.of, for a certificate parsed already."""
+        try:
             authority_key_id = x509util.authority_key_id(certificate)
         except (ValueError, TypeError):
             return None

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 
 from caucase.exceptions import BackupError
-from caucase.storage import renewal
+from caucase.storage import inventory, renewal
 from caucase.storage.acme_schema import ACME_TABLES
 from caucase.storage.copy import SQLiteSource, fill
 from caucase.storage.database import Database
@@ -43,6 +43,7 @@ RESTORABLE_TABLES = frozenset(
         ISSUED_CRL_SUFFIX,
         REASON_SUFFIX,
         renewal.SUFFIX,
+        inventory.SUFFIX,
     )
 ) | frozenset(("caucased_cors_secret", "caucased_claim", *ACME_TABLES))
 STATEMENT_KEYWORDS = ("BEGIN", "COMMIT", "CREATE", "INSERT", "PRAGMA")

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Container, Iterator
 
 from caucase import exceptions
+from caucase.storage import inventory
 from caucase.storage.engine import Connection, Engine
 from caucase.storage.rows import TableRows, as_bytes, as_text
 from caucase.storage.schema import ISSUED_CRL_SUFFIX, REASON_SUFFIX
@@ -72,7 +73,10 @@ class RevocationRows(TableRows):
             "ON CONFLICT (serial) DO NOTHING",
             (str(serial), revocation_date, expiration_date),
         )
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        inventory.mark_revoked(tx, self._prefix, serial, revocation_date)
+        return True
 
     def get_revoked(self, now: int) -> list[tuple[int, int]]:
         """(serial, revocation date) in insertion order, after deleting expired rows.

@@ -151,6 +151,7 @@ NO_DEFAULT = {
     "--export-ca",
     "--verify-audit-log",
     "--renew-ca",
+    "--copy-to",
 }
 
 

@@ -132,6 +132,13 @@ def add_updater(
     return member
 
 
+def stop(simulation: Simulation, fleet: list[SimulatedUpdater]) -> None:
+    """End the simulation, then close the updaters' kept-alive connections."""
+    simulation.stop_all()
+    for member in fleet:
+        member.instance.close()
+
+
 def histogram(moments: list[datetime.datetime], start: datetime.datetime) -> Counter[int]:
     """Counts per one-hour bucket, numbered from `start`."""
     return Counter(int((moment - start) / HOUR) for moment in moments)
@@ -180,7 +187,7 @@ def test_a_fleet_issued_in_one_minute_renews_spread_over_its_band(
     try:
         simulation.run_until(issued + 5 * DAY)
     finally:
-        simulation.stop_all()
+        stop(simulation, fleet)
 
     assert simulation.failures == {}
     certificates = [member.certificate() for member in fleet]
@@ -271,7 +278,7 @@ def test_an_outage_across_the_renewal_windows_is_ridden_out_with_bounded_backoff
     try:
         simulation.run_until(issued + 8 * DAY)
     finally:
-        simulation.stop_all()
+        stop(simulation, fleet)
 
     assert simulation.failures == {}, simulation.failures
     law = backoff.Backoff(random.Random(0))

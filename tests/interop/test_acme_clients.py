@@ -39,6 +39,7 @@ from tests.support.acme_library import (
     mint_eab,
 )
 from tests.support.challtestsrv import ChallTestSrv, running_challtestsrv
+from tests.support.faketime import FakeTime, Role
 from tests.support.openssl_tls import leaf_file, openssl_verify, served_verification
 from tests.support.servers import OUR_BIN, RunningServer, free_port, make_user, start_caucased
 from tests.support.tls_alpn_responder import challenge_certificate, tls_alpn_responder
@@ -157,6 +158,35 @@ def test_certbot_in_scope_without_challenge_renews_and_revokes(
     by_key = x509.load_pem_x509_certificates(certbot.certificate("k.svc.test").read_bytes())[0]
     certbot.revoke_with_key(certbot.certificate("k.svc.test"), certbot.private_key("k.svc.test"))
     lab.assert_revoked(by_key)
+
+
+def test_certbot_renews_early_only_when_renewal_info_says_so(lab: Lab, certbot_bin: Path) -> None:
+    """certbot asks renewalInfo (RFC 9773) at `renew`: not due in a fresh certificate's
+    window, due once a user pulled the window forward with `caucase --renew-early`.
+
+    certbot then waits for the 6-hour Retry-After before asking again: its second run is
+    on a clock 7 hours ahead (libfaketime), still weeks before the 30-days-before-expiry
+    rule would renew by itself."""
+    certbot = Certbot(certbot_bin, lab.workdir / "certbot-ari", lab.directory, lab.ca_bundle)
+    certbot.certonly_http("ari.svc.test", lab.http_port, lab.credential())
+    chain = certbot.certificate("ari.svc.test")
+    first = x509.load_pem_x509_certificates(chain.read_bytes())[0]
+
+    certbot.renew("ari.svc.test", lab.http_port, force=False)
+    assert x509.load_pem_x509_certificates(chain.read_bytes())[0] == first
+    assert "not yet due for renewal" in certbot.log.read_text(errors="replace")
+
+    moved = subprocess.run(
+        [str(OUR_BIN / "caucase"), "--ca-url", lab.server.http_url, "--user-key", lab.user,
+         "--renew-early", hex(first.serial_number), "--spread", "0.01"],
+        cwd=lab.workdir, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    later = FakeTime(lab.workdir / "ari-clock", offset=datetime.timedelta(hours=7))
+    certbot.renew("ari.svc.test", lab.http_port, force=False, env=later.env(Role.CLIENT))
+
+    renewed = lab.check(chain, certbot.private_key("ari.svc.test"), "ari.svc.test")
+    assert renewed.serial_number != first.serial_number
 
 
 def test_lego_outside_the_scope_with_http_01_and_dns_01(lab: Lab) -> None:

@@ -131,13 +131,15 @@ class Certbot:
     def log(self) -> Path:
         return self.workdir / "logs" / "letsencrypt.log"
 
-    def run(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str | Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         common = [
             "--config-dir", self.workdir / "config", "--work-dir", self.workdir / "work",
             "--logs-dir", self.workdir / "logs", "--non-interactive",
             "--server", self.directory_url,
         ]  # fmt: skip
-        env = {"REQUESTS_CA_BUNDLE": str(self.ca_bundle)}
+        env = {**(env or {}), "REQUESTS_CA_BUNDLE": str(self.ca_bundle)}
         return run_client([self.bin_dir / "certbot", *args, *common], env, log=self.log)
 
     @staticmethod
@@ -163,10 +165,14 @@ class Certbot:
             *self._registration(eab), "--cert-name", name, "-d", name,
         )  # fmt: skip
 
-    def renew(self, name: str, port: int, *, force: bool = True) -> None:
+    def renew(
+        self, name: str, port: int, *, force: bool = True, env: dict[str, str] | None = None
+    ) -> None:
+        """Without `force`, certbot renews only when due: by renewalInfo (ARI) when the
+        server has it, else 30 days before expiry."""
         flags = ["--force-renewal"] if force else []
         self.run("renew", "--cert-name", name, *flags, "--no-random-sleep-on-renew",
-                 *self._standalone(port))  # fmt: skip
+                 *self._standalone(port), env=env)  # fmt: skip
 
     def revoke(self, name: str, reason: str = "superseded") -> None:
         """With the account key."""
