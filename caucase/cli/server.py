@@ -421,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_key_options(parser, args)
     check_acme_options(parser, args)
     endpoint = parse_endpoint(parser, args)
-    problem = check_parent_directories(args)
+    problem = check_parent_directories(args) or server_ops.check_options(args)
     if problem is not None:
         parser.error(problem)
     stop = StopSignal()

@@ -64,8 +64,22 @@ def parse_netloc(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--metrics-netloc {text!r}: expected HOST:PORT")
+        raise ValueError("expected HOST:PORT")
     return host, int(port)
+
+
+def check_options(args: argparse.Namespace) -> str | None:
+    """Why --metrics-netloc or --audit-log cannot be used, checked before anything starts."""
+    if args.metrics_netloc is not None:
+        try:
+            parse_netloc(args.metrics_netloc)
+        except ValueError as error:
+            return f"--metrics-netloc {args.metrics_netloc!r}: {error}"
+    if args.audit_log is not None:
+        parent = os.path.dirname(os.path.abspath(args.audit_log))
+        if not os.path.isdir(parent):
+            return f"--audit-log {args.audit_log!r}: directory {parent!r} does not exist"
+    return None
 
 
 @dataclass
@@ -251,4 +265,12 @@ def _directory_check(directory: str) -> health.Check:
     return check
 
 
-__all__ = ["Operations", "Watched", "add_options", "ca_roles", "open_operations", "start_metrics"]
+__all__ = [
+    "Operations",
+    "Watched",
+    "add_options",
+    "ca_roles",
+    "check_options",
+    "open_operations",
+    "start_metrics",
+]

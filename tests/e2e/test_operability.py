@@ -315,3 +315,25 @@ def test_acme_credentials_minted_and_revoked_are_audited(deployment: Deployment)
     assert lines[0]["scope"] == ["audited.example"]
     user = x509.load_pem_x509_certificate(d.user.read_bytes())
     assert lines[1]["by_serial"] == str(user.serial_number)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--metrics-netloc", "no-port", "--metrics-netloc 'no-port': expected HOST:PORT"),
+        ("--metrics-netloc", "127.0.0.1:99999", "expected HOST:PORT"),
+        ("--audit-log", "/no/such/dir/audit.log", "directory '/no/such/dir' does not exist"),
+    ],
+)
+def test_bad_operability_options_are_one_line(
+    tmp_path: Path, option: str, value: str, expected: str
+) -> None:
+    result = subprocess.run(
+        [*CAUCASED, "--netloc", "127.0.0.1:1", "--db", str(tmp_path / "db"), option, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and expected in result.stderr.splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []  # nothing created
