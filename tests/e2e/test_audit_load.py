@@ -141,3 +141,31 @@ def test_kill_9_under_load_leaves_no_acknowledged_change_unlogged(tmp_path: Path
         assert again.stop() == 0
     checked = verify(log)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_change_the_log_cannot_hold_is_not_acknowledged(tmp_path: Path) -> None:
+    """chattr +i stops writes through caucased's open descriptor, root's included."""
+    server = start(tmp_path)
+    log = tmp_path / "audit.log"
+    try:
+        assert submit(server, csr_for("before")) is not None
+        subprocess.run(["chattr", "+i", str(log)], check=True)
+        try:
+            connection = http.client.HTTPConnection(server.host, server.http_port, timeout=30)
+            headers = {"Content-Type": "application/pkcs10"}
+            connection.request("PUT", "/cas/csr", csr_for("refused"), headers)
+            response = connection.getresponse()
+            assert (response.status, response.getheader("Retry-After")) == (503, "5")
+            connection.close()
+        finally:
+            subprocess.run(["chattr", "-i", str(log)], check=True)
+        assert submit(server, csr_for("still broken")) is None  # until reopened
+        server.process.send_signal(signal.SIGHUP)
+        poll(lambda: '"reason":"reopen"' in log.read_text(), "the reopened log")
+        assert submit(server, csr_for("reopened")) is not None
+    finally:
+        assert server.stop() == 0
+    names = [json.loads(line).get("subject") for line in log.read_text().splitlines()]
+    assert "CN=before" in names and "CN=reopened" in names and "CN=refused" not in names
+    checked = verify(log)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
