@@ -353,9 +353,7 @@ class CertificateAuthority:
         """Store a CSR with the certificate sign_for_order made for it; its row id."""
         csr_pem = x509util.dump_certificate_request(csr)
         key_id = keys.key_id(csr.public_key())
-        csr_id = self._storage.append_signed(csr_pem, key_id, to_timestamp(now), crt_pem)
-        self._observer.notify(events.acme_issued(self._name, csr_id, crt_pem))
-        return csr_id
+        return self._storage.append_signed(csr_pem, key_id, to_timestamp(now), crt_pem)
 
     def list_certificates(self, query: Query) -> tuple[list[InventoryEntry], str | None]:
         """One page of every certificate issued here, and the next page's cursor."""

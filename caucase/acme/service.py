@@ -56,7 +56,7 @@ class AcmeService:
         clock: Clock = utcnow,
         observer: Observer = NULL_OBSERVER,
     ) -> None:
-        """`observer` hears of EAB credentials minted and revoked."""
+        """`observer` hears of EAB credentials minted and revoked, certificates issued."""
         settings = settings or AcmeSettings()
         self.storage = AcmeStorage(database)
         self.nonces = SignedNonces(self.storage.secret(NONCE_SECRET, new_secret()), self.storage,
@@ -72,7 +72,7 @@ class AcmeService:
             self.storage, cas, clock, settings.limits, settings.validators,
             settings.validation_workers,
         )  # fmt: skip
-        self.issuance = Issuance(self.storage, cas, self.orders)
+        self.issuance = Issuance(self.storage, cas, self.orders, observer)
 
     def directory(self, urls: Urls) -> Directory:
         return Directory(urls, self.accounts.external_account_required)
