@@ -5,14 +5,23 @@ fetches each certificate, with C concurrent clients; rounds alternate the implem
 trivial threaded wsgiref server (its own process), so that every ratio compares figures of one
 run. By default each request opens a new connection, as the reference's tools and most scripts
 do (--new-connections); --keep-alive measures persistent connections instead, and --both
-measures both modes in every round.
+measures both modes in every round. --operability compares our caucased without and
+with --metrics-netloc and --audit-log (scraped every second meanwhile, as Prometheus
+would), alternating within each round (issue 13's target: at most 10% slower).
 Usage: .venv/bin/python benchmarks/issuance.py [-n 400] [-c 8] [--rounds 3] [--both]
+       .venv/bin/python benchmarks/issuance.py --operability [-n 400] [-c 8] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import statistics
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from common import (
@@ -26,6 +35,8 @@ from common import (
     tls_ceiling,
     trivial_server,
 )
+
+from tests.support.servers import OUR_BIN, free_port
 
 NEW = "new connections"
 KEEP_ALIVE = "keep-alive"
@@ -84,6 +95,62 @@ def trivial_issuances(count: int, concurrency: int) -> float:
         return requests_per_second(port, count * 2, concurrency, None) / 2
 
 
+@contextlib.contextmanager
+def scraped(port: int) -> Iterator[list[int]]:
+    """Scrape /metrics every second until the block ends; yields the scrape count."""
+    done = threading.Event()
+    count = [0]
+
+    def scrape() -> None:
+        while not done.wait(1.0):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                connection.request("GET", "/metrics")
+                assert connection.getresponse().read()
+                count[0] += 1
+            finally:
+                connection.close()
+
+    thread = threading.Thread(target=scrape)
+    thread.start()
+    try:
+        yield count
+    finally:
+        done.set()
+        thread.join()
+
+
+def operability(args: argparse.Namespace, csrs: list[bytes]) -> None:
+    """Our issuance rate without, then with, metrics and the audit log, in every round."""
+    command = [str(OUR_BIN / "caucased")]
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    auto_approve = ["--service-auto-approve-count", str(args.n + 1)]
+    for round_index in range(args.rounds):
+        # Alternate which goes first, so that neither always meets a warmer machine.
+        for mode in ("off", "on") if round_index % 2 == 0 else ("on", "off"):
+            if mode == "off":
+                with running(command, auto_approve) as server:
+                    rates["off"].append(issue_all(server.http_port, csrs, args.c, False))
+                continue
+            with tempfile.TemporaryDirectory() as logs:
+                port = free_port()
+                audit = Path(logs) / "audit.log"
+                extra = [*auto_approve, "--metrics-netloc", f"127.0.0.1:{port}"]
+                extra += ["--audit-log", str(audit)]
+                with running(command, extra) as server, scraped(port) as scrapes:
+                    rates["on"].append(issue_all(server.http_port, csrs, args.c, False))
+                lines = len(audit.read_bytes().splitlines())
+        print(
+            f"round {round_index + 1}: off {rates['off'][-1]:.1f}, on {rates['on'][-1]:.1f} "
+            f"certificates/s ({scrapes[0]} scrapes, {lines} audit lines)"
+        )
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    print(f"\nN={args.n} C={args.c} rounds={args.rounds}")
+    print(f"metrics and audit log off: {summary(rates['off'])} certificates/s")
+    print(f"metrics and audit log on:  {summary(rates['on'])} certificates/s")
+    print(f"on / off: {on / off:.3f} ({100 * (1 - on / off):+.1f}% slower)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=400, help="CSRs per round")
@@ -95,9 +162,15 @@ def main() -> None:
     mode.add_argument("--keep-alive", dest="modes", action="store_const", const=[KEEP_ALIVE])
     mode.add_argument("--both", dest="modes", action="store_const", const=[NEW, KEEP_ALIVE])
     parser.add_argument("--no-tls-ceiling", action="store_true", help="skip the HTTPS ceiling")
+    parser.add_argument(
+        "--operability", action="store_true", help="ours without vs with metrics and audit log"
+    )
     args = parser.parse_args()
     modes = args.modes or [NEW]
     csrs = make_csrs(args.n)
+    if args.operability:
+        operability(args, csrs)
+        return
     rates: dict[tuple[str, str], list[float]] = {}
     ceiling: list[float] = []
     for round_index in range(args.rounds):

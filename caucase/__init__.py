@@ -16,7 +16,9 @@ Layers, lowest first (nothing imports a layer above it):
   certificate issued). See ``caucase.storage``.
 - ``renewal``: the renewal-window rule (when a certificate should be renewed), shared by
   caucased and caucase-updater.
-- ``audit``: the hash-chained audit log of every change of state, and its verifier.
+- ``audit``: the hash-chained audit log of every change of state, and its verifier;
+  ``events``: the observer the CA, ACME and backup layers report changes to (building
+  the audit events; caucased's feeds the audit log and the metrics).
 - ``ca``: the policy of one certificate authority; ``crl``: its CRLs, cached and
   regenerated; ``renewal_schedule``: the renewal windows of its certificates, and
   operators' early-renewal requests.

@@ -58,6 +58,9 @@ EVENTS: Mapping[str, tuple[str, ...]] = {
     "ca-generated": ("authority", "serial", "subject", "not_after"),
     "backup-written": ("path", "recipients"),
     "database-restored": ("backup", "db"),
+    "acme-issued": ("authority", "csr_id", "serial", "subject"),
+    "acme-eab-minted": ("kid", "scope", "by_serial", "by_subject"),
+    "acme-eab-revoked": ("kid", "by_serial", "by_subject"),
 }
 # Who revoked: the key holder (signed envelope), a user giving the certificate, a user
 # giving only its serial, or caucased-manage --restore-backup revoking user certificates.

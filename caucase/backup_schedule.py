@@ -22,10 +22,12 @@ import sqlite3
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 
 from cryptography import x509
 
-from caucase import backup
+from caucase import backup, events
+from caucase.audit import event
 from caucase.ca import CertificateAuthority
 from caucase.clock import from_timestamp, to_timestamp
 from caucase.exceptions import BackupError, CaucaseError
@@ -59,6 +61,17 @@ def describe_delay(delay: datetime.timedelta) -> str:
     return f"{delay.total_seconds():.0f} s"
 
 
+def newest_backup(directory: str) -> datetime.datetime | None:
+    """The ctime of the newest backup in `directory`, None when there is none."""
+    ctimes = []
+    for path in glob.glob(os.path.join(glob.escape(directory), "*" + SUFFIX)):
+        try:
+            ctimes.append(os.stat(path).st_ctime)
+        except OSError:
+            continue
+    return from_timestamp(max(ctimes)) if ctimes else None
+
+
 class BackupSchedule:
     """When the next backup is due, how to make one, and which old ones to prune."""
 
@@ -70,9 +83,11 @@ class BackupSchedule:
         storage: Storage,
         keep: int = 0,
         cluster: ClusterState | None = None,
+        observer: events.Observer = events.NULL_OBSERVER,
     ) -> None:
         """`keep` is how many backups to keep, the new one included; 0 keeps them all.
-        With `cluster`, nodes sharing the database take turns: one backup per period."""
+        With `cluster`, nodes sharing the database take turns: one backup per period.
+        `observer` hears of each backup written."""
         self._directory = directory
         self._period = datetime.timedelta(days=period_days)
         self._retry_delay = min(self._period, MAX_RETRY_DELAY)
@@ -81,18 +96,12 @@ class BackupSchedule:
         self._keep = keep
         self._cluster = cluster
         self._skip_reported = False
+        self._observer = observer
 
     def first_due(self, now: datetime.datetime) -> datetime.datetime:
         """Newest existing backup's ctime plus one period, or now when there is none."""
-        ctimes = []
-        for path in glob.glob(os.path.join(glob.escape(self._directory), "*" + SUFFIX)):
-            try:
-                ctimes.append(os.stat(path).st_ctime)
-            except OSError:
-                continue
-        if not ctimes:
-            return now
-        return from_timestamp(max(ctimes)) + self._period
+        newest = newest_backup(self._directory)
+        return now if newest is None else newest + self._period
 
     def run(self, now: datetime.datetime) -> datetime.datetime:
         """Make one backup, then prune; return when the next backup is due."""
@@ -152,12 +161,13 @@ class BackupSchedule:
 
     def _write(self, target: str) -> None:
         fd, temporary = tempfile.mkstemp(prefix=".caucase_backup_", dir=self._directory)
+        recipients: list[str] = []
         try:
             with os.fdopen(fd, "wb") as output:
                 backup.write_backup(
                     output,
                     self._storage.dump(),
-                    self._cau.iter_valid_certificates(),
+                    self._recipients(recipients),
                     on_skip=self._report_skipped,
                 )
                 output.flush()
@@ -166,6 +176,13 @@ class BackupSchedule:
         except BaseException:
             os.unlink(temporary)
             raise
+        self._observer.notify(event("backup-written", path=target, recipients=recipients))
+
+    def _recipients(self, subjects: list[str]) -> Iterator[x509.Certificate]:
+        """The CAU's valid certificates, noting their subjects for the audit log."""
+        for certificate in self._cau.iter_valid_certificates():
+            subjects.append(certificate.subject.rfc4514_string())
+            yield certificate
 
     def _prune(self, written: str) -> None:
         """Delete our oldest backups beyond the keep count; a failure is one log line."""

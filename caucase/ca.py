@@ -23,6 +23,7 @@ from typing import Any
 
 from cryptography import x509
 
+from caucase import events
 from caucase.clock import Clock, to_timestamp, utcnow
 from caucase.crl import CRLCache
 from caucase.crypto import keys, verification, x509util
@@ -110,15 +111,18 @@ class CertificateAuthority:
         lock_auto_sign_csr_amount: bool = False,
         ca_extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
         renewal_threshold: float = 31,
+        observer: events.Observer = events.NULL_OBSERVER,
     ) -> None:
         """crt_life is in days. `ca_key` is the key of new CA generations (an int: RSA of
         that many bits); None disables CA generation (restore). Changing it affects only
         the next generation: existing CAs keep signing until the rollover replaces them.
         No suggested renewal window ends later than `renewal_threshold` days before the
-        certificate's notAfter."""
+        certificate's notAfter. `observer` hears of every change, before it returns."""
         if ca_life_period < MINIMUM_CA_LIFE_PERIOD:
             raise ValueError(f"ca_life_period must be at least {MINIMUM_CA_LIFE_PERIOD}")
         self._storage = storage
+        self._observer = observer
+        self._name = storage.prefix
         self._ca_subject = ca_subject
         self._ca_key_spec = keys.KeySpec.rsa(ca_key) if isinstance(ca_key, int) else ca_key
         self._crt_life = datetime.timedelta(days=crt_life)
@@ -239,6 +243,8 @@ class CertificateAuthority:
         )
         if not stored:
             logger.info("Another process stored the next CA first: using that one")
+        else:
+            self._observer.notify(events.ca_generated(self._name, crt))
         self._load_ca_list(now)
 
     def _current_pair_list(self) -> tuple[list[_CAKeyPair], datetime.datetime]:
@@ -271,8 +277,13 @@ class CertificateAuthority:
         csr_id, received = self._storage.append_csr(
             csr_pem, key_id, to_timestamp(self._clock()), override_limits
         )
-        if received is not None and received <= self._auto_sign_csr_amount:
-            self._issue(csr_id, csr, csr, SigningMode.YES)
+        if received is None:  # a CSR already stored: nothing changed
+            return csr_id
+        notices = [events.csr_received(self._name, csr_id, csr)]
+        if received <= self._auto_sign_csr_amount:
+            crt_pem = self._issue(csr_id, csr, csr, SigningMode.YES)
+            notices.append(events.auto_signed(self._name, csr_id, crt_pem))
+        self._observer.notify(*notices)
         return csr_id
 
     def _append_auto_signed(
@@ -282,11 +293,16 @@ class CertificateAuthority:
         allows auto-signing, its certificate in one transaction. Once the counter has
         passed the amount it only grows, so later CSRs skip the speculative signature."""
         crt_pem, now = self._sign(csr, csr, SigningMode.YES)
-        csr_id, received, _ = self._storage.append_csr_signed(
+        csr_id, received, stored = self._storage.append_csr_signed(
             csr_pem, key_id, to_timestamp(now), crt_pem, self._auto_sign_csr_amount
         )
         if received is not None and received > self._auto_sign_csr_amount:
             self._auto_sign_exhausted = True
+        if received is not None:
+            notices = [events.csr_received(self._name, csr_id, csr)]
+            if stored:
+                notices.append(events.auto_signed(self._name, csr_id, crt_pem))
+            self._observer.notify(*notices)
         return csr_id
 
     @staticmethod
@@ -308,6 +324,7 @@ class CertificateAuthority:
     def delete_pending_csr(self, csr_id: int) -> None:
         """Reject a CSR; NotFound unless it is pending."""
         self._storage.delete_pending_csr(csr_id)
+        self._observer.notify(events.rejected(self._name, csr_id))
 
     def create_certificate(
         self, csr_id: int, template_csr: bytes | None = None, mode: SigningMode = SigningMode.NO
@@ -317,7 +334,9 @@ class CertificateAuthority:
         template = csr
         if template_csr is not None:
             template = x509util.load_certificate_request(template_csr)
-        return self._issue(csr_id, csr, template, mode)
+        crt_pem = self._issue(csr_id, csr, template, mode)
+        self._observer.notify(events.signed(self._name, csr_id, crt_pem, template is not csr))
+        return crt_pem
 
     def sign_for_order(
         self, csr: x509.CertificateSigningRequest, template: x509util.Template
@@ -394,11 +413,15 @@ class CertificateAuthority:
             override_limits=True,
         )
         # A CSR already signed is found by deduplication: storing again says NotFound.
-        return self._issue(csr_id, csr, old_crt, SigningMode.PASSTHROUGH)
+        crt_pem = self._issue(csr_id, csr, old_crt, SigningMode.PASSTHROUGH)
+        self._observer.notify(events.renewed(self._name, csr_id, crt_pem, old_crt))
+        return crt_pem
 
-    def revoke_certificate(self, crt_pem: bytes, reason: x509.ReasonFlags | None = None) -> None:
+    def revoke_certificate(
+        self, crt_pem: bytes, reason: x509.ReasonFlags | None = None, method: str = "user"
+    ) -> None:
         """Revoke a certificate that verifies (issued here, valid, not yet revoked); the
-        reason, when given, goes into its CRL entry."""
+        reason, when given, goes into its CRL entry; `method` says who, for the audit."""
         crt = self._load_certificate(crt_pem)
         self.verify_certificate(crt)
         now = self._clock()
@@ -407,6 +430,8 @@ class CertificateAuthority:
             self._revoke(crt.serial_number, now, crt.not_valid_after_utc + self._crl_life, code)
         except Found:
             raise CertificateVerificationError("certificate revoked") from None
+        subject = crt.subject.rfc4514_string()
+        self._observer.notify(events.revoked(self._name, crt.serial_number, subject, method))
 
     def revoke_serial(self, serial: int) -> None:
         """Revoke by serial; BadSerial unless a non-negative int, Found if already revoked."""
@@ -415,6 +440,7 @@ class CertificateAuthority:
         pair_list, now = self._current_pair_list()
         latest = max((pair.not_after for pair in pair_list), default=now)
         self._revoke(serial, now, latest + self._crl_life)
+        self._observer.notify(events.revoked(self._name, serial, None, "serial"))
 
     def _revoke(
         self,

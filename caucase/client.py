@@ -261,6 +261,10 @@ class CaucaseClient:
                 f"caucased's HTTP port (usually {http_port}), not its HTTPS one"
             ) from None
 
+    def get(self, path: str) -> Response:
+        """An anonymous GET over HTTP whatever its status (network failures raise)."""
+        return self._exchange("GET", path, None, {}, False)
+
     def _request(
         self,
         method: str,

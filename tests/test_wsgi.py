@@ -97,7 +97,9 @@ def test_every_response_has_date_and_content_length(dep: Deployment) -> None:
         assert reply.header("Content-Length") == str(len(reply.body))
 
 
-def test_root_hal_is_the_reference_document_then_the_https_ca(dep: Deployment) -> None:
+def test_root_hal_is_the_reference_document_then_the_https_ca_and_health(
+    dep: Deployment,
+) -> None:
     reply = call(dep.app, "GET", "/")
     assert (reply.status, reply.header("Content-Type")) == (200, "application/hal+json")
     assert reply.body.startswith(
@@ -105,7 +107,8 @@ def test_root_hal_is_the_reference_document_then_the_https_ca(dep: Deployment) -
         b'"getCAUHAL": {"title": "cau", "href": "/cau"}, '
     )
     assert list(reply.json()["_links"]) == ["self", "getCASHAL", "getCAUHAL",
-                                            "getHTTPSCACertificate"]  # fmt: skip
+                                            "getHTTPSCACertificate", "getHealth"]  # fmt: skip
+    assert reply.json()["_links"]["getHealth"]["href"] == "/health"
     assert reply.json()["_links"]["getHTTPSCACertificate"]["href"] == "/https-ca.crt.pem"
     assert call(dep.app, "GET", "/extra").status == 404
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from caucase import events
 from caucase.acme.eab import Credential
 from caucase.acme.identifiers import Scope
 from caucase.acme.resources import timestamp
 from caucase.clock import Clock, from_timestamp, to_timestamp
+from caucase.events import NULL_OBSERVER, Observer
 from caucase.storage.acme import AcmeStorage
 from caucase.storage.acme_schema import EabRow
 
@@ -28,6 +30,7 @@ class Credentials:
     storage: AcmeStorage
     clock: Clock
     max_credentials: int = DEFAULT_MAX_CREDENTIALS
+    observer: Observer = NULL_OBSERVER
 
     def mint(self, patterns: list[str], minted_by: str) -> Credential:
         """A new credential for `patterns`; InvalidIdentifier for a bad pattern, NoStorage
@@ -40,6 +43,7 @@ class Credentials:
             credential.kid, credential.hmac_key, scope.to_json(), minted_by,
             to_timestamp(self.clock()), self.max_credentials,
         )  # fmt: skip
+        self.observer.notify(events.eab_minted(credential.kid, patterns))
         return credential
 
     def listing(self) -> list[dict[str, Any]]:
@@ -49,6 +53,7 @@ class Credentials:
     def revoke(self, kid: str) -> None:
         """NotFound for an unknown kid."""
         self.storage.revoke_eab(kid, to_timestamp(self.clock()))
+        self.observer.notify(events.eab_revoked(kid))
 
 
 def _listed(row: EabRow) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import dataclasses
 
 from cryptography import x509
 
+from caucase import events
 from caucase.acme import keys, messages
 from caucase.acme.accounts import Signed
 from caucase.acme.csr import check_finalize_csr
@@ -34,6 +35,7 @@ from caucase.ca import CertificateAuthority
 from caucase.clock import to_timestamp
 from caucase.crypto import keys as crypto_keys
 from caucase.crypto import x509util
+from caucase.events import NULL_OBSERVER, Observer
 from caucase.exceptions import CaucaseError, CertificateVerificationError
 from caucase.storage.acme import AcmeStorage
 from caucase.storage.acme_schema import VALID
@@ -42,10 +44,18 @@ PEM_CERTIFICATE_CHAIN = "application/pem-certificate-chain"
 
 
 class Issuance:
-    def __init__(self, storage: AcmeStorage, cas: CertificateAuthority, orders: Orders) -> None:
+    def __init__(
+        self,
+        storage: AcmeStorage,
+        cas: CertificateAuthority,
+        orders: Orders,
+        observer: Observer = NULL_OBSERVER,
+    ) -> None:
+        """`observer` hears of each certificate issued, once its order is committed."""
         self._storage = storage
         self._cas = cas
         self._orders = orders
+        self._observer = observer
 
     def finalize(self, signed: Signed, order_id: int) -> OrderView:
         """7.4: the order, valid with its certificate; orderNotReady or badCSR otherwise
@@ -73,6 +83,7 @@ class Issuance:
             )  # fmt: skip
             if not issued:
                 raise OrderNotReady("the order was finalized meanwhile")
+        self._observer.notify(events.acme_issued("cas", crt_id, crt_pem))
         finalized = dataclasses.replace(
             order, status=VALID, crt_id=crt_id, serial=certificate.serial_number
         )
@@ -105,7 +116,9 @@ class Issuance:
             if order is None or order.account_id != signed.account.id:
                 raise Unauthorized("the certificate was not issued to this account")
         try:
-            self._cas.revoke_certificate(x509util.dump_certificate(certificate), revocation.reason)
+            self._cas.revoke_certificate(
+                x509util.dump_certificate(certificate), revocation.reason, "key-holder"
+            )
         except CertificateVerificationError as error:
             if error.reason == "certificate revoked":
                 raise AlreadyRevoked("the certificate is revoked already") from None

@@ -23,6 +23,7 @@ from caucase.acme.resources import Directory, Urls
 from caucase.acme.validation import DEFAULT_WORKERS
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, utcnow
+from caucase.events import NULL_OBSERVER, Observer
 from caucase.storage.acme import AcmeStorage
 from caucase.storage.acme_schema import AccountRow
 from caucase.storage.engine import Engine
@@ -53,7 +54,9 @@ class AcmeService:
         cas: CertificateAuthority,
         settings: AcmeSettings | None = None,
         clock: Clock = utcnow,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
+        """`observer` hears of EAB credentials minted and revoked, certificates issued."""
         settings = settings or AcmeSettings()
         self.storage = AcmeStorage(database)
         self.nonces = SignedNonces(self.storage.secret(NONCE_SECRET, new_secret()), self.storage,
@@ -62,12 +65,14 @@ class AcmeService:
             self.storage, clock, open_accounts=settings.open_accounts,
             max_open_accounts=settings.max_open_accounts,
         )  # fmt: skip
-        self.credentials = Credentials(self.storage, clock, settings.max_credentials)
+        self.credentials = Credentials(
+            self.storage, clock, settings.max_credentials, observer=observer
+        )
         self.orders = Orders(
             self.storage, cas, clock, settings.limits, settings.validators,
             settings.validation_workers,
         )  # fmt: skip
-        self.issuance = Issuance(self.storage, cas, self.orders)
+        self.issuance = Issuance(self.storage, cas, self.orders, observer)
 
     def directory(self, urls: Urls) -> Directory:
         return Directory(urls, self.accounts.external_account_required)

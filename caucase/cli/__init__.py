@@ -5,7 +5,8 @@ the store layout both clients describe), ``key_options`` (``--key-type`` and ``-
 ``user_key`` (why caucased refused a user certificate), ``inventory`` (``--list-crt``
 and what ``--revoke-serial`` asks first), ``hook`` (the ``--on-renew`` shell
 command and its outcome); and parts of one script kept apart: ``server_options``
-(caucased's command line), ``manage_ca`` (caucased-manage's CA import and rollover),
+(caucased's command line), ``server_ops`` (caucased's metrics listener, audit log and
+health checks), ``manage_ca`` (caucased-manage's CA import and rollover),
 ``passphrase`` (where caucased-manage's passphrases come from), and caucase-updater's:
 ``updater_options`` (its command line), ``updater_certificate`` (bootstrap and renewal of
 its certificate), ``renewal_plan`` (when to renew, in the server's window),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from caucase import __version__, backup
-from caucase.audit import verify_audit_log
+from caucase.audit import AuditLog, event, verify_audit_log
 from caucase.ca import CertificateAuthority
 from caucase.cli.key_options import check_key_options, key_len_option, key_type_option
 from caucase.cli.manage_ca import CAPair, ManageError, import_ca, renew_ca, select_ca_pairs
@@ -29,6 +29,7 @@ from caucase.cli.passphrase import Passphrases
 from caucase.clock import Clock, to_timestamp, utcnow
 from caucase.crypto import keys, x509util
 from caucase.crypto.pemfile import BlockKind, append_to_file, read_blocks, read_one_csr
+from caucase.events import Observer, Recorder
 from caucase.exceptions import CaucaseError, NotFound
 from caucase.storage import (
     Engine,
@@ -82,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild the missing --db (or an empty PostgreSQL one) from the backup at "
         "BACKUP_PATH, opened with the user key at KEY_PATH; that user's certificate is "
         "revoked, and a new one for the key of CSR_PATH is appended to CRT_PATH",
+    )
+    add(
+        "--audit-log",
+        metavar="FILE",
+        help="with --restore-backup: append what it changes to caucased's audit log FILE "
+        "(the restore, the new user certificate, the revocation of the old one) "
+        "(default: none)",
     )
     add(
         "--import-ca",
@@ -177,7 +185,12 @@ def _load_restoring_key(path: str) -> keys.PrivateKey:
 
 
 def _replace_user_certificate(
-    database: Engine, key: keys.PrivateKey, csr_pem: bytes, validity: float, clock: Clock
+    database: Engine,
+    key: keys.PrivateKey,
+    csr_pem: bytes,
+    validity: float,
+    clock: Clock,
+    observer: Observer,
 ) -> bytes:
     """Renew the restoring user's certificate for the new key, then revoke the old one."""
     storage = Storage(
@@ -191,13 +204,15 @@ def _replace_user_certificate(
     if not pairs:
         raise ManageError("the backup holds no valid CAU certificate authority")
     subject = x509util.load_certificate(pairs[-1][1]).subject
-    authority = CertificateAuthority(storage, subject, None, validity, clock=clock)
+    authority = CertificateAuthority(
+        storage, subject, None, validity, clock=clock, observer=observer
+    )
     try:
         old_pem = storage.get_certificate_by_key_id(keys.key_id(key.public_key()))
     except NotFound:
         raise ManageError("the backup holds no certificate for the given key") from None
     new_pem = authority.renew(old_pem, csr_pem)
-    authority.revoke_certificate(old_pem)
+    authority.revoke_certificate(old_pem, method="restore")
     return new_pem
 
 
@@ -211,13 +226,20 @@ def restore(args: argparse.Namespace, clock: Clock) -> None:
     csr_pem = read_one_csr(csr_path)
     if exists(args.db):
         raise ManageError(f"{describe(args.db)!r} exists, not restoring.")
-    with open(backup_path, "rb") as source:
-        statements = backup.read_backup(source, key)
-        with restored_database(args.db, statements) as database:
-            new_pem = _replace_user_certificate(
-                database, key, csr_pem, args.user_crt_validity, clock
-            )
-            append_to_file(crt_path, new_pem)
+    audit = None if args.audit_log is None else AuditLog(args.audit_log, clock)
+    observer = Recorder(audit, None)
+    try:
+        with open(backup_path, "rb") as source:
+            statements = backup.read_backup(source, key)
+            with restored_database(args.db, statements) as database:
+                observer.notify(event("database-restored", backup=backup_path, db=args.db))
+                new_pem = _replace_user_certificate(
+                    database, key, csr_pem, args.user_crt_validity, clock, observer
+                )
+                append_to_file(crt_path, new_pem)
+    finally:
+        if audit is not None:
+            audit.close()
     valid_until = x509util.load_certificate(new_pem).not_valid_after_utc
     print(
         f"Restored {args.db} from {backup_path}; the new user certificate, valid until "

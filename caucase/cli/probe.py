@@ -1,12 +1,14 @@
 """caucase-probe: check that a caucased serves the same CAS over HTTP and HTTPS.
 
 Meant for monitoring: status 0 when healthy, 1 otherwise, with one line on stderr either
-way and nothing on stdout (cli.md 5).
+way and nothing on stdout (cli.md 5). With --health, it prints caucased's GET /health
+report on stdout instead, and exits 1 unless the report says every check passed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -38,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         "ca_url",
         help="Base URL of caucased's HTTP listener, scheme included, e.g. "
         "http://ca.example:8000 (its HTTPS listener is then expected on port 8001).",
+    )
+    parser.add_argument(
+        "--health",
+        action="store_true",
+        help="print caucased's health report (GET /health over HTTP) and exit non-zero "
+        "unless every check passes",
     )
     return parser
 
@@ -75,10 +83,38 @@ def probe(ca_url: str) -> None:
     raise CaucaseError(f"{ca_url}: http and https do not serve the same caucase database")
 
 
-def main(argv: Sequence[str] | None = None, stderr: TextIO | None = None) -> int:
+def health(ca_url: str, out: TextIO) -> bool:
+    """Print the health report; whether it says every check passed (status 200)."""
+    try:
+        parse_ca_url(ca_url)
+    except CaucaseError as error:
+        raise CaucaseError(f"ca_url: {error}") from None
+    with CaucaseClient(ca_url) as client:
+        status, _, body = client.get("/health")
+    try:
+        report = json.loads(body)
+    except ValueError:
+        report = None
+    if status not in (200, 503) or not isinstance(report, dict):
+        raise CaucaseError(f"{ca_url}/health answered HTTP {status}: not a caucased health report")
+    out.write(body.decode("utf-8", "replace"))
+    return status == 200 and report.get("status") == "pass"
+
+
+def main(
+    argv: Sequence[str] | None = None, stderr: TextIO | None = None, stdout: TextIO | None = None
+) -> int:
     """0 when healthy; 1 with one line on stderr otherwise."""
     err = stderr or sys.stderr
     args = _parser().parse_args(argv)
+    if args.health:
+        try:
+            healthy = health(args.ca_url, stdout or sys.stdout)
+        except CaucaseError as error:
+            print(f"caucase-probe: {error}", file=err)
+            return 1
+        print(f"caucase-probe: {args.ca_url}: {'healthy' if healthy else 'unhealthy'}", file=err)
+        return 0 if healthy else 1
     try:
         probe(args.ca_url)
     except CaucaseError as error:

@@ -33,6 +33,7 @@ from caucase.acme.service import AcmeService, AcmeSettings
 from caucase.acme.tls_alpn import TlsAlpn01Validator
 from caucase.backup_schedule import BackupSchedule
 from caucase.ca import CA_RENEWAL_MARGIN, CertificateAuthority
+from caucase.cli import server_ops
 from caucase.cli.key_options import check_key_options
 from caucase.cli.server_options import (
     Endpoint,
@@ -43,6 +44,7 @@ from caucase.cli.server_options import (
 )
 from caucase.clock import Clock, utcnow
 from caucase.crypto import keys, x509util
+from caucase.events import NULL_OBSERVER, Observer
 from caucase.exceptions import CaucaseError
 from caucase.http.app import Application
 from caucase.http.cors import SharedCorsKeyStore
@@ -76,12 +78,18 @@ class Authorities:
     cau: CertificateAuthority
     cau_storage: Storage
     cas: CertificateAuthority
+    cas_storage: Storage
     http_cas: CertificateAuthority
     # What the caucased sharing a PostgreSQL database share besides the CAs; None on SQLite.
     cluster: ClusterState | None = None
 
 
-def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> Authorities:
+def open_authorities(
+    args: argparse.Namespace,
+    endpoint: Endpoint,
+    clock: Clock,
+    observer: Observer = NULL_OBSERVER,
+) -> Authorities:
     """CAU, CAS and http CA as configured (ca-profile 1.2), creating CAs when needed.
 
     An SQLite database is held exclusively until closed: DatabaseInUse if another
@@ -89,7 +97,7 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
     here."""
     database = open_database(args.db, exclusive=True)
     try:
-        authorities = _open_authorities(database, args, endpoint, clock)
+        authorities = _open_authorities(database, args, endpoint, clock, observer)
         if is_url(args.db):
             authorities.cluster = ClusterState(database)
         return authorities
@@ -99,7 +107,11 @@ def open_authorities(args: argparse.Namespace, endpoint: Endpoint, clock: Clock)
 
 
 def _open_authorities(
-    database: Engine, args: argparse.Namespace, endpoint: Endpoint, clock: Clock
+    database: Engine,
+    args: argparse.Namespace,
+    endpoint: Endpoint,
+    clock: Clock,
+    observer: Observer,
 ) -> Authorities:
     netloc = endpoint.netloc
     user_days = args.user_crt_validity
@@ -122,9 +134,11 @@ def _open_authorities(
         auto_sign_csr_amount=args.user_auto_approve_count,
         lock_auto_sign_csr_amount=args.lock_auto_approve_count,
         renewal_threshold=args.threshold,
+        observer=observer,
     )
+    cas_storage = Storage(database, "cas", max_csr_amount=args.service_max_csr)
     cas = CertificateAuthority(
-        Storage(database, "cas", max_csr_amount=args.service_max_csr),
+        cas_storage,
         _subject("Caucase CAS at " + netloc),
         key_spec,
         args.service_crt_validity,
@@ -133,6 +147,7 @@ def _open_authorities(
         auto_sign_csr_amount=args.service_auto_approve_count,
         lock_auto_sign_csr_amount=args.lock_auto_approve_count,
         renewal_threshold=args.threshold,
+        observer=observer,
     )
     http_cas = CertificateAuthority(
         Storage(database, "http_cas"),
@@ -143,7 +158,7 @@ def _open_authorities(
         ca_life_period=40,
         ca_extensions=[x509util.name_constraints_for_host(endpoint.host)],
     )
-    return Authorities(database, key_spec, cau, cau_storage, cas, http_cas)
+    return Authorities(database, key_spec, cau, cau_storage, cas, cas_storage, http_cas)
 
 
 def announce_key_changes(args: argparse.Namespace, authorities: Authorities) -> None:
@@ -251,7 +266,11 @@ def acme_settings(args: argparse.Namespace) -> AcmeSettings:
 
 
 def make_application(
-    args: argparse.Namespace, authorities: Authorities, acme: AcmeService, clock: Clock
+    args: argparse.Namespace,
+    authorities: Authorities,
+    acme: AcmeService,
+    clock: Clock,
+    operations: server_ops.Operations,
 ) -> Callable[..., Any]:
     """The WSGI application serving both authorities, ACME and the HTTPS CA; the CORS
     secrets in the shared database when there is one, else in the --cors-key-store file."""
@@ -265,6 +284,8 @@ def make_application(
         cors_whitelist=tuple(args.cors_whitelist),
         acme=acme,
         https_ca=authorities.http_cas,
+        metrics=operations.metrics,
+        health=operations.watched.health_report if operations.watched is not None else None,
     )
 
 
@@ -285,19 +306,46 @@ class Service:
         self.database.close()
 
 
-def open_service(args: argparse.Namespace, endpoint: Endpoint, clock: Clock) -> Service:
+def open_service(
+    args: argparse.Namespace,
+    endpoint: Endpoint,
+    clock: Clock,
+    operations: server_ops.Operations,
+) -> Service:
     """Open the database, create what is missing (CAs, server key), build the app; the
     database is closed again if anything fails."""
-    authorities = open_authorities(args, endpoint, clock)
+    authorities = open_authorities(args, endpoint, clock, operations.recorder)
     try:
-        return _build_service(args, endpoint, clock, authorities)
+        operations.watched = watched(args, authorities, clock)
+        return _build_service(args, endpoint, clock, authorities, operations)
     except BaseException:
         authorities.database.close()
         raise
 
 
+def watched(
+    args: argparse.Namespace, authorities: Authorities, clock: Clock
+) -> server_ops.Watched:
+    """What /health and the metrics read."""
+    return server_ops.Watched(
+        {
+            "cau": (authorities.cau, authorities.cau_storage, args.user_crt_validity),
+            "cas": (authorities.cas, authorities.cas_storage, args.service_crt_validity),
+        },
+        authorities.database,
+        args.backup_directory,
+        args.backup_period,
+        clock,
+        clock(),
+    )
+
+
 def _build_service(
-    args: argparse.Namespace, endpoint: Endpoint, clock: Clock, authorities: Authorities
+    args: argparse.Namespace,
+    endpoint: Endpoint,
+    clock: Clock,
+    authorities: Authorities,
+    operations: server_ops.Operations,
 ) -> Service:
     announce_key_changes(args, authorities)
     backups = None
@@ -309,6 +357,7 @@ def _build_service(
             authorities.cau_storage,
             keep=args.backup_keep,
             cluster=authorities.cluster,
+            observer=operations.recorder,
         )
     authorities.cau.prepare_crl_entries()
     authorities.cas.prepare_crl_entries()
@@ -322,9 +371,11 @@ def _build_service(
         clock,
     )
     identity.prepare()
-    acme = AcmeService(authorities.database, authorities.cas, acme_settings(args), clock)
+    acme = AcmeService(
+        authorities.database, authorities.cas, acme_settings(args), clock, operations.recorder
+    )
     try:
-        application = make_application(args, authorities, acme, clock)
+        application = make_application(args, authorities, acme, clock, operations)
         context = identity.make_context()
     except BaseException:
         acme.close()
@@ -339,19 +390,27 @@ def serve(args: argparse.Namespace, endpoint: Endpoint, stop: StopSignal) -> Non
     plain, secure = bind_listeners(addresses, endpoint)
     servers: list[CaucasedServer] = [*plain, *secure]
     try:
-        service = open_service(args, endpoint, clock)
+        operations = server_ops.open_operations(args, clock)
     except BaseException:
         close_listeners(servers)
+        raise
+    try:
+        service = open_service(args, endpoint, clock, operations)
+    except BaseException:
+        close_listeners(servers)
+        operations.close()
         raise
     for server in secure:
         server.ssl_context = service.context
     announce_listeners(addresses, endpoint)
     start_serving(servers, service.application)
+    server_ops.start_metrics(operations, servers)
     try:
         MainLoop(service.identity, secure, service.backups, clock).run(stop)
     finally:
         write_line(sys.stderr, "Exiting\n")
         stop_serving(servers)
+        operations.close()
         service.close()
 
 
@@ -362,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_key_options(parser, args)
     check_acme_options(parser, args)
     endpoint = parse_endpoint(parser, args)
-    problem = check_parent_directories(args)
+    problem = check_parent_directories(args) or server_ops.check_options(args)
     if problem is not None:
         parser.error(problem)
     stop = StopSignal()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from caucase import __version__
 from caucase.acme.resolver import parse_dns_server
 from caucase.backup_schedule import check_backup_directory
+from caucase.cli import server_ops
 from caucase.crypto import keys
 from caucase.ports import https_port_for
 from caucase.storage import is_url
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_authority_options(parser)
     _add_acme_options(parser)
+    server_ops.add_options(parser.add_argument_group("operability"))
     backups = parser.add_argument_group("backups")
     backups.add_argument(
         "--backup-directory",

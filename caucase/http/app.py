@@ -13,11 +13,14 @@ import email.utils
 import functools
 import os
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
+from caucase import events
 from caucase.acme.service import AcmeService
+from caucase.audit import AuditLogError
 from caucase.ca import CertificateAuthority
 from caucase.clock import Clock, utcnow
 from caucase.crypto import x509util
@@ -39,9 +42,17 @@ from caucase.http.cors import (
     KeyStore,
     response_headers,
 )
-from caucase.http.handlers import Service
+from caucase.http.handlers import HealthReader, Service
+from caucase.http.metrics import Metrics
 from caucase.http.request import HTTPError, Request, Response, unauthorized
-from caucase.http.routes import Auth, Node, Route, build_tree, parse_subpath
+from caucase.http.routes import (
+    Auth,
+    Node,
+    Route,
+    build_tree,
+    parse_subpath,
+    route_template,
+)
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 REASONS = {
@@ -93,20 +104,35 @@ class Application:
         *,
         acme: AcmeService | None = None,
         https_ca: CertificateAuthority | None = None,
+        metrics: Metrics | None = None,
+        health: HealthReader | None = None,
     ) -> None:
         """`acme`: the ACME service of the CAS (None: /cas/acme answers 404); `https_ca`:
-        the CA of caucased's HTTPS certificate, which /https-ca.crt.pem publishes."""
+        the CA of caucased's HTTPS certificate, which /https-ca.crt.pem publishes;
+        `metrics` counts every request; `health` answers /health (None: 404)."""
         self._cau = cau
         if isinstance(cors_key_store, str):
             cors_key_store = CorsKeyStore(cors_key_store, clock)
         self._cors = CorsConsent(cors_key_store, cors_whitelist)
-        self._service = Service({"cau": cau, "cas": cas}, self._cors, acme, https_ca)
+        self._service = Service({"cau": cau, "cas": cas}, self._cors, acme, https_ca, health)
+        self._metrics = metrics
         self._acme = None if acme is None else AcmeFront(acme)
         self._clock = clock
         self._root = build_tree()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.monotonic()
         request = Request(environ)
+        with events.acting(environ.get("REMOTE_ADDR")):
+            response = self._answer(request, environ)
+        if self._metrics is not None:
+            authority = request.authority or ""
+            elapsed = time.monotonic() - started
+            self._metrics.request_served(authority, request.route, response.status, elapsed)
+        return self._send(request, response, start_response)
+
+    def _answer(self, request: Request, environ: dict[str, Any]) -> Response:
+        """The response to the request, every typed error mapped to its status."""
         try:
             response = self._dispatch(request)
         except HTTPError as error:
@@ -121,14 +147,14 @@ class Application:
             response = Response(400, body=b"b'Invalid json payload'")
         except CertificateAuthorityException as error:
             response = Response(400, body=str(error).encode("utf-8", "replace"))
-        except StorageError as error:
+        except (StorageError, AuditLogError) as error:
             self._log(environ, f"Storage failure: {error}")
             headers = [("Retry-After", STORAGE_RETRY_AFTER)]
             response = Response(503, headers, b"Database unavailable, try again later")
         except Exception as error:  # a bug, not bad input: every input error is typed above
             self._log(environ, str(error), traceback.format_exc())
             response = Response(500)
-        return self._send(request, response, start_response)
+        return response
 
     def _send(
         self, request: Request, response: Response, start_response: StartResponse
@@ -180,6 +206,7 @@ class Application:
             return Response(404)
         self._cors.gate(request, route.cors)
         request.authority = node.authority
+        request.route = route_template(node.authority, route)
         argument = parse_subpath(route.subpath, segments)
         return self._run(route, request, argument)
 
@@ -227,3 +254,4 @@ class Application:
             raise unauthorized(b"Client certificate cannot be verified") from None
         request.authenticated = True
         request.user = certificate
+        events.set_user(certificate)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Callable
 
 from caucase.acme.service import AcmeService
 from caucase.ca import CertificateAuthority
@@ -25,6 +26,7 @@ from caucase.http.bodies import (
     csr_pem,
 )
 from caucase.http.cors import CorsConsent
+from caucase.http.health import HealthReport
 from caucase.http.request import HTTPError, Request, Response
 
 PKIX_CRL = "application/pkix-crl"
@@ -32,17 +34,19 @@ PKIX_CERT = "application/pkix-cert"
 X509_CA_CERT = "application/x-x509-ca-cert"
 JSON = "application/json"
 PEM_FILE = "application/x-pem-file"
+HealthReader = Callable[[], HealthReport]
 
 
 @dataclass(frozen=True)
 class Service:
     """What handlers act on: both authorities, the CORS consent, the ACME service of the
-    CAS, and the CA of caucased's HTTPS identity (None where not served)."""
+    CAS, the CA of caucased's HTTPS identity and the health checks (None where not served)."""
 
     authorities: Mapping[str, CertificateAuthority]
     cors: CorsConsent
     acme: AcmeService | None = None
     https_ca: CertificateAuthority | None = None
+    health: HealthReader | None = None
 
     def authority(self, request: Request) -> CertificateAuthority:
         return self.authorities[request.authority or ""]
@@ -130,13 +134,22 @@ def get_https_ca(service: Service, request: Request, _: int, __: None) -> Respon
     return Response(200, [("Content-Type", PEM_FILE)], body)
 
 
+def get_health(service: Service, request: Request, _: int, __: None) -> Response:
+    """Every health check, run now: 200 when all pass, 503 otherwise (issue 13)."""
+    if service.health is None:
+        return Response(404)
+    report = service.health()
+    headers = [("Content-Type", JSON), ("Cache-Control", "no-store")]
+    return Response(report.status, headers, report.body())
+
+
 def revoke(
     service: Service, request: Request, _: int, envelope: SignedEnvelope | UnsignedEnvelope
 ) -> Response:
     """Revoke by key possession (signed envelope) or as an authenticated user (null)."""
     authority = service.authority(request)
     if isinstance(envelope, SignedEnvelope):
-        authority.revoke_certificate(envelope.certificate_pem)
+        authority.revoke_certificate(envelope.certificate_pem, method="key-holder")
         return Response(204)
     payload = envelope.payload()
     if "revoke_crt_pem" in payload:

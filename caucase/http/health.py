@@ -139,6 +139,7 @@ def backup_not_overdue(
 
 
 __all__ = [
+    "Check",
     "CheckResult",
     "HealthReport",
     "backup_not_overdue",

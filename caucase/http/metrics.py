@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 
 AUTHORITIES = ("cas", "cau")
 # How a certificate came to be signed: auto-approval, a user's signature, renewal by its
-# key holder. ACME orders add "acme" when they land.
-APPROVALS = ("auto", "user", "renewal")
+# key holder, or an ACME order.
+APPROVALS = ("auto", "user", "renewal", "acme")
 SCHEMES = ("http", "https")
 # What a held CA certificate does: the one signing now, a newer one waiting for its
 # turn (the passive phase of a rollover), an older one still trusted until it expires.
@@ -135,8 +135,13 @@ class Metrics:
             self._revoked.labels(authority)
         for scheme in SCHEMES:
             self._connections.labels(scheme)
+        self._clock = clock
         if read_state is not None:
-            registry.register(StateCollector(read_state, clock))
+            self.watch_state(read_state)
+
+    def watch_state(self, read_state: StateReader) -> None:
+        """Read the server's state at each scrape from now on (once it can be read)."""
+        self.registry.register(StateCollector(read_state, self._clock))
 
     def request_served(self, authority: str, route: str, status: int, seconds: float) -> None:
         """One answered request; `route` is its template in the route table, or

@@ -67,6 +67,8 @@ class Request:
         self.authenticated = False
         self.user: x509.Certificate | None = None
         self.cors_origin: str | None = None
+        # The route template answering it, for the metrics (never the path sent).
+        self.route = "unmatched"
 
     @property
     def cookie_path(self) -> str:

@@ -216,6 +216,13 @@ ROOT_ROUTES = (
     ),
     Route(("cors",), "GET", handlers.get_cors_form),
     Route(("cors",), "POST", handlers.post_cors_decision, cors=CorsPolicy.DENY),
+    Route(
+        ("health",),
+        "GET",
+        handlers.get_health,
+        cors=CorsPolicy.ALLOW,
+        hal=Hal("getHealth", "Check the server's health: 200 when every check passes, else 503."),
+    ),
 )
 # In HAL order; per node, the methods in the order of the reference's Allow header.
 AUTHORITY_ROUTES = (
@@ -446,6 +453,12 @@ _OWN_ROUTES: dict[str, tuple[Route, ...]] = {"cas": ACME_ROUTES, "cau": ACME_CRE
 def authority_routes(authority: str) -> tuple[Route, ...]:
     """Both authorities' routes, then the authority's own, in HAL order."""
     return (*AUTHORITY_ROUTES, *_OWN_ROUTES.get(authority, ()))
+
+
+def route_template(authority: str | None, route: Route) -> str:
+    """The route's path as the metrics label it: /cas/crt/{id}, never what was sent."""
+    subpath = "" if route.subpath is Subpath.NONE else "{" + route.subpath.name.lower() + "}"
+    return "/" + "/".join(filter(None, (authority, *route.node, subpath)))
 
 
 def build_tree() -> Node:

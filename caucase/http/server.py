@@ -30,6 +30,7 @@ from caucase import __version__
 from caucase.clock import utcnow
 from caucase.http.accept import AcceptPacing
 from caucase.http.framing import ChunkedReader, ContinueReader, CountingReader
+from caucase.http.metrics import Metrics
 from caucase.http.workers import WorkerPool, limit_malloc_arenas
 
 CONNECTION_TIMEOUT = 30.0
@@ -284,6 +285,8 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
         self.workers = WorkerPool(f"connection {address[:2]}")
         host = f"[{address[0]}]" if ":" in address[0] else address[0]
         self.accept_pacing = AcceptPacing(f"{host}:{address[1]}", self.log_line)
+        # Counts open connections and failed handshakes when set (--metrics-netloc).
+        self.metrics: Metrics | None = None
         super().__init__(address, CaucasedRequestHandler, bind_and_activate=False)
 
     def get_request(self) -> tuple[Any, Any]:
@@ -298,7 +301,19 @@ class CaucasedServer(socketserver.ThreadingMixIn, WSGIServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection in a pooled thread (ThreadingMixIn would start one)."""
-        self.workers.submit(lambda: self.process_request_thread(request, client_address))
+        self.workers.submit(lambda: self._serve_counted(request, client_address))
+
+    def _serve_counted(self, request: Any, client_address: Any) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            self.process_request_thread(request, client_address)
+            return
+        scheme = "https" if self.is_https else "http"
+        metrics.connection_opened(scheme)
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            metrics.connection_closed(scheme)
 
     def server_close(self) -> None:
         super().server_close()
@@ -362,6 +377,8 @@ class CaucasedTLSServer(CaucasedServer):
             tls.do_handshake()
         except (OSError, ValueError):
             tls.close()
+            if self.metrics is not None:
+                self.metrics.tls_handshake_failed()
             return
         try:
             super().finish_request(tls, client_address)

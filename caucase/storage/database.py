@@ -248,6 +248,27 @@ class Database:
         with self.reading() as connection:
             connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
 
+    def check_writable(self) -> None:
+        """StorageError unless the file, its WAL and its directory may be written (what
+        the kernel says: a file made read-only, or immutable for root) and a new
+        connection writes a table in a transaction it rolls back.
+
+        An open descriptor keeps writing after a chmod: SQLite would reuse it, so the
+        file's mode is checked by its path."""
+        self._check_file()
+        folder = os.path.dirname(os.path.abspath(self.path))
+        for path in (self.path, self.path + "-wal", folder):
+            if os.path.exists(path) and not os.access(path, os.W_OK):
+                raise StorageError("database file not writable")
+        with storage_errors():
+            connection = sqlite3.connect(self.path, timeout=1, isolation_level=None)
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("CREATE TABLE caucase_health_probe (probe INTEGER)")
+                connection.execute("ROLLBACK")
+            finally:
+                connection.close()
+
     def dump(self) -> Iterator[str]:
         """SQL statements rebuilding the whole file (every prefix), from one snapshot.
 

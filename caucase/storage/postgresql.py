@@ -431,6 +431,16 @@ class PostgresDatabase:
         with self.reading() as connection:
             connection.raw.execute("SELECT 1")
 
+    def check_writable(self) -> None:
+        """An UPDATE of the catalog touching no row (refused by a read-only server or
+        database all the same), in a transaction rolled back."""
+        with storage_errors(), self._pool.connection() as connection:
+            connection.raw.execute("BEGIN")
+            try:
+                connection.raw.execute(f"UPDATE {CATALOG} SET kind = kind WHERE false")
+            finally:
+                connection.raw.execute("ROLLBACK")
+
     def close(self) -> None:
         self._pool.close()
 

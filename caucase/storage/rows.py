@@ -35,6 +35,11 @@ class TableRows:
         self._local = threading.local()
 
     @property
+    def prefix(self) -> str:
+        """The table prefix: the authority's name (``cau``, ``cas``, ``http_cas``)."""
+        return self._prefix
+
+    @property
     def shared(self) -> bool:
         """Whether other processes may write these tables meanwhile (caucase.storage.engine)."""
         return self._database.shared

@@ -15,9 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy import b64
 from josepy.jwk import JWKEC
 
+from caucase.acme.issuance import Issuance
 from caucase.acme.orders import Limits
 from caucase.acme.renewal_info import CertID
 from caucase.acme.service import AcmeSettings
+from caucase.audit import AuditEvent
 from caucase.crypto import x509util
 from tests.conftest import FakeClock
 from tests.support.acme_jws import encode, sign
@@ -147,6 +149,23 @@ def test_an_order_is_finalized_once(dep: AcmeDeployment, agent: Agent) -> None:
 
     assert problem(again) == "orderNotReady"
     assert dep.state() == before
+
+
+def test_an_issuance_is_reported_once_its_order_is_committed(
+    dep: AcmeDeployment, agent: Agent
+) -> None:
+    seen: list[AuditEvent] = []
+
+    class Seen:
+        def notify(self, *items: AuditEvent) -> None:
+            seen.extend(items)
+
+    dep.acme.issuance = Issuance(dep.acme.storage, dep.cas, dep.acme.orders, Seen())
+    order = agent.order("a.svc.test").json()
+    crt_id = agent.finalize(order, "a.svc.test")[1].json()["certificate"].rsplit("/", 1)[-1]
+    agent.finalize(order, "a.svc.test")  # refused: nothing more to report
+    assert [(item.name, item.fields["authority"]) for item in seen] == [("acme-issued", "cas")]
+    assert seen[0].fields["subject"] == "CN=a.svc.test" and crt_id
 
 
 def test_pending_orders_are_capped(dep: AcmeDeployment, agent: Agent) -> None:

@@ -4,6 +4,7 @@ export, CRL import, and failures that leave nothing behind."""
 from __future__ import annotations
 
 import datetime
+import json
 import shutil
 import stat
 import subprocess
@@ -116,6 +117,23 @@ def test_restore_then_serve_with_the_new_user_certificate(
         assert request(server, "GET", "/cas/crt/ca.crt.pem")[2] == populated.cas_ca_pem
     finally:
         assert server.stop() == 0
+
+
+def test_restore_writes_what_it_changed_to_the_audit_log(
+    populated: Populated, tmp_path: Path
+) -> None:
+    new_csr(tmp_path / "new.csr")
+    db, crt, log = tmp_path / "db.sqlite", tmp_path / "new.crt", tmp_path / "audit.log"
+    args = ["--db", str(db), "--audit-log", str(log), "--restore-backup", str(populated.backup)]
+    result = manage([*args, str(populated.user), str(tmp_path / "new.csr"), str(crt)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "audit-log-opened", "database-restored", "crt-renewed", "crt-revoked", "audit-log-closed",
+    ]  # fmt: skip
+    assert lines[3]["method"] == "restore"
+    assert lines[3]["serial"] == str(certificate_of(populated.user).serial_number)
+    assert manage(["--verify-audit-log", str(log)], tmp_path).returncode == 0
 
 
 def test_restore_with_a_foreign_key_leaves_nothing(populated: Populated, tmp_path: Path) -> None:

@@ -1,0 +1,228 @@
+"""Changes of state as events, and the one observer they go to (issue 13).
+
+The CA, ACME and backup layers describe what they changed as audit events
+(caucase.audit's vocabulary) and hand them to their `Observer` once the change is stored
+and before the request is answered. caucased's observer (`Recorder`) writes them to the
+audit log, which returns once they are on disk, and moves the matching metrics; without
+one, `NULL_OBSERVER` drops them. Who acted (the peer address, the user certificate) is
+not an argument of the CA's methods: the HTTP layer sets it per request (`acting`), and
+the event builders here read it, so the CA layer never imports caucase.http.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from cryptography import x509
+
+from caucase.audit import AuditEvent, AuditLog, event
+from caucase.crypto import keys
+from caucase.exceptions import CaucaseError
+
+if TYPE_CHECKING:
+    from caucase.http.metrics import Metrics
+
+
+class Observer(Protocol):
+    """Where changes of state go; `notify` returns once they are recorded."""
+
+    def notify(self, *items: AuditEvent) -> None: ...
+
+
+class _NullObserver:
+    def notify(self, *items: AuditEvent) -> None:
+        """Nothing records changes: nothing to do."""
+
+
+NULL_OBSERVER: Observer = _NullObserver()
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for the current change: the peer address, and the user certificate
+    that authenticated the request, if any."""
+
+    client: str | None = None
+    user: x509.Certificate | None = None
+
+
+_ACTOR: contextvars.ContextVar[Actor | None] = contextvars.ContextVar(
+    "caucase_actor", default=None
+)
+
+
+def _actor() -> Actor:
+    return _ACTOR.get() or Actor()
+
+
+@contextlib.contextmanager
+def acting(client: str | None, user: x509.Certificate | None = None) -> Iterator[None]:
+    """Changes made in this block are made for `client`, as `user` when given."""
+    token = _ACTOR.set(Actor(client, user))
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)
+
+
+def set_user(user: x509.Certificate) -> None:
+    """The request being served authenticated as `user` (after `acting` began)."""
+    _ACTOR.set(Actor(_actor().client, user))
+
+
+def _by() -> dict[str, str | None]:
+    user = _actor().user
+    if user is None:
+        return {"by_serial": None, "by_subject": None}
+    return {"by_serial": str(user.serial_number), "by_subject": user.subject.rfc4514_string()}
+
+
+def _sans(names: x509.CertificateSigningRequest | x509.Certificate) -> list[str]:
+    try:
+        extension = names.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [f"{type(name).__name__}:{name.value}" for name in extension.value]
+
+
+def _key_type(csr: x509.CertificateSigningRequest) -> str:
+    try:
+        return str(keys.spec_of(csr.public_key()))
+    except (CaucaseError, ValueError):
+        return "unknown"
+
+
+def csr_received(authority: str, csr_id: int, csr: x509.CertificateSigningRequest) -> AuditEvent:
+    return event(
+        "csr-received",
+        authority=authority,
+        csr_id=str(csr_id),
+        subject=csr.subject.rfc4514_string(),
+        sans=_sans(csr),
+        key_type=_key_type(csr),
+        client=_actor().client,
+    )
+
+
+def _serial_and_subject(crt_pem: bytes) -> dict[str, str]:
+    crt = x509.load_pem_x509_certificate(crt_pem)
+    return {"serial": str(crt.serial_number), "subject": crt.subject.rfc4514_string()}
+
+
+def auto_signed(authority: str, csr_id: int, crt_pem: bytes) -> AuditEvent:
+    return event(
+        "csr-auto-signed", authority=authority, csr_id=str(csr_id), **_serial_and_subject(crt_pem)
+    )
+
+
+def signed(authority: str, csr_id: int, crt_pem: bytes, with_template: bool) -> AuditEvent:
+    fields = {**_serial_and_subject(crt_pem), **_by()}
+    return event(
+        "csr-signed",
+        authority=authority,
+        csr_id=str(csr_id),
+        with_template=with_template,
+        **fields,
+    )
+
+
+def rejected(authority: str, csr_id: int) -> AuditEvent:
+    return event("csr-rejected", authority=authority, csr_id=str(csr_id), **_by())
+
+
+def renewed(authority: str, csr_id: int, crt_pem: bytes, previous: x509.Certificate) -> AuditEvent:
+    return event(
+        "crt-renewed",
+        authority=authority,
+        csr_id=str(csr_id),
+        previous_serial=str(previous.serial_number),
+        **_serial_and_subject(crt_pem),
+    )
+
+
+def revoked(authority: str, serial: int, subject: str | None, method: str) -> AuditEvent:
+    fields = _by() if method in ("user", "serial") else {"by_serial": None, "by_subject": None}
+    return event(
+        "crt-revoked",
+        authority=authority,
+        serial=str(serial),
+        subject=subject,
+        method=method,
+        **fields,
+    )
+
+
+def ca_generated(authority: str, crt: x509.Certificate) -> AuditEvent:
+    return event(
+        "ca-generated",
+        authority=authority,
+        serial=str(crt.serial_number),
+        subject=crt.subject.rfc4514_string(),
+        not_after=crt.not_valid_after_utc.isoformat(),
+    )
+
+
+def acme_issued(authority: str, csr_id: int, crt_pem: bytes) -> AuditEvent:
+    return event(
+        "acme-issued", authority=authority, csr_id=str(csr_id), **_serial_and_subject(crt_pem)
+    )
+
+
+def eab_minted(kid: str, patterns: list[str]) -> AuditEvent:
+    return event("acme-eab-minted", kid=kid, scope=patterns, **_by())
+
+
+def eab_revoked(kid: str) -> AuditEvent:
+    return event("acme-eab-revoked", kid=kid, **_by())
+
+
+# Which certificate counter each signing event moves, by how it was approved.
+_APPROVALS = {
+    "csr-auto-signed": "auto",
+    "csr-signed": "user",
+    "crt-renewed": "renewal",
+    "acme-issued": "acme",
+}
+
+
+class Recorder:
+    """caucased's observer: the audit log first (on disk before the answer), then the
+    metrics; either may be absent."""
+
+    def __init__(self, audit: AuditLog | None, metrics: Metrics | None) -> None:
+        self.audit = audit
+        self.metrics = metrics
+
+    def notify(self, *items: AuditEvent) -> None:
+        if self.audit is not None:
+            self.audit.write(*items)
+        if self.metrics is not None:
+            for item in items:
+                self._count(self.metrics, item)
+
+    @staticmethod
+    def _count(metrics: Metrics, item: AuditEvent) -> None:
+        authority = str(item.fields.get("authority", ""))
+        approval = _APPROVALS.get(item.name)
+        if approval is not None:
+            metrics.certificate_issued(authority, approval)
+        elif item.name == "csr-rejected":
+            metrics.csr_rejected(authority)
+        elif item.name == "crt-revoked":
+            metrics.certificate_revoked(authority)
+        elif item.name == "backup-written":
+            metrics.backup_written()
+
+
+__all__ = [
+    "NULL_OBSERVER",
+    "Actor",
+    "Observer",
+    "Recorder",
+    "acting",
+    "set_user",
+]
