@@ -13,9 +13,7 @@ made on, so that nodes racing through a rollover make one new CA between them.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import json
 import logging
 import threading
 from collections.abc import Container, Iterator, Sequence
@@ -24,10 +22,10 @@ from typing import Any
 from cryptography import x509
 
 from caucase import events
+from caucase.ca_keys import CAKeyPair, build_chain, load_ca_key_pair
 from caucase.clock import Clock, to_timestamp, utcnow
 from caucase.crl import CRLCache
 from caucase.crypto import keys, verification, x509util
-from caucase.crypto.envelope import sign_envelope
 from caucase.crypto.x509util import SigningMode
 from caucase.exceptions import (
     BadSerial,
@@ -47,48 +45,6 @@ CA_RENEWAL_MARGIN = 2
 MINIMUM_CA_LIFE_PERIOD = 3
 # How the inventory lists a certificate this CA signed, by the way it was signed.
 _APPROVALS = {SigningMode.YES: "auto", SigningMode.NO: "user", SigningMode.PASSTHROUGH: "renewed"}
-
-
-@dataclasses.dataclass(frozen=True)
-class _CAKeyPair:
-    """One held CA: parsed once at load time, never re-parsed per request."""
-
-    key: keys.PrivateKey
-    crt: x509.Certificate
-    pem: bytes
-    authority_key_id: int
-
-    @property
-    def not_before(self) -> datetime.datetime:
-        return self.crt.not_valid_before_utc
-
-    @property
-    def not_after(self) -> datetime.datetime:
-        return self.crt.not_valid_after_utc
-
-
-def _load_ca_key_pair(key_pem: bytes, crt_pem: bytes, now: datetime.datetime) -> _CAKeyPair:
-    """Parse and check one stored CA row; ValueError says why it cannot be used.
-
-    Any RSA, EC or Ed25519 key is kept (an older database may hold a CA key that would no
-    longer be accepted as new: dropping it would break every certificate it issued)."""
-    key = keys.load_private_key(key_pem)
-    crt = x509util.load_certificate(crt_pem)
-    if not keys.same_public_key(crt, key):
-        raise ValueError("CA certificate does not match its key")
-    if not verification.is_valid_ca(crt, now):
-        raise ValueError("not a valid self-signed CA certificate")
-    return _CAKeyPair(key, crt, x509util.dump_certificate(crt), x509util.authority_key_id_int(crt))
-
-
-def _build_chain(pair_list: Sequence[_CAKeyPair]) -> list[dict[str, Any]]:
-    """ca.crt.json: each CA vouches for its successor (ca-profile 3.4), with the digest of
-    its own key type (sha256 for RSA, as the reference)."""
-    chain = []
-    for previous, current in zip(pair_list, pair_list[1:]):
-        payload = json.dumps({"old_pem": previous.pem.decode(), "new_pem": current.pem.decode()})
-        chain.append(sign_envelope(previous.key, payload))
-    return chain
 
 
 class CertificateAuthority:
@@ -142,7 +98,7 @@ class CertificateAuthority:
         self._renewal_lock = threading.Lock()
         self._crl_cache = CRLCache(storage, self._crl_life, self._crl_life / 2)
         self.renewal = RenewalSchedule(storage, clock, datetime.timedelta(days=renewal_threshold))
-        self._pair_list: list[_CAKeyPair] = []
+        self._pair_list: list[CAKeyPair] = []
         self._chain: list[dict[str, Any]] = []
         self._ca_version = storage.get_ca_version()
         self._load_ca_list(clock())
@@ -157,7 +113,7 @@ class CertificateAuthority:
         pair_list = []
         for key_pem, crt_pem in self._storage.get_ca_key_pairs(to_timestamp(now)):
             try:
-                pair_list.append(_load_ca_key_pair(key_pem, crt_pem, now))
+                pair_list.append(load_ca_key_pair(key_pem, crt_pem, now))
             except (ValueError, TypeError) as error:
                 logger.warning("Skipping unusable CA certificate row: %s", error)
         pair_list.sort(key=lambda pair: pair.not_after)
@@ -170,9 +126,9 @@ class CertificateAuthority:
         if self._storage.shared and self._storage.get_ca_version() != self._ca_version:
             self._load_ca_list(now)
 
-    def _set_pair_list(self, pair_list: list[_CAKeyPair]) -> None:
+    def _set_pair_list(self, pair_list: list[CAKeyPair]) -> None:
         self._pair_list = pair_list
-        self._chain = _build_chain(pair_list)
+        self._chain = build_chain(pair_list)
         self._crl_cache.clear()
 
     def _needs_new_ca(self, now: datetime.datetime) -> bool:
@@ -247,7 +203,7 @@ class CertificateAuthority:
             self._observer.notify(events.ca_generated(self._name, crt))
         self._load_ca_list(now)
 
-    def _current_pair_list(self) -> tuple[list[_CAKeyPair], datetime.datetime]:
+    def _current_pair_list(self) -> tuple[list[CAKeyPair], datetime.datetime]:
         """Renewal check, then the held CAs that are not expired yet, oldest first."""
         now = self._check_ca_renewal()
         with self._lock:
@@ -255,7 +211,7 @@ class CertificateAuthority:
                 self._set_pair_list([pair for pair in self._pair_list if pair.not_after >= now])
             return self._pair_list, now
 
-    def _active_pair(self) -> tuple[_CAKeyPair, datetime.datetime]:
+    def _active_pair(self) -> tuple[CAKeyPair, datetime.datetime]:
         """The signing CA: newest one older than one certificate life, else the newest (3.2)."""
         pair_list, now = self._current_pair_list()
         if not pair_list:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
-import re
 import select
 import socket
 import ssl
@@ -23,6 +22,7 @@ from typing import Any
 from cryptography import x509
 
 from caucase import __version__
+from caucase.acme import renewal_info
 from caucase.acme.renewal_info import CertID
 from caucase.crypto import keys, pemfile, x509util
 from caucase.crypto.envelope import sign_envelope
@@ -391,7 +391,12 @@ class CaucaseClient:
             if error.status in (404, 405):
                 return None
             raise
-        return _parse_renewal_info(body)
+        try:
+            return renewal_info.parse_suggested_window(body)
+        except ValueError as error:
+            raise UnusableAnswer(
+                f"Server returned invalid renewal information ({error})"
+            ) from None
 
     def revoke_certificate(self, crt_pem: bytes, key: keys.PrivateKey | None = None) -> None:
         """Revoke a certificate: anonymously when its key is given (signed request),
@@ -487,26 +492,3 @@ class CaucaseClient:
         if not isinstance(result, dict) or not {"start", "end", "moved"} <= set(result):
             raise UnusableAnswer("Server returned an invalid early renewal answer")
         return result
-
-
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
-
-
-def _timestamp(value: object) -> datetime.datetime:
-    """An RFC 3339 date-time (any fraction, Z or an offset), aware."""
-    match = _RFC3339.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
-    day, time_of_day, fraction, zone = match.groups()
-    zone = "+00:00" if zone in ("Z", "z") else zone
-    parsed = datetime.datetime.fromisoformat(f"{day}T{time_of_day}{zone}")
-    return parsed + datetime.timedelta(seconds=float(fraction or 0))
-
-
-def _parse_renewal_info(body: bytes) -> RenewalWindow:
-    """The suggestedWindow of a renewalInfo document (RFC 9773 4.2)."""
-    try:
-        window = json.loads(body)["suggestedWindow"]
-        return RenewalWindow(_timestamp(window["start"]), _timestamp(window["end"]))
-    except (ValueError, KeyError, TypeError) as error:
-        raise UnusableAnswer(f"Server returned invalid renewal information ({error})") from None

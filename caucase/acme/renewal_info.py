@@ -10,6 +10,8 @@ updater and ACME), and the answer is ``application/json``, the only type certbot
 from __future__ import annotations
 
 import datetime
+import json
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +21,7 @@ from josepy import json_util
 from caucase.acme.jws import decode_base64url
 from caucase.acme.problems import Malformed
 from caucase.acme.resources import timestamp
+from caucase.renewal import RenewalWindow
 
 CONTENT_TYPE = "application/json"
 # 4.3: clients poll again after Retry-After; six hours is what Let's Encrypt sends.
@@ -64,12 +67,6 @@ class CertID:
         return f"{encode(self.authority_key_identifier)}.{encode(_serial_octets(self.serial))}"
 
 
-@dataclass(frozen=True)
-class RenewalWindow:
-    start: datetime.datetime
-    end: datetime.datetime
-
-
 class RenewalSchedule(Protocol):
     """When a certificate should be renewed: defined by caucase's renewal rule (a window
     inside the lifetime, spread per certificate), moved to now once it is revoked or an
@@ -102,3 +99,27 @@ class RenewalInfo:
             ("Content-Type", CONTENT_TYPE),
             ("Retry-After", str(int(self.retry_after.total_seconds()))),
         ]
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
+
+
+def _parse_timestamp(value: object) -> datetime.datetime:
+    """An RFC 3339 date-time (any fraction, Z or an offset), aware."""
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
+    day, time_of_day, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    parsed = datetime.datetime.fromisoformat(f"{day}T{time_of_day}{zone}")
+    return parsed + datetime.timedelta(seconds=float(fraction or 0))
+
+
+def parse_suggested_window(body: bytes) -> RenewalWindow:
+    """The suggestedWindow of a renewalInfo answer (4.2), as a client reads it; ValueError
+    for a document that is not one."""
+    try:
+        window = json.loads(body)["suggestedWindow"]
+        return RenewalWindow(_parse_timestamp(window["start"]), _parse_timestamp(window["end"]))
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"no suggestedWindow start and end: {error}") from None

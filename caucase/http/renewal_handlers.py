@@ -71,9 +71,7 @@ def get_renewal_info(service: Service, request: Request, cert_id: str, _: None) 
     if served.moved_early or served.revoked:
         base = wsgiref.util.request_uri(request.environ, include_query=False)
         explanation = base.rsplit("/", 1)[0]
-    info = renewal_info.RenewalInfo(
-        renewal_info.RenewalWindow(served.window.start, served.window.end), explanation
-    )
+    info = renewal_info.RenewalInfo(served.window, explanation)
     headers = [*info.headers(), ("Cache-Control", CACHE_CONTROL)]
     return Response(200, headers, json.dumps(info.to_json()).encode())
 

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from caucase.acme import problems
-from caucase.acme.renewal_info import CertID, RenewalInfo, RenewalWindow
+from caucase.acme.renewal_info import CertID, RenewalInfo
+from caucase.renewal import RenewalWindow
 
 
 def test_the_rfc_example_cert_id() -> None:
