@@ -15,16 +15,13 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from cryptography import x509
 
 from caucase.audit import AuditEvent, AuditLog, event
 from caucase.crypto import keys
 from caucase.exceptions import CaucaseError
-
-if TYPE_CHECKING:
-    from caucase.http.metrics import Metrics
 
 
 class Observer(Protocol):
@@ -189,11 +186,23 @@ _APPROVALS = {
 }
 
 
+class EventCounters(Protocol):
+    """The counters events move (caucase.http.metrics.Metrics has them)."""
+
+    def certificate_issued(self, authority: str, approval: str) -> None: ...
+
+    def csr_rejected(self, authority: str) -> None: ...
+
+    def certificate_revoked(self, authority: str) -> None: ...
+
+    def backup_written(self) -> None: ...
+
+
 class Recorder:
     """caucased's observer: the audit log first (on disk before the answer), then the
     metrics; either may be absent."""
 
-    def __init__(self, audit: AuditLog | None, metrics: Metrics | None) -> None:
+    def __init__(self, audit: AuditLog | None, metrics: EventCounters | None) -> None:
         self.audit = audit
         self.metrics = metrics
 
@@ -205,7 +214,7 @@ class Recorder:
                 self._count(self.metrics, item)
 
     @staticmethod
-    def _count(metrics: Metrics, item: AuditEvent) -> None:
+    def _count(metrics: EventCounters, item: AuditEvent) -> None:
         authority = str(item.fields.get("authority", ""))
         approval = _APPROVALS.get(item.name)
         if approval is not None:
@@ -221,6 +230,7 @@ class Recorder:
 __all__ = [
     "NULL_OBSERVER",
     "Actor",
+    "EventCounters",
     "Observer",
     "Recorder",
     "acting",
