@@ -331,6 +331,7 @@ USAGE_DIFFERENCES = {
         ("[--key-len BITLENGTH]", KEY_TYPE),
     ],
     "caucase-rerequest": [("[--key-len BITLENGTH]", KEY_TYPE + " [--force]")],
+    "caucase-probe": [("[--version] ca_url", "[--version] [--health] ca_url")],
 }
 
 

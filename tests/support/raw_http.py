@@ -92,16 +92,25 @@ def _early_answer(sock: socket.socket) -> bytes | None:
 
 def _send_body(sock: socket.socket, body: bytes) -> bytes:
     """Send in pieces; stop as soon as the server answers or refuses more data, and return
-    what it answered so far."""
+    what it answered so far. An interim `100 Continue` is no answer: it asks for the body
+    (a server quick enough sends it before the body's first piece leaves)."""
+    answered = b""
     for offset in range(0, len(body), 256 * 1024):
         early = _early_answer(sock)
         if early is not None:
-            return early
+            answered += early
+            if not _only_continue(answered):
+                return answered
         try:
             sock.sendall(body[offset : offset + 256 * 1024])
         except OSError:
-            return b""
-    return b""
+            return answered
+    return answered
+
+
+def _only_continue(data: bytes) -> bool:
+    """Whether `data` is one whole `100 Continue` interim response and nothing else."""
+    return data.startswith((b"HTTP/1.0 100 ", b"HTTP/1.1 100 ")) and data.endswith(b"\r\n\r\n")
 
 
 def _read_answer(sock: socket.socket, data: bytearray) -> tuple[bytes, str]:
