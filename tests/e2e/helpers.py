@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from pathlib import Path
 
 from cryptography import x509
@@ -19,6 +20,17 @@ from tests.support.servers import (
 
 CAUCASED = [str(OUR_BIN / "caucased")]
 MANAGE = str(OUR_BIN / "caucased-manage")
+CAUCASE = OUR_BIN / "caucase"
+
+
+def caucase(
+    server: RunningServer, cwd: Path, *args: str | Path
+) -> subprocess.CompletedProcess[str]:
+    """Our `caucase` against `server`, run in `cwd`; its result, whatever its status."""
+    return subprocess.run(
+        [str(CAUCASE), "--ca-url", server.http_url, *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
 
 
 def served_certificate(server: RunningServer) -> x509.Certificate:

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import caucase
 from tests.support.acme_library import LibraryClient, directory_url, https_ca_bundle
 from tests.support.servers import OUR_BIN, RunningServer, make_user, request, start_caucased
-
-CAUCASE = OUR_BIN / "caucase"
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +27,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def user(server: RunningServer) -> Path:
     return make_user(server, server.workdir / "user.pem")
-
-
-def caucase(
-    server: RunningServer, cwd: Path, *args: str | Path
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CAUCASE), "--ca-url", server.http_url, *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
 
 
 def test_a_user_mints_lists_and_revokes_credentials(

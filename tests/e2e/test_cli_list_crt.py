@@ -16,7 +16,7 @@ from cryptography import x509
 from caucase.cli.caucase_options import build_parser
 from caucase.cli.inventory import format_line
 from caucase.exceptions import CaucaseError
-from tests.e2e.helpers import revoke_serial, signed_credential, submit_csr
+from tests.e2e.helpers import CAUCASE, caucase, revoke_serial, signed_credential, submit_csr
 from tests.support.servers import (
     OUR_BIN,
     RunningServer,
@@ -25,8 +25,6 @@ from tests.support.servers import (
     request,
     start_caucased,
 )
-
-CAUCASE = OUR_BIN / "caucase"
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +60,6 @@ def issued(
     _, revoked = signed_credential(server, "cas", user, workdir / "b.pem", "old.example")
     assert revoke_serial(server, user, "cas", revoked.serial_number) == 204
     return {"auto": x509.load_pem_x509_certificate(crt), "signed": signed, "revoked": revoked}
-
-
-def caucase(server: RunningServer, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CAUCASE), "--ca-url", server.http_url, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 @pytest.mark.usefixtures("issued")  # past the auto-approved one

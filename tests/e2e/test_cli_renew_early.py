@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from cryptography import x509
 
 from caucase.acme.renewal_info import CertID
+from tests.e2e.helpers import caucase
 from tests.support.servers import (
     OUR_BIN,
     RunningServer,
@@ -22,8 +22,6 @@ from tests.support.servers import (
     start_caucased,
 )
 
-CAUCASE = OUR_BIN / "caucase"
-
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RunningServer]:
@@ -32,17 +30,6 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
     )
     yield running
     running.stop()
-
-
-def caucase(server: RunningServer, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CAUCASE), "--ca-url", server.http_url, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 def issue(server: RunningServer, name: str) -> x509.Certificate:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +18,12 @@ import pytest
 
 from caucase.storage import Storage
 from caucase.storage.inventory import Query, page_sql
+from tests.e2e.helpers import caucase
 from tests.support.servers import OUR_BIN, RunningServer, make_user, start_caucased
 
 ROWS = 100_000
 DAY = 86400
 MIB = 1024 * 1024
-CAUCASE = OUR_BIN / "caucase"
 
 
 def _rows(now: int, rng: random.Random) -> Iterator[tuple[object, ...]]:
@@ -77,17 +76,6 @@ def filled(
     server = start_caucased([OUR_BIN / "caucased"], workdir)
     yield server, now, make_user(server, workdir / "user.pem", "admin")
     server.stop()
-
-
-def caucase(server: RunningServer, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CAUCASE), "--ca-url", server.http_url, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 def test_listing_100000_certificates_streams(
