@@ -4,9 +4,9 @@ Layers, lowest first (nothing imports a layer above it):
 
 - ``clock``, ``exceptions``, ``ports``: the injected "now", the error types, and the rule
   placing caucased's HTTPS port beside its HTTP port.
-- ``crypto``: ``keys`` (key types), ``x509util`` (certificate profile), ``verification``
-  (certificate checks), ``envelope`` (signed JSON requests), ``pemfile`` (PEM files and
-  stores on disk).
+- ``crypto``: ``keys`` (key types), ``x509util`` (certificate profile), ``crl_profile``
+  (CRLs), ``verification`` (certificate checks), ``envelope`` (signed JSON requests),
+  ``pemfile`` (PEM files and stores on disk).
 - ``backup``: the encrypted backup format.
 - ``storage``: the database behind one interface (``engine``) with two engines: SQLite
   (``database``: pool, committer, lock) and PostgreSQL (``postgresql``, shared by several

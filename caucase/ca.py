@@ -25,7 +25,7 @@ from caucase import events
 from caucase.ca_keys import CAKeyPair, build_chain, load_ca_key_pair
 from caucase.clock import Clock, to_timestamp, utcnow
 from caucase.crl import CRLCache
-from caucase.crypto import keys, verification, x509util
+from caucase.crypto import crl_profile, keys, verification, x509util
 from caucase.crypto.x509util import SigningMode
 from caucase.exceptions import (
     BadSerial,
@@ -381,7 +381,7 @@ class CertificateAuthority:
         crt = self._load_certificate(crt_pem)
         self.verify_certificate(crt)
         now = self._clock()
-        code = None if reason is None else x509util.REASON_OF_FLAG[reason]
+        code = None if reason is None else crl_profile.REASON_OF_FLAG[reason]
         try:
             self._revoke(crt.serial_number, now, crt.not_valid_after_utc + self._crl_life, code)
         except Found:

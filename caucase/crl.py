@@ -29,7 +29,7 @@ from typing import Protocol, TypeVar
 from cryptography import x509
 
 from caucase.clock import from_timestamp, to_timestamp
-from caucase.crypto import keys, x509util
+from caucase.crypto import crl_profile, keys, x509util
 from caucase.storage import Storage
 
 # (CRL number, thisUpdate, PEM) of one CA's CRL.
@@ -288,7 +288,7 @@ class CRLCache:
         last_update: int,
     ) -> bytes:
         this_update = from_timestamp(last_update)
-        crl = x509util.make_crl(
+        crl = crl_profile.make_crl(
             pair.key, pair.crt, entries, number, this_update, this_update + self._crl_life
         )
         return x509util.dump_crl(crl)
@@ -304,5 +304,5 @@ def _entry(
     if date is None:
         date = dates[revoked_at] = from_timestamp(revoked_at)
     code = reasons.get(serial)
-    reason = None if code is None else x509util.REASON_CODES.get(code)
-    return x509util.revoked_entry(serial, date, reason)
+    reason = None if code is None else crl_profile.REASON_CODES.get(code)
+    return crl_profile.revoked_entry(serial, date, reason)

@@ -20,14 +20,14 @@ _BUILDER_THREADS = textwrap.dedent(
     """
     import json, sys, threading, datetime
     from caucase.ca import CertificateAuthority
-    from caucase.crypto import x509util
+    from caucase.crypto import crl_profile
     from caucase.storage import Storage
     from tests.support.ca_helpers import name
 
     seen = set()
     def observe(frame, event, arg):
         if event == "call" and frame.f_code in (
-            x509util.make_crl.__code__, x509util.revoked_entry.__code__
+            crl_profile.make_crl.__code__, crl_profile.revoked_entry.__code__
         ):
             seen.add(threading.current_thread().name)
     threading.setprofile(observe)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from caucase.ca import CertificateAuthority
-from caucase.crypto import keys, x509util
+from caucase.crypto import crl_profile, keys, x509util
 from caucase.storage import Storage
 from tests.support.servers import OUR_BIN, RunningServer, make_key_and_csr, start_caucased
 
@@ -36,7 +36,7 @@ def test_crl_pem_is_the_same_as_cryptography_writes(
 ) -> None:
     key, crt = ca_material
     revoked = [(serial, NOW) for serial in (0, 5, 2**200, *range(10**20, 10**20 + 500))]
-    crl = x509util.make_crl(key, crt, revoked, 7, NOW, NOW + datetime.timedelta(days=1))
+    crl = crl_profile.make_crl(key, crt, revoked, 7, NOW, NOW + datetime.timedelta(days=1))
     assert x509util.dump_crl(crl) == crl.public_bytes(serialization.Encoding.PEM)
     assert [entry.serial_number for entry in x509util.load_crl(x509util.dump_crl(crl))] == [
         serial for serial, _ in revoked
@@ -48,10 +48,10 @@ def test_prebuilt_entries_give_the_same_crl(
 ) -> None:
     key, crt = ca_material
     pairs = [(serial, NOW) for serial in range(1, 50)]
-    entries = [x509util.revoked_entry(serial, date) for serial, date in pairs]
+    entries = [crl_profile.revoked_entry(serial, date) for serial, date in pairs]
     after = NOW + datetime.timedelta(days=1)
-    from_pairs = x509util.make_crl(key, crt, pairs, 3, NOW, after)
-    from_entries = x509util.make_crl(key, crt, entries, 3, NOW, after)
+    from_pairs = crl_profile.make_crl(key, crt, pairs, 3, NOW, after)
+    from_entries = crl_profile.make_crl(key, crt, entries, 3, NOW, after)
     assert from_pairs.tbs_certlist_bytes == from_entries.tbs_certlist_bytes
 
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from caucase.crypto import verification, x509util
+from caucase.crypto import crl_profile, verification, x509util
 from caucase.crypto.envelope import DIGEST_LIST, sign_envelope, verify_envelope
 from caucase.crypto.keys import dump_private_key, generate, key_id, load_private_key
 from caucase.crypto.x509util import SigningMode
@@ -601,7 +601,7 @@ def test_crl_fields(ca_key: rsa.RSAPrivateKey, ca_crt: x509.Certificate) -> None
     this_update = NOW - datetime.timedelta(seconds=10)
     next_update = this_update + CRT_LIFE * 0.33
     revoked = [(12345, NOW + datetime.timedelta(seconds=5)), (2**158 + 1, NOW - DAY)]
-    crl = x509util.make_crl(ca_key, ca_crt, revoked, 42, this_update, next_update)
+    crl = crl_profile.make_crl(ca_key, ca_crt, revoked, 42, this_update, next_update)
     reparsed = x509util.load_crl(x509util.dump_crl(crl))
     assert reparsed.issuer == ca_crt.subject
     assert reparsed.last_update_utc == this_update
@@ -619,7 +619,7 @@ def test_crl_fields(ca_key: rsa.RSAPrivateKey, ca_crt: x509.Certificate) -> None
 
 
 def test_crl_version_is_v2(ca_key: rsa.RSAPrivateKey, ca_crt: x509.Certificate) -> None:
-    crl = x509util.make_crl(ca_key, ca_crt, [], 1, NOW, NOW + DAY)
+    crl = crl_profile.make_crl(ca_key, ca_crt, [], 1, NOW, NOW + DAY)
     text = _openssl_text("crl", x509util.dump_crl(crl))
     assert "Version 2 (0x1)" in text
     assert "No Revoked Certificates." in text
@@ -629,11 +629,11 @@ def test_crl_lists_zero_and_oversized_serials_but_not_negative(
     ca_key: rsa.RSAPrivateKey, ca_crt: x509.Certificate
 ) -> None:
     revoked = [(0, NOW), (2**200, NOW)]
-    crl = x509util.make_crl(ca_key, ca_crt, revoked, 1, NOW, NOW + DAY)
+    crl = crl_profile.make_crl(ca_key, ca_crt, revoked, 1, NOW, NOW + DAY)
     reparsed = x509util.load_crl(x509util.dump_crl(crl))
     assert [entry.serial_number for entry in reparsed] == [0, 2**200]
     with pytest.raises(ValueError):
-        x509util.make_crl(ca_key, ca_crt, [(-5, NOW)], 1, NOW, NOW + DAY)
+        crl_profile.make_crl(ca_key, ca_crt, [(-5, NOW)], 1, NOW, NOW + DAY)
 
 
 # --- caucased's own CSR, renewal CSR ---------------------------------------------------------
@@ -897,7 +897,7 @@ def test_load_certificate_and_crl_need_exactly_one_block(
     ca_key: rsa.RSAPrivateKey, ca_crt: x509.Certificate, leaf: x509.Certificate
 ) -> None:
     crt_pem = x509util.dump_certificate(leaf)
-    crl_pem = x509util.dump_crl(x509util.make_crl(ca_key, ca_crt, [], 1, NOW, NOW + DAY))
+    crl_pem = x509util.dump_crl(crl_profile.make_crl(ca_key, ca_crt, [], 1, NOW, NOW + DAY))
     assert x509util.load_certificate(b"\r\n" + crt_pem + b"  \n") == leaf
     assert x509util.load_crl(crl_pem).extensions[0].value.crl_number == 1
     for bad in (b"", b"junk", crt_pem + crt_pem, b"x" + crt_pem, crl_pem):
@@ -964,7 +964,7 @@ def test_openssl_parses_every_document(
         ],
     )
     leaf = _issue(ca_key, ca_crt, template, SigningMode.YES, CRL_BASE)
-    crl = x509util.make_crl(
+    crl = crl_profile.make_crl(
         ca_key, ca_crt, [(0, NOW), (leaf.serial_number, NOW)], 7, NOW, NOW + DAY
     )
     assert "Permitted" in _openssl_text("x509", x509util.dump_certificate(renewed))
@@ -993,7 +993,7 @@ def test_openssl_verifies_then_sees_the_revocation(
     at_time = str(int((NOW + DAY).timestamp()))
 
     def openssl_verify(revoked: list[tuple[int, datetime.datetime]]) -> str:
-        crl = x509util.make_crl(ca_key, ca_crt, revoked, 1, NOW, NOW + 30 * DAY)
+        crl = crl_profile.make_crl(ca_key, ca_crt, revoked, 1, NOW, NOW + 30 * DAY)
         (tmp_path / "crl.pem").write_bytes(x509util.dump_crl(crl))
         result = _openssl(
             "verify", "-attime", at_time, "-crl_check", "-CAfile", str(tmp_path / "ca.pem"),
@@ -1118,7 +1118,7 @@ def test_ca_and_crl_match_the_reference_structure(
 ) -> None:
     their_ca = x509util.load_certificate(_fetch(reference_server, "/cas/crt/ca.crt.pem"))
     their_crl = x509util.load_crl(_fetch(reference_server, "/cas/crl"))
-    our_crl = x509util.make_crl(ca_key, ca_crt, [], 1, NOW, NOW + DAY)
+    our_crl = crl_profile.make_crl(ca_key, ca_crt, [], 1, NOW, NOW + DAY)
 
     def shape(extensions: x509.Extensions) -> list[tuple[Any, ...]]:
         return [
