@@ -257,6 +257,12 @@ class AuditLog:
             self._wait_durable(seq)
             return seq
 
+    def check(self) -> None:
+        """Raise AuditLogError when a write would fail for a known reason (an earlier
+        failure, not yet reopened; the log closed)."""
+        with self._lock:
+            self._check_usable()
+
     def reopen(self) -> None:
         """Close the file and open the path again (after a rename, on SIGHUP)."""
         with self._lock:

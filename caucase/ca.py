@@ -228,6 +228,7 @@ class CertificateAuthority:
         UnsupportedKey for a key caucase does not accept (keys.check_acceptable)."""
         csr = self._load_new_key_csr(csr_pem)
         key_id = keys.key_id(csr.public_key())
+        self._observer.ready()
         if not (override_limits or self._auto_sign_exhausted or not self._pair_list):
             return self._append_auto_signed(csr_pem, csr, key_id)
         csr_id, received = self._storage.append_csr(
@@ -279,6 +280,7 @@ class CertificateAuthority:
 
     def delete_pending_csr(self, csr_id: int) -> None:
         """Reject a CSR; NotFound unless it is pending."""
+        self._observer.ready()
         self._storage.delete_pending_csr(csr_id)
         self._observer.notify(events.rejected(self._name, csr_id))
 
@@ -290,6 +292,7 @@ class CertificateAuthority:
         template = csr
         if template_csr is not None:
             template = x509util.load_certificate_request(template_csr)
+        self._observer.ready()
         crt_pem = self._issue(csr_id, csr, template, mode)
         self._observer.notify(events.signed(self._name, csr_id, crt_pem, template is not csr))
         return crt_pem
@@ -362,6 +365,7 @@ class CertificateAuthority:
         old_crt = self._load_certificate(crt_pem)
         self.verify_certificate(old_crt)
         csr = self._load_new_key_csr(renew_csr_pem)
+        self._observer.ready()
         csr_id, _ = self._storage.append_csr(
             renew_csr_pem,
             keys.key_id(csr.public_key()),
@@ -382,6 +386,7 @@ class CertificateAuthority:
         self.verify_certificate(crt)
         now = self._clock()
         code = None if reason is None else crl_profile.REASON_OF_FLAG[reason]
+        self._observer.ready()
         try:
             self._revoke(crt.serial_number, now, crt.not_valid_after_utc + self._crl_life, code)
         except Found:
@@ -395,6 +400,7 @@ class CertificateAuthority:
             raise BadSerial(f"Invalid serial: {serial!r}")
         pair_list, now = self._current_pair_list()
         latest = max((pair.not_after for pair in pair_list), default=now)
+        self._observer.ready()
         self._revoke(serial, now, latest + self._crl_life)
         self._observer.notify(events.revoked(self._name, serial, None, "serial"))
 

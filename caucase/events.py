@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography import x509
 
-from caucase.audit import AuditEvent, AuditLog, event
+from caucase.audit import AuditEvent, AuditLog, AuditLogError, event
 from caucase.crypto import keys
 from caucase.exceptions import CaucaseError
 
@@ -27,10 +28,17 @@ from caucase.exceptions import CaucaseError
 class Observer(Protocol):
     """Where changes of state go; `notify` returns once they are recorded."""
 
+    def ready(self) -> None:
+        """Raise when a change could not be recorded now: called before making one, so
+        that a known failure refuses the change instead of leaving it unrecorded."""
+
     def notify(self, *items: AuditEvent) -> None: ...
 
 
 class _NullObserver:
+    def ready(self) -> None:
+        """Nothing records changes: always ready."""
+
     def notify(self, *items: AuditEvent) -> None:
         """Nothing records changes: nothing to do."""
 
@@ -199,19 +207,60 @@ class EventCounters(Protocol):
 
 
 class Recorder:
-    """caucased's observer: the audit log first (on disk before the answer), then the
-    metrics; either may be absent."""
+    """caucased's observer: the metrics count every change stored, and the audit log has
+    its lines on disk before the answer; either may be absent.
+
+    A change is stored before it is logged, so when the log fails in between, the change
+    is made but its events are not on disk (and the request answers 503). They are kept
+    and written first by the next write that succeeds (after the log is reopened), so a
+    client resending the same request is acknowledged only once they are logged."""
 
     def __init__(self, audit: AuditLog | None, metrics: EventCounters | None) -> None:
         self.audit = audit
         self.metrics = metrics
+        self._lock = threading.Lock()
+        self._unrecorded: list[AuditEvent] = []
+
+    def ready(self) -> None:
+        if self.audit is None:
+            return
+        with self._lock:
+            owed = bool(self._unrecorded)
+        if owed:
+            self._write()
+        else:
+            self.audit.check()
+
+    def reopen(self) -> None:
+        """Reopen the audit log (SIGHUP) and write at once what it still owes."""
+        if self.audit is not None:
+            self.audit.reopen()
+            self.ready()
+
+    def unrecorded(self) -> list[AuditEvent]:
+        """Events of stored changes the audit log failed to take, not yet written."""
+        with self._lock:
+            return list(self._unrecorded)
 
     def notify(self, *items: AuditEvent) -> None:
-        if self.audit is not None:
-            self.audit.write(*items)
         if self.metrics is not None:
             for item in items:
                 self._count(self.metrics, item)
+        if self.audit is not None:
+            self._write(*items)
+
+    def _write(self, *items: AuditEvent) -> None:
+        """Write what earlier failures left unwritten, then `items`; keep them all when
+        this write fails too (a line may then be written twice: never none)."""
+        assert self.audit is not None
+        with self._lock:
+            owed, self._unrecorded = self._unrecorded, []
+        try:
+            self.audit.write(*owed, *items)
+        except AuditLogError:
+            with self._lock:
+                self._unrecorded[:0] = [*owed, *items]
+            raise
 
     @staticmethod
     def _count(metrics: EventCounters, item: AuditEvent) -> None:

@@ -23,6 +23,9 @@ class Collected:
     def __init__(self) -> None:
         self.calls: list[list[AuditEvent]] = []
 
+    def ready(self) -> None:
+        """Always ready."""
+
     def notify(self, *items: AuditEvent) -> None:
         self.calls.append(list(items))
 

@@ -39,6 +39,7 @@ class Credentials:
             raise ValueError(f"a scope has at most {MAX_PATTERNS} patterns")
         scope = Scope.parse(patterns)
         credential = Credential.generate()
+        self.observer.ready()
         self.storage.add_eab(
             credential.kid, credential.hmac_key, scope.to_json(), minted_by,
             to_timestamp(self.clock()), self.max_credentials,
@@ -52,6 +53,7 @@ class Credentials:
 
     def revoke(self, kid: str) -> None:
         """NotFound for an unknown kid."""
+        self.observer.ready()
         self.storage.revoke_eab(kid, to_timestamp(self.clock()))
         self.observer.notify(events.eab_revoked(kid))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import signal
 import socket
@@ -98,6 +99,9 @@ class Operations:
             self.listener = None
         if self.audit is not None:
             self.audit.close()
+            for item in self.recorder.unrecorded():  # the only trace left of these changes
+                fields = json.dumps(dict(item.fields), separators=(",", ":"))
+                os.write(2, f"Audit log never got: {item.name} {fields}\n".encode())
 
 
 def open_operations(args: argparse.Namespace, clock: Clock) -> Operations:
@@ -110,11 +114,12 @@ def open_operations(args: argparse.Namespace, clock: Clock) -> Operations:
             operations.listener = _bind(args.metrics_netloc)
         if args.audit_log is not None:
             operations.audit = AuditLog(args.audit_log, clock)
-            _reopen_on_sighup(operations.audit)
     except BaseException:
         operations.close()
         raise
     operations.recorder = Recorder(operations.audit, operations.metrics)
+    if operations.audit is not None:
+        _reopen_on_sighup(operations.recorder)
     return operations
 
 
@@ -129,10 +134,10 @@ def _bind(netloc: str) -> CaucasedServer:
     return server
 
 
-def _reopen_on_sighup(audit: AuditLog) -> None:
+def _reopen_on_sighup(recorder: Recorder) -> None:
     def reopen() -> None:
         try:
-            audit.reopen()
+            recorder.reopen()
         except CaucaseError as error:  # later writes fail: changes are refused, not lost
             os.write(2, f"Audit log not reopened: {error}\n".encode())
 

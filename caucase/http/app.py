@@ -147,10 +147,14 @@ class Application:
             response = Response(400, body=b"b'Invalid json payload'")
         except CertificateAuthorityException as error:
             response = Response(400, body=str(error).encode("utf-8", "replace"))
-        except (StorageError, AuditLogError) as error:
+        except StorageError as error:
             self._log(environ, f"Storage failure: {error}")
             headers = [("Retry-After", STORAGE_RETRY_AFTER)]
             response = Response(503, headers, b"Database unavailable, try again later")
+        except AuditLogError as error:
+            self._log(environ, f"Audit log failure: {error}")
+            headers = [("Retry-After", STORAGE_RETRY_AFTER)]
+            response = Response(503, headers, b"Audit log unavailable, try again later")
         except Exception as error:  # a bug, not bad input: every input error is typed above
             self._log(environ, str(error), traceback.format_exc())
             response = Response(500)

@@ -157,6 +157,9 @@ def test_an_issuance_is_reported_once_its_order_is_committed(
     seen: list[AuditEvent] = []
 
     class Seen:
+        def ready(self) -> None:
+            """Always ready."""
+
         def notify(self, *items: AuditEvent) -> None:
             seen.extend(items)
 

@@ -144,28 +144,56 @@ def test_kill_9_under_load_leaves_no_acknowledged_change_unlogged(tmp_path: Path
 
 
 def test_a_change_the_log_cannot_hold_is_not_acknowledged(tmp_path: Path) -> None:
-    """chattr +i stops writes through caucased's open descriptor, root's included."""
+    """chattr +i stops writes through caucased's open descriptor, root's included. The
+    CSR stored when the write failed is logged once the log is reopened, before its resend
+    is acknowledged; while the log is known broken, nothing more is stored."""
     server = start(tmp_path)
     log = tmp_path / "audit.log"
+    refused = csr_for("refused")  # one CSR, sent three times (ECDSA signatures vary)
     try:
         assert submit(server, csr_for("before")) is not None
         subprocess.run(["chattr", "+i", str(log)], check=True)
         try:
             connection = http.client.HTTPConnection(server.host, server.http_port, timeout=30)
             headers = {"Content-Type": "application/pkcs10"}
-            connection.request("PUT", "/cas/csr", csr_for("refused"), headers)
+            connection.request("PUT", "/cas/csr", refused, headers)
             response = connection.getresponse()
             assert (response.status, response.getheader("Retry-After")) == (503, "5")
+            assert response.read() == b"Audit log unavailable, try again later"
             connection.close()
         finally:
             subprocess.run(["chattr", "-i", str(log)], check=True)
         assert submit(server, csr_for("still broken")) is None  # until reopened
+        assert submit(server, refused) is None  # its lines are not written yet
         server.process.send_signal(signal.SIGHUP)
         poll(lambda: '"reason":"reopen"' in log.read_text(), "the reopened log")
+        assert submit(server, refused) is not None
         assert submit(server, csr_for("reopened")) is not None
     finally:
         assert server.stop() == 0
-    names = [json.loads(line).get("subject") for line in log.read_text().splitlines()]
-    assert "CN=before" in names and "CN=reopened" in names and "CN=refused" not in names
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    logged = [(record["event"], record.get("subject")) for record in records]
+    for name in ("before", "refused", "reopened"):
+        assert logged.count(("csr-received", f"CN={name}")) == 1, logged
+        assert logged.count(("csr-auto-signed", f"CN={name}")) == 1, logged
+    assert not [subject for _, subject in logged if subject == "CN=still broken"]
     checked = verify(log)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_stop_before_the_reopen_names_the_changes_never_logged(tmp_path: Path) -> None:
+    server = start(tmp_path)
+    log = tmp_path / "audit.log"
+    try:
+        assert submit(server, csr_for("before")) is not None  # the CAs exist: all logged
+        subprocess.run(["chattr", "+i", str(log)], check=True)
+        try:
+            assert submit(server, csr_for("unlogged")) is None
+        finally:
+            subprocess.run(["chattr", "-i", str(log)], check=True)
+    finally:
+        assert server.stop() == 0
+    assert "CN=unlogged" not in log.read_text()
+    lines = [line for line in server.stderr().splitlines() if "Audit log never got" in line]
+    assert [line.split()[4] for line in lines] == ["csr-received", "csr-auto-signed"], lines
+    assert all('"subject":"CN=unlogged"' in line for line in lines), lines
