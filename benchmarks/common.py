@@ -76,6 +76,13 @@ def running(command: Sequence[str], extra_args: Sequence[str] = ()) -> Iterator[
             server.stop()
 
 
+def cpu_seconds(server: RunningServer) -> float:
+    """User and system CPU time the caucased process used so far: a figure other loads
+    of a shared machine disturb far less than rates."""
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_csrs(count: int) -> list[bytes]:
     started = time.perf_counter()
     csrs = [make_key_and_csr(f"bench-{index}")[1] for index in range(count)]

@@ -26,6 +26,7 @@ from typing import Any
 
 from common import (
     Connection,
+    cpu_seconds,
     implementations,
     make_csrs,
     requests_per_second,
@@ -36,7 +37,7 @@ from common import (
     trivial_server,
 )
 
-from tests.support.servers import OUR_BIN, free_port
+from tests.support.servers import OUR_BIN, RunningServer, free_port
 
 NEW = "new connections"
 KEEP_ALIVE = "keep-alive"
@@ -121,16 +122,24 @@ def scraped(port: int) -> Iterator[list[int]]:
 
 
 def operability(args: argparse.Namespace, csrs: list[bytes]) -> None:
-    """Our issuance rate without, then with, metrics and the audit log, in every round."""
+    """Our issuance rate without, then with, metrics and the audit log, in every round,
+    and caucased's CPU time per certificate either way."""
     command = [str(OUR_BIN / "caucased")]
     rates: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     auto_approve = ["--service-auto-approve-count", str(args.n + 1)]
+
+    def measure(mode: str, server: RunningServer) -> None:
+        before = cpu_seconds(server)
+        rates[mode].append(issue_all(server.http_port, csrs, args.c, False))
+        cpu[mode].append(1000 * (cpu_seconds(server) - before) / len(csrs))
+
     for round_index in range(args.rounds):
         # Alternate which goes first, so that neither always meets a warmer machine.
         for mode in ("off", "on") if round_index % 2 == 0 else ("on", "off"):
             if mode == "off":
                 with running(command, auto_approve) as server:
-                    rates["off"].append(issue_all(server.http_port, csrs, args.c, False))
+                    measure(mode, server)
                 continue
             with tempfile.TemporaryDirectory() as logs:
                 port = free_port()
@@ -138,17 +147,22 @@ def operability(args: argparse.Namespace, csrs: list[bytes]) -> None:
                 extra = [*auto_approve, "--metrics-netloc", f"127.0.0.1:{port}"]
                 extra += ["--audit-log", str(audit)]
                 with running(command, extra) as server, scraped(port) as scrapes:
-                    rates["on"].append(issue_all(server.http_port, csrs, args.c, False))
+                    measure(mode, server)
                 lines = len(audit.read_bytes().splitlines())
         print(
             f"round {round_index + 1}: off {rates['off'][-1]:.1f}, on {rates['on'][-1]:.1f} "
-            f"certificates/s ({scrapes[0]} scrapes, {lines} audit lines)"
+            f"certificates/s; caucased CPU off {cpu['off'][-1]:.2f}, on {cpu['on'][-1]:.2f} "
+            f"ms per certificate ({scrapes[0]} scrapes, {lines} audit lines)"
         )
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
     print(f"\nN={args.n} C={args.c} rounds={args.rounds}")
     print(f"metrics and audit log off: {summary(rates['off'])} certificates/s")
     print(f"metrics and audit log on:  {summary(rates['on'])} certificates/s")
-    print(f"on / off: {on / off:.3f} ({100 * (1 - on / off):+.1f}% slower)")
+    print(f"caucased CPU off: {summary(cpu['off'])} ms per certificate")
+    print(f"caucased CPU on:  {summary(cpu['on'])} ms per certificate")
+    print(f"on / off: {on / off:.3f} ({100 * (1 - on / off):+.1f}% slower), "
+          f"CPU {cpu_on / cpu_off:.3f}x")  # fmt: skip
 
 
 def main() -> None:
