@@ -13,7 +13,8 @@ rotated files. Rotation: rename the file and send SIGHUP (``AuditLog.reopen``), 
 logrotate ``copytruncate`` it, which the writer notices at its next line (lines written
 between logrotate's copy and its truncation are lost: that gap shows in the verification).
 
-``AuditLog.write`` returns only once its lines are on disk (fsync). Concurrent writers
+``AuditLog.write`` returns only once its lines are on disk (fdatasync: an append's new
+size is flushed with the data; its mtime need not be). Concurrent writers
 share fsyncs: while one thread syncs, the others append their lines, and the next sync
 covers them all, as ``caucase.storage.group_commit`` shares database commits.
 """
@@ -364,7 +365,7 @@ class AuditLog:
         self._lock.release()
         error: OSError | None = None
         try:
-            os.fsync(fd)
+            os.fdatasync(fd)
         except OSError as sync_error:
             error = sync_error
         finally:
@@ -375,7 +376,7 @@ class AuditLog:
     def _sync_now(self) -> None:
         """fsync holding the lock (opening, closing): no writer runs meanwhile."""
         try:
-            os.fsync(self._fd)
+            os.fdatasync(self._fd)
         except OSError as error:
             self._synced_through(self._seq, error)
             raise AuditLogError(self._broken or str(error)) from None
