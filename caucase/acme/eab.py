@@ -17,7 +17,7 @@ from josepy import json_util
 from josepy.jwk import JWK, JWKOct
 
 from caucase.acme import keys
-from caucase.acme.jws import FlattenedJWS, decode_base64url, load_json_object, parse_flattened
+from caucase.acme.jws import FlattenedJWS, load_json_object, parse_flattened
 from caucase.acme.problems import Malformed, Unauthorized
 
 KID_BYTES = 16
@@ -82,8 +82,8 @@ def parse_binding(document: object, *, url: str, account_key: JWK) -> Binding:
     kid = protected.get("kid")
     if not isinstance(kid, str) or not kid:
         raise Malformed("externalAccountBinding has no 'kid'")
-    payload = decode_base64url(jws.document["payload"], "externalAccountBinding payload")
-    bound_key = keys.load_account_key(load_json_object(payload, "externalAccountBinding payload"))
+    payload = load_json_object(jws.payload, "externalAccountBinding payload")
+    bound_key = keys.load_account_key(payload)
     if not keys.same_key(bound_key, account_key):
         raise Unauthorized("externalAccountBinding binds another key than the account's")
     return Binding(kid, jws)

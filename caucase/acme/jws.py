@@ -8,6 +8,8 @@ that a forged request cannot burn the nonces of honest clients.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
 import re
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from josepy import b64, errors
+from josepy import errors
 from josepy.jwa import JWASignature
 from josepy.jwk import JWK
 
@@ -28,6 +30,9 @@ from caucase.acme.problems import BadNonce, Malformed, PayloadTooLarge, Unauthor
 MAX_REQUEST_BYTES = 64 * 1024
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _FLATTENED_MEMBERS = frozenset({"protected", "payload", "signature"})
+# The order the members were checked in before they were decoded once: the first bad one
+# names the problem.
+_MEMBER_ORDER = sorted(_FLATTENED_MEMBERS)
 
 
 class KeySource(enum.Enum):
@@ -85,8 +90,8 @@ def decode_base64url(value: object, what: str) -> bytes:
     if not isinstance(value, str) or not _BASE64URL.fullmatch(value):
         raise Malformed(f"{what} is not base64url")
     try:
-        return b64.b64decode(value)
-    except ValueError:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except binascii.Error:
         raise Malformed(f"{what} is not base64url") from None
 
 
@@ -97,6 +102,9 @@ class FlattenedJWS:
 
     document: dict[str, Any]
     protected: dict[str, Any]
+    payload: bytes
+    """Decoded, not yet to be trusted: ``verify`` returns it once the signature verifies."""
+    signature: bytes
 
     def verify(self, jwk: JWK, what: str = "request") -> bytes:
         """The payload, once the single signature verifies with `jwk` under the protected
@@ -108,14 +116,13 @@ class FlattenedJWS:
         except (errors.Error, KeyError, TypeError):
             raise Malformed(f"{what} names no known algorithm") from None
         message = f"{document['protected']}.{document['payload']}".encode("ascii")
-        signature = decode_base64url(document["signature"], "JWS signature")
         try:
-            valid = alg.verify(jwk.key, message, signature)
+            valid = alg.verify(jwk.key, message, self.signature)
         except (errors.Error, TypeError, ValueError, AttributeError):
             valid = False
         if not valid:
             raise Malformed(f"{what} signature does not verify")
-        return decode_base64url(document["payload"], "JWS payload")
+        return self.payload
 
 
 def parse_flattened(body: bytes | str | dict[str, Any], what: str = "request") -> FlattenedJWS:
@@ -124,15 +131,12 @@ def parse_flattened(body: bytes | str | dict[str, Any], what: str = "request") -
     document = body if isinstance(body, dict) else load_json_object(body, f"{what} body")
     if document.keys() != _FLATTENED_MEMBERS:
         raise Malformed(f"{what} must be a flattened JWS with protected, payload and signature")
-    for name in sorted(_FLATTENED_MEMBERS):
-        decode_base64url(document[name], f"JWS {name}")
-    protected = load_json_object(
-        decode_base64url(document["protected"], "JWS protected"), "header"
-    )
+    decoded = {name: decode_base64url(document[name], f"JWS {name}") for name in _MEMBER_ORDER}
+    protected = load_json_object(decoded["protected"], "header")
     if "crit" in protected:
         # RFC 7515 4.1.11: critical extensions we do not understand (we understand none).
         raise Malformed(f"{what} has critical header extensions")
-    return FlattenedJWS(document, protected)
+    return FlattenedJWS(document, protected, decoded["payload"], decoded["signature"])
 
 
 def _string_member(protected: dict[str, Any], name: str) -> str:

@@ -66,6 +66,18 @@ def test_unknown_forged_and_respelled_nonces_are_refused(clock: FakeClock) -> No
     assert nonces.consume(nonce)
 
 
+def test_a_nonce_spelled_with_its_unused_bits_set_is_refused(clock: FakeClock) -> None:
+    """The same bytes under another last character: a second use of one nonce."""
+    nonces = memory_nonces(clock)
+    nonce = nonces.issue()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    respelled = nonce[:-1] + alphabet[alphabet.index(nonce[-1]) | 3]
+    assert b64.b64decode(respelled) == b64.b64decode(nonce)
+
+    assert nonces.consume(respelled) is False
+    assert nonces.consume(nonce)
+
+
 def test_a_nonce_round_trips_through_base64url(clock: FakeClock) -> None:
     """certbot decodes the Replay-Nonce and encodes it again into the JWS header."""
     nonce = memory_nonces(clock).issue()
