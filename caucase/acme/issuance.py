@@ -21,7 +21,7 @@ from caucase.acme import keys, messages
 from caucase.acme.accounts import Signed
 from caucase.acme.csr import check_finalize_csr
 from caucase.acme.identifiers import Identifier
-from caucase.acme.ordering import Orders, OrderView
+from caucase.acme.ordering import Orders, OrderView, check_owner
 from caucase.acme.orders import check_finalizable
 from caucase.acme.problems import (
     AlreadyRevoked,
@@ -91,8 +91,11 @@ class Issuance:
 
     def certificate_chain(self, signed: Signed, order_id: int) -> bytes:
         """7.4.2: the leaf, then the CAS CA certificate that signed it."""
-        order = self._orders.owned_order(signed.signer, order_id)
-        crt_pem = self._storage.certificate(order.id)
+        found = self._storage.certificate(order_id)
+        if found is None:
+            raise NotFound(f"no order {order_id}")
+        owner, crt_pem = found
+        check_owner(signed.signer, owner)
         if crt_pem is None:
             raise NotFound("the order has no certificate")
         leaf = x509util.load_certificate(crt_pem)

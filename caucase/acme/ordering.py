@@ -172,15 +172,17 @@ class Orders:
         order = self._storage.order(order_id)
         if order is None:
             raise NotFound(f"no order {order_id}")
-        if order.account_id != account.id:
-            raise Unauthorized("this order belongs to another account")
+        check_owner(account, order.account_id)
         return order
 
     def _owned_authz(self, account: AccountRow, authz_id: int) -> AuthzRow:
-        authz = self._storage.authorization(authz_id)
-        if authz is None:
+        found = self._storage.authorization_owner(authz_id)
+        if found is None:
             raise NotFound(f"no authorization {authz_id}")
-        self.owned_order(account, authz.order_id)
+        authz, owner = found
+        if owner is None:
+            raise NotFound(f"no order {authz.order_id}")
+        check_owner(account, owner)
         return authz
 
     def view(self, order: OrderRow, authorizations: Sequence[AuthzRow] | None = None) -> OrderView:
@@ -262,6 +264,12 @@ class Orders:
         """The outcome of a background validation (caucase.acme.validation)."""
         error = None if problem is None else problem.to_json()
         self._storage.finish_challenge(job.challenge_id, job.authz_id, self._timestamp(), error)
+
+
+def check_owner(account: AccountRow, owner_id: int) -> None:
+    """Unauthorized unless `account` is the owner (`owner_id`) of the order asked for."""
+    if owner_id != account.id:
+        raise Unauthorized("this order belongs to another account")
 
 
 def challenge_document(challenge: ChallengeRow, urls: Urls) -> Challenge:

@@ -348,6 +348,17 @@ class AcmeStorage:
         row = self._one(f"SELECT {AUTHZ_COLUMNS} FROM cas_acme_authz WHERE id = ?", (authz_id,))
         return None if row is None else AuthzRow(*row)
 
+    def authorization_owner(self, authz_id: int) -> tuple[AuthzRow, int | None] | None:
+        """An authorization and the account of its order (None if the order is gone), in
+        one query: every request for an authorization checks whose it is."""
+        columns = ", ".join(f"z.{column}" for column in AUTHZ_COLUMNS.split(", "))
+        row = self._one(
+            f"SELECT {columns}, o.account_id FROM cas_acme_authz z "
+            "LEFT JOIN cas_acme_order o ON o.id = z.order_id WHERE z.id = ?",
+            (authz_id,),
+        )
+        return None if row is None else (AuthzRow(*row[:-1]), row[-1])
+
     def challenges(self, authz_ids: Sequence[int]) -> list[ChallengeRow]:
         if not authz_ids:
             return []
@@ -424,10 +435,13 @@ class AcmeStorage:
             )
             return cursor.rowcount == 1
 
-    def certificate(self, order_id: int) -> bytes | None:
-        """The certificate PEM of a valid order."""
-        row = self._one("SELECT crt FROM cas_acme_order WHERE id = ?", (order_id,))
-        return None if row is None or row[0] is None else bytes(row[0])
+    def certificate(self, order_id: int) -> tuple[int, bytes | None] | None:
+        """The account of an order and its certificate PEM (None until it is valid), in
+        one query: a download checks whose order it is."""
+        row = self._one("SELECT account_id, crt FROM cas_acme_order WHERE id = ?", (order_id,))
+        if row is None:
+            return None
+        return int(row[0]), None if row[1] is None else bytes(row[1])
 
     def purge(self, now: int) -> None:
         """Forget orders that can no longer be used: never finalized and expired, or whose
