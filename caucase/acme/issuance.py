@@ -69,6 +69,7 @@ class Issuance:
         check_finalizable(view.status)
         identifiers = [Identifier(kind, value) for kind, value in order.identifiers]
         checked = check_finalize_csr(payload["csr"], identifiers, keys.key_id(signed.request.jwk))
+        self._observer.ready()
         try:
             crt_pem, now = self._cas.sign_for_order(checked.csr, checked.template)
         except CaucaseError as error:

@@ -19,7 +19,7 @@ from caucase.acme.issuance import Issuance
 from caucase.acme.orders import Limits
 from caucase.acme.renewal_info import CertID
 from caucase.acme.service import AcmeSettings
-from caucase.audit import AuditEvent
+from caucase.audit import AuditEvent, AuditLogError
 from caucase.crypto import x509util
 from tests.conftest import FakeClock
 from tests.support.acme_jws import encode, sign
@@ -169,6 +169,28 @@ def test_an_issuance_is_reported_once_its_order_is_committed(
     agent.finalize(order, "a.svc.test")  # refused: nothing more to report
     assert [(item.name, item.fields["authority"]) for item in seen] == [("acme-issued", "cas")]
     assert seen[0].fields["subject"] == "CN=a.svc.test" and crt_id
+
+
+def test_a_finalize_the_audit_log_cannot_record_is_refused_and_the_order_stays_ready(
+    dep: AcmeDeployment, agent: Agent
+) -> None:
+    class Broken:
+        def ready(self) -> None:
+            raise AuditLogError("disk full")
+
+        def notify(self, *items: AuditEvent) -> None:
+            raise AssertionError("nothing may be reported: nothing was issued")
+
+    dep.acme.issuance = Issuance(dep.acme.storage, dep.cas, dep.acme.orders, Broken())
+    order = agent.order("a.svc.test").json()
+    before = dep.state()
+
+    _, refused = agent.finalize(order, "a.svc.test")
+
+    assert refused.status == 503 and refused.header("Retry-After")
+    assert dep.state() == before
+    dep.acme.issuance = Issuance(dep.acme.storage, dep.cas, dep.acme.orders)
+    assert agent.finalize(order, "a.svc.test")[1].status == 200
 
 
 def test_pending_orders_are_capped(dep: AcmeDeployment, agent: Agent) -> None:
