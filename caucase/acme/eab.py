@@ -33,8 +33,13 @@ class Credential:
 
     @classmethod
     def generate(cls) -> Credential:
-        """A new credential; the kid holds no ``:`` (uacme splits KID:KEY there)."""
-        return cls(secrets.token_urlsafe(KID_BYTES), secrets.token_bytes(HMAC_KEY_BYTES))
+        """A new credential; the kid holds no ``:`` (uacme splits KID:KEY there), and
+        neither it nor the encoded key starts with ``-``, which certbot's and other clients'
+        option parsers would take for an option (one credential in 32 otherwise)."""
+        while True:
+            credential = cls(secrets.token_urlsafe(KID_BYTES), secrets.token_bytes(HMAC_KEY_BYTES))
+            if not credential.kid.startswith("-") and not credential.encoded_key.startswith("-"):
+                return credential
 
     @property
     def encoded_key(self) -> str:
