@@ -16,7 +16,14 @@ from cryptography import x509
 from caucase import exceptions
 from caucase.crypto import x509util
 from caucase.storage import inventory, renewal
-from caucase.storage.engine import Connection, Engine, IntegrityError, open_database
+from caucase.storage.engine import (
+    Connection,
+    Engine,
+    IntegrityError,
+    Statement,
+    execute_together,
+    open_database,
+)
 from caucase.storage.revocations import CRL_LAST_UPDATE, CRL_NUMBER, RevocationRows
 from caucase.storage.rows import as_bytes, as_text
 from caucase.storage.schema import (
@@ -192,56 +199,61 @@ class Storage(RevocationRows):
 
         One transaction instead of two per auto-signed request. Returns (id, counter value or
         None, whether `crt_pem` was stored)."""
-        table = self._table("crt")
         csr_blob = bytes(csr_pem)
-        entry, listed = (None, None) if crt_pem is None else _index_entries(crt_pem, "auto")
-        # The lock keeps the quota exact and identical CSRs deduplicated across nodes.
+        stored = [] if crt_pem is None else self._certificate_statements(crt_pem, now, "auto")
+        # The lock keeps the quota exact and identical CSRs deduplicated across nodes; under
+        # it, the counter read here is the one the increment below moves.
         with self._transaction("csr") as tx:
-            existing = self._find_csr(tx, csr_blob, key_id)
+            existing, pending, received = self._csr_state(tx, csr_blob, key_id)
             if existing is not None:
                 return existing, None, False
             counter_value: int | None = None
+            statements: list[Statement] = []
             if not override_limits:
-                (pending,) = tx.execute(
-                    f"SELECT COUNT(*) FROM {table} WHERE crt IS NULL"
-                ).fetchone()
                 if pending >= self._max_csr_amount:
                     raise exceptions.NoStorage("Too many pending CSRs")
-                counter_value = self._increment_counter(tx, RECEIVED_CSR)
-            tx.execute(f"DELETE FROM {table} WHERE expiration_date < ?", (now,))
-            csr_id = self._insert_csr_row(tx, csr_blob, key_id)
-            signed = (
-                crt_pem is not None
-                and counter_value is not None
-                and counter_value <= auto_sign_limit
-            )
-            if signed:
-                self._attach_certificate(tx, csr_id, bytes(crt_pem or b""), now, entry, listed)
-        return csr_id, counter_value, signed
+                counter_value = received + 1
+                statements.append(self._counter_increment(RECEIVED_CSR))
+            statements.append(self._purge_statement(now))
+            signed_crt = None
+            if crt_pem is not None and 0 < (counter_value or 0) <= auto_sign_limit:
+                signed_crt = bytes(crt_pem)
+                statements += stored
+            csr_id = self._insert_row(tx, csr_blob, key_id, statements, signed_crt, now)
+        return csr_id, counter_value, signed_crt is not None
 
     def append_signed(self, csr_pem: bytes, key_id: str, now: int, crt_pem: bytes) -> int:
         """A CSR and its certificate, signed beforehand, as a new row in one transaction:
         no pending quota, no auto-sign counter, and never merged with an identical CSR (an
         ACME client reusing its key sends the same CSR again, and gets a new certificate)."""
-        entry, listed = _index_entries(crt_pem, "acme")
+        statements = [
+            self._purge_statement(now),
+            *self._certificate_statements(crt_pem, now, "acme"),
+        ]
         with self._transaction() as tx:
-            tx.execute(f"DELETE FROM {self._table('crt')} WHERE expiration_date < ?", (now,))
-            csr_id = self._insert_csr_row(tx, bytes(csr_pem), key_id)
-            self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry, listed)
-        return csr_id
+            return self._insert_row(tx, bytes(csr_pem), key_id, statements, bytes(crt_pem), now)
 
-    def _find_csr(self, tx: Connection, csr_blob: bytes, key_id: str) -> int | None:
-        """Id of a byte-identical stored CSR. Identical CSRs have the same key id, so the
-        key_id index narrows the search (rows without a key id are checked too)."""
+    def _csr_state(
+        self, tx: Connection, csr_blob: bytes, key_id: str
+    ) -> tuple[int | None, int, int]:
+        """In one query: the id of a byte-identical stored CSR (or None), the number of
+        pending CSRs and the received_csr counter. Identical CSRs have the same key id, so
+        the key_id index narrows the search (rows without a key id are checked too)."""
+        table = self._table("crt")
         key_match, values = self._key_id_match(key_id)
         # CAST: in SQLite a TEXT value never equals a BLOB one, and older rows may be TEXT.
         csr = "csr" if self._database.strict_types else "CAST(csr AS BLOB)"
-        row = tx.execute(
-            f"SELECT id FROM {self._table('crt')} "
-            f"WHERE ({key_match} OR key_id IS NULL) AND {csr} = ?",
-            (*values, csr_blob),
+        existing, pending, received = tx.execute(
+            f"SELECT (SELECT id FROM {table} WHERE ({key_match} OR key_id IS NULL) "
+            f"AND {csr} = ? LIMIT 1), (SELECT COUNT(*) FROM {table} WHERE crt IS NULL), "
+            f"(SELECT value FROM {self._table('counter')} WHERE name = ?)",
+            (*values, csr_blob, RECEIVED_CSR),
         ).fetchone()
-        return None if row is None else int(row[0])
+        return (
+            None if existing is None else int(existing),
+            int(pending),
+            int(received or 0),
+        )
 
     def _key_id_match(self, key_id: str) -> tuple[str, tuple[object, ...]]:
         """The condition matching a key id, and its values: we store it as bytes (as the
@@ -250,23 +262,39 @@ class Storage(RevocationRows):
             return "key_id = ?", (key_id.encode("ascii"),)
         return "key_id IN (?, ?)", (key_id.encode("ascii"), key_id)
 
-    def _insert_csr_row(self, tx: Connection, csr_blob: bytes, key_id: str) -> int:
-        """Insert under a fresh random 63-bit id (another one on the rare clash); any other
-        constraint error can only be the key id."""
+    def _purge_statement(self, now: int) -> Statement:
+        """What removes the signed rows whose keep time is over."""
+        return f"DELETE FROM {self._table('crt')} WHERE expiration_date < ?", (now,)
+
+    def _insert_row(
+        self,
+        tx: Connection,
+        csr_blob: bytes,
+        key_id: str,
+        statements: list[Statement],
+        crt_blob: bytes | None,
+        now: int,
+    ) -> int:
+        """Insert a row, signed with `crt_blob` unless None, under a fresh random 63-bit id
+        (another one on the rare clash), sent together with `statements` (one round trip on
+        PostgreSQL). Any constraint error can only be the key id."""
+        expiration_date = None if crt_blob is None else int(now + self._crt_keep_time)
         while True:
             csr_id = secrets.randbits(63)
+            insert = (
+                f"INSERT INTO {self._table('crt')} (id, key_id, csr, crt, expiration_date) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (csr_id, key_id.encode("ascii"), csr_blob, crt_blob, expiration_date),
+            )
             try:
-                cursor = tx.execute(
-                    f"INSERT INTO {self._table('crt')} (id, key_id, csr) VALUES (?, ?, ?) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    (csr_id, key_id.encode("ascii"), csr_blob),
-                )
+                cursors = execute_together(tx, [*statements, insert])
             except IntegrityError as error:
                 raise exceptions.KeyAlreadyUsed(
                     "A certificate or request already exists for this public key"
                 ) from error
-            if cursor.rowcount == 1:
+            if cursors[-1].rowcount == 1:
                 return csr_id
+            statements = []
 
     def get_csr(self, csr_id: int) -> bytes:
         """NotFound if unknown."""
@@ -296,33 +324,27 @@ class Storage(RevocationRows):
     ) -> None:
         """Attach a certificate to a pending row, listed as approved `approval` (one of
         inventory.APPROVALS); NotFound unless pending."""
-        entry, listed = _index_entries(crt_pem, approval)
-        with self._transaction() as tx:
-            self._attach_certificate(tx, csr_id, bytes(crt_pem), now, entry, listed)
-
-    def _attach_certificate(
-        self,
-        tx: Connection,
-        csr_id: int,
-        crt_blob: bytes,
-        now: int,
-        entry: renewal.IndexEntry | None,
-        listed: inventory.InventoryEntry | None,
-    ) -> None:
-        """Store the certificate of a pending row, its renewal index and inventory entries
-        (parsed beforehand: nothing but SQL runs in the shared transaction)."""
-        cursor = tx.execute(
+        update = (
             f"UPDATE {self._table('crt')} SET crt = ?, expiration_date = ? "
             "WHERE id = ? AND crt IS NULL",
-            (crt_blob, int(now + self._crt_keep_time), csr_id),
+            (bytes(crt_pem), int(now + self._crt_keep_time), csr_id),
         )
-        if cursor.rowcount != 1:
-            raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
-        renewal.purge_expired(tx, self._prefix, now)
+        statements = [update, *self._certificate_statements(crt_pem, now, approval)]
+        with self._transaction() as tx:
+            if execute_together(tx, statements)[0].rowcount != 1:
+                raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
+
+    def _certificate_statements(self, crt_pem: bytes, now: int, approval: str) -> list[Statement]:
+        """What stores a certificate's renewal index and inventory entries, and purges
+        expired index entries. The certificate is parsed here: call it before opening the
+        transaction, where nothing but SQL should run."""
+        entry, listed = _index_entries(crt_pem, approval)
+        statements = [renewal.purge_statement(self._prefix, now)]
         if entry is not None:
-            entry.insert(tx, self._prefix)
+            statements.append(entry.insert_statement(self._prefix))
         if listed is not None:
-            listed.insert(tx, self._prefix)
+            statements.append(listed.insert_statement(self._prefix))
+        return statements
 
     @property
     def renewal_index(self) -> renewal.RenewalIndex:

@@ -17,7 +17,9 @@ caucased). A storage module is written once, in the portable SQL below, and runs
 - a check-then-write that must stay true across caucased nodes names a ``lock`` for its
   transaction (serialised across the cluster on PostgreSQL; SQLite has one writer anyway);
 - a constraint violation raises ``IntegrityError`` and, on PostgreSQL, ends the transaction:
-  leave the block on it (raise), or use ON CONFLICT for a conflict that is expected.
+  leave the block on it (raise), or use ON CONFLICT for a conflict that is expected;
+- statements that do not wait on each other's results go through ``execute_together``,
+  which PostgreSQL sends in one round trip (what a transaction holding a lock is worth).
 
 ``shared`` tells whether other processes may write the database meanwhile: in-memory caches
 above this layer must then check the database (a generation read) before trusting
@@ -38,6 +40,8 @@ from caucase.storage.copy import Source
 # The PostgreSQL engine raises a subclass of it.
 IntegrityError = sqlite3.IntegrityError
 URL_SCHEMES = ("postgresql://", "postgres://")
+# One statement and its parameters.
+Statement = tuple[str, Sequence[Any]]
 
 
 class Cursor(Protocol):
@@ -59,6 +63,16 @@ class Connection(Protocol):
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
+
+
+def execute_together(connection: Connection, statements: Sequence[Statement]) -> list[Cursor]:
+    """Run `statements` in order, and return their cursors. A connection that can send them
+    in one round trip (PostgreSQL's pipeline mode: ``execute_pipelined``) does; an error of
+    any of them is then raised once all were sent, and the transaction is over."""
+    pipelined = getattr(connection, "execute_pipelined", None)
+    if pipelined is not None:
+        return list(pipelined(statements))
+    return [connection.execute(sql, parameters) for sql, parameters in statements]
 
 
 class Engine(Protocol):
@@ -168,8 +182,10 @@ __all__ = [
     "Cursor",
     "Engine",
     "IntegrityError",
+    "Statement",
     "create_database",
     "describe",
+    "execute_together",
     "exists",
     "is_url",
     "open_database",

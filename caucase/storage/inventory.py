@@ -25,7 +25,7 @@ from cryptography import x509
 
 from caucase.crypto import keys
 from caucase.exceptions import UnsupportedKey
-from caucase.storage.engine import Connection, Engine
+from caucase.storage.engine import Connection, Engine, Statement
 from caucase.storage.rows import as_bytes
 
 SUFFIX = "_inventory"
@@ -136,10 +136,10 @@ class InventoryEntry:
             approval,
         )
 
-    def insert(self, tx: Connection, prefix: str) -> None:
-        """Add the entry (in the transaction storing its certificate); an entry already
-        there (the same certificate indexed at open) is kept."""
-        tx.execute(
+    def insert_statement(self, prefix: str) -> Statement:
+        """What adds the entry (in the transaction storing its certificate); an entry
+        already there (the same certificate indexed at open) is kept."""
+        return (
             f"INSERT INTO {table_name(prefix)} (serial, not_before, not_after, subject, sans, "
             "key_type, approval) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (serial) DO NOTHING",
             (
@@ -168,7 +168,7 @@ def create_table(database: Engine, tx: Connection, prefix: str, crt_table: str) 
     for (crt,) in rows:
         entry = InventoryEntry.of(as_bytes(crt), UNKNOWN)
         if entry is not None:
-            entry.insert(tx, prefix)
+            tx.execute(*entry.insert_statement(prefix))
 
 
 def mark_revoked(tx: Connection, prefix: str, serial: int, revocation_date: int) -> None:

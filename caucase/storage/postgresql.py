@@ -30,6 +30,7 @@ from typing import Any
 from caucase.exceptions import CaucaseError, StorageError
 from caucase.storage import postgresql_sql
 from caucase.storage.copy import SchemaEntry, Source, load_into_sqlite
+from caucase.storage.engine import Statement
 
 try:
     import psycopg
@@ -153,6 +154,20 @@ class PostgresConnection:
         except psycopg.errors.IntegrityError as error:
             raise PostgresIntegrityError(str(error)) from error
         return _Cursor(cursor)
+
+    def execute_pipelined(self, statements: Sequence[Statement]) -> list[_Cursor]:
+        """Send every statement before reading any result: one round trip (no schema change
+        among them). See caucase.storage.engine.execute_together."""
+        cursors = []
+        try:
+            with self.raw.pipeline():
+                for sql, parameters in statements:
+                    cursor = self.raw.cursor()
+                    cursor.execute(postgresql_sql.placeholders(sql), _parameters(parameters))
+                    cursors.append(_Cursor(cursor))
+        except psycopg.errors.IntegrityError as error:
+            raise PostgresIntegrityError(str(error)) from error
+        return cursors
 
     def _run(self, sql: str, parameters: Sequence[Any] = ()) -> _Cursor:
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from caucase.crypto import x509util
-from caucase.storage.engine import Connection, Engine
+from caucase.storage.engine import Connection, Engine, Statement
 
 SUFFIX = "_renewal"
 _COLUMNS = (
@@ -93,7 +93,7 @@ def create_table(database: Engine, tx: Connection, prefix: str, crt_table: str) 
         for (crt,) in rows:
             entry = IndexEntry.of(crt if isinstance(crt, bytes) else str(crt).encode())
             if entry is not None:
-                entry.insert(tx, prefix)
+                tx.execute(*entry.insert_statement(prefix))
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,9 @@ class IndexEntry:
             int(certificate.not_valid_after_utc.timestamp()),
         )
 
-    def insert(self, tx: Connection, prefix: str) -> None:
-        """Add the entry (in the transaction storing its certificate)."""
-        tx.execute(
+    def insert_statement(self, prefix: str) -> Statement:
+        """What adds the entry (in the transaction storing its certificate)."""
+        return (
             f"INSERT INTO {table_name(prefix)} "
             "(serial, authority_key_id, not_before, not_after) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (serial, authority_key_id) DO NOTHING",
@@ -139,9 +139,9 @@ class IndexEntry:
         )
 
 
-def purge_expired(tx: Connection, prefix: str, now: int) -> None:
-    """Forget the certificates that expired: nobody renews them any more."""
-    tx.execute(f"DELETE FROM {table_name(prefix)} WHERE not_after < ?", (now,))
+def purge_statement(prefix: str, now: int) -> Statement:
+    """What forgets the certificates that expired: nobody renews them any more."""
+    return f"DELETE FROM {table_name(prefix)} WHERE not_after < ?", (now,)
 
 
 class RenewalIndex:

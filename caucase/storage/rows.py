@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Union
 
-from caucase.storage.engine import Connection, Engine
+from caucase.storage.engine import Connection, Engine, Statement
 
 Cell = Union[str, bytes, int, None]
 
@@ -97,13 +97,17 @@ class TableRows:
         return rows
 
     def _increment_counter(self, tx: Connection, name: str) -> int:
+        (value,) = tx.execute(*self._counter_increment(name)).fetchone()
+        return int(value)
+
+    def _counter_increment(self, name: str) -> Statement:
+        """What adds one to a counter (starting it at 1), returning the new value."""
         table = self._table("counter")
-        (value,) = tx.execute(
+        return (
             f"INSERT INTO {table} (name, value) VALUES (?, 1) "
             f"ON CONFLICT(name) DO UPDATE SET value = {table}.value + 1 RETURNING value",
             (name,),
-        ).fetchone()
-        return int(value)
+        )
 
     def _set_config(self, tx: Connection, name: str, value: str) -> None:
         tx.execute(
