@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from caucase import exceptions
 from caucase.ca import CertificateAuthority
 from caucase.crypto import x509util
 from caucase.storage import Engine, Storage, open_database, restore_database
@@ -86,6 +87,25 @@ def test_every_way_of_issuing_is_listed_with_its_approval(
     assert [entry.revoked_at for serial, entry in entries.items() if serial != user_serial] == [
         None
     ] * 3
+    storage.close()
+
+
+def test_a_certificate_refused_for_a_signed_row_leaves_no_entry(
+    db_location: str, clock: FakeClock, keys: list[rsa.RSAPrivateKey]
+) -> None:
+    # The row update and the index entries go to the database together: the entries of a
+    # certificate the row refuses (it is signed already) must go with the refusal.
+    storage = Storage(db_location, "cas")
+    ca = CertificateAuthority(storage, CA_SUBJECT, 2048, CRT_LIFE, clock=clock)
+    csr_id = ca.append_csr(make_csr(keys[0], "first"))
+    ca.create_certificate(csr_id)
+    order_csr = x509util.load_certificate_request(make_csr(keys[1], "second"))
+    second_pem, now = ca.sign_for_order(order_csr, order_csr)
+
+    with pytest.raises(exceptions.NotFound):
+        storage.store_certificate(csr_id, second_pem, int(now.timestamp()), "user")
+
+    assert [entry.subject for entry in listing(ca)] == ["CN=first"]
     storage.close()
 
 
