@@ -216,7 +216,11 @@ class Storage(RevocationRows):
                 statements.append(self._counter_increment(RECEIVED_CSR))
             statements.append(self._purge_statement(now))
             signed_crt = None
-            if crt_pem is not None and 0 < (counter_value or 0) <= auto_sign_limit:
+            if (
+                crt_pem is not None
+                and counter_value is not None
+                and counter_value <= auto_sign_limit
+            ):
                 signed_crt = bytes(crt_pem)
                 statements += stored
             csr_id = self._insert_row(tx, csr_blob, key_id, statements, signed_crt, now)

@@ -19,7 +19,8 @@ caucased). A storage module is written once, in the portable SQL below, and runs
 - a constraint violation raises ``IntegrityError`` and, on PostgreSQL, ends the transaction:
   leave the block on it (raise), or use ON CONFLICT for a conflict that is expected;
 - statements that do not wait on each other's results go through ``execute_together``,
-  which PostgreSQL sends in one round trip (what a transaction holding a lock is worth).
+  which PostgreSQL sends in one round trip (what counts most in a transaction holding a
+  lock).
 
 ``shared`` tells whether other processes may write the database meanwhile: in-memory caches
 above this layer must then check the database (a generation read) before trusting
