@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from caucase.exceptions import StorageError
-from caucase.storage.group_commit import GroupCommitter
+from caucase.storage.group_commit import GroupCommitter, SQLiteDialect
 from tests.support.wait import poll
 
 JOIN_TIMEOUT = 30.0
+Committer = GroupCommitter[sqlite3.Connection]
 
 
 class WriterFailure(Exception):
@@ -112,8 +113,8 @@ def connector(db_path: str, faults: Faults) -> Connector:
 
 
 @pytest.fixture
-def committer(connector: Connector) -> Iterator[GroupCommitter]:
-    committer = GroupCommitter(connector)
+def committer(connector: Connector) -> Iterator[Committer]:
+    committer = GroupCommitter(connector, SQLiteDialect())
     yield committer
     committer.close()
     assert connector.live == 0
@@ -127,7 +128,7 @@ def rows(db_path: str) -> set[str]:
         connection.close()
 
 
-def write(committer: GroupCommitter, name: str, fail: bool = False) -> None:
+def write(committer: Committer, name: str, fail: bool = False) -> None:
     with committer.transaction() as connection:
         connection.execute("INSERT INTO t VALUES (?)", (name,))
         if fail:
@@ -135,7 +136,7 @@ def write(committer: GroupCommitter, name: str, fail: bool = False) -> None:
 
 
 class Writer(threading.Thread):
-    def __init__(self, committer: GroupCommitter, name: str, fail: bool = False) -> None:
+    def __init__(self, committer: Committer, name: str, fail: bool = False) -> None:
         super().__init__(name=name, daemon=True)
         self.committer = committer
         self.fail = fail
@@ -150,7 +151,7 @@ class Writer(threading.Thread):
 
 
 def run_batch(
-    committer: GroupCommitter, faults: Faults, failing_writer: str | None = None
+    committer: Committer, faults: Faults, failing_writer: str | None = None
 ) -> dict[str, BaseException | str | None]:
     """Writer `a` commits alone, its COMMIT held until b, c and d queue behind it; they
     form the next batch, where the planned faults strike. Returns each writer's outcome
@@ -174,7 +175,7 @@ def run_batch(
 
 
 def check_consistent(
-    outcomes: dict[str, BaseException | str | None], db_path: str, committer: GroupCommitter
+    outcomes: dict[str, BaseException | str | None], db_path: str, committer: Committer
 ) -> None:
     """Acknowledged writers are in the file, failed ones are not; every failure is a
     StorageError or the writer's own error; the committer still works."""
@@ -190,7 +191,7 @@ def check_consistent(
 
 
 def test_a_batch_of_several_writers_commits_once(
-    committer: GroupCommitter, faults: Faults, db_path: str
+    committer: Committer, faults: Faults, db_path: str
 ) -> None:
     outcomes = run_batch(committer, faults)
     assert outcomes == dict.fromkeys("abcd")
@@ -224,7 +225,7 @@ ALL = "bcd"
     ],
 )
 def test_every_failure_ends_every_writer(
-    committer: GroupCommitter,
+    committer: Committer,
     faults: Faults,
     db_path: str,
     denied: list[tuple[str, str | None]],
@@ -248,7 +249,7 @@ def test_every_failure_ends_every_writer(
 
 
 def test_a_writer_failure_undoes_that_writer_only(
-    committer: GroupCommitter, faults: Faults, db_path: str
+    committer: Committer, faults: Faults, db_path: str
 ) -> None:
     outcomes = run_batch(committer, faults, failing_writer="c")
     assert isinstance(outcomes.pop("c"), WriterFailure)
@@ -257,7 +258,7 @@ def test_a_writer_failure_undoes_that_writer_only(
 
 
 def test_close_refuses_new_writers_and_closes_the_connection(
-    committer: GroupCommitter, connector: Connector
+    committer: Committer, connector: Connector
 ) -> None:
     write(committer, "before")
     assert connector.live == 1
@@ -268,7 +269,7 @@ def test_close_refuses_new_writers_and_closes_the_connection(
 
 
 def test_close_during_a_commit_lets_the_batch_finish(
-    committer: GroupCommitter, faults: Faults, connector: Connector, db_path: str
+    committer: Committer, faults: Faults, connector: Connector, db_path: str
 ) -> None:
     faults.holding = True
     writer = Writer(committer, "a")
@@ -284,7 +285,7 @@ def test_close_during_a_commit_lets_the_batch_finish(
 
 
 def test_write_soon_rides_the_batch_of_a_waiting_writer(
-    committer: GroupCommitter, faults: Faults, db_path: str
+    committer: Committer, faults: Faults, db_path: str
 ) -> None:
     statement = "INSERT INTO t VALUES (?)"
     assert not committer.write_soon(statement, ("idle",))  # no batch is sure to come
@@ -306,7 +307,7 @@ def test_write_soon_rides_the_batch_of_a_waiting_writer(
 
 
 def test_a_failing_deferred_statement_spares_the_batch(
-    committer: GroupCommitter, faults: Faults, db_path: str
+    committer: Committer, faults: Faults, db_path: str
 ) -> None:
     write(committer, "taken")
     faults.holding = True

@@ -6,10 +6,11 @@ One interface (``engine``), two engines: SQLite, a file (the default), and Postg
 - ``engine``: the interface (connections, locks, portable SQL rules), and which engine a
   --db value names.
 - ``database``: the SQLite engine, owner of one database file (read pool, group committer,
-  lock); ``connection``: its connection settings and read pool; ``group_commit``: its
-  concurrent writers sharing one synchronous commit.
+  lock); ``connection``: its connection settings and read pool; ``group_commit``:
+  concurrent writers sharing one durable commit (on either engine).
 - ``postgresql``: the PostgreSQL engine (pool, advisory locks, schema catalog, dumps);
-  ``postgresql_sql``: portable SQL rewritten for it.
+  ``postgresql_sql``: portable SQL rewritten for it; ``postgresql_batch``: its writers of
+  one lock sharing a transaction.
 - ``authority``: the tables of one CA instance (the reference's schema); ``rows``: what its
   table sets share; ``revocations``: its revocations, CRL numbers and issued CRLs.
 - ``renewal``: the renewal index of each CA (certificates by certID, windows operators

@@ -28,7 +28,7 @@ from caucase.exceptions import CaucaseError, StorageError
 from caucase.storage.connection import ConnectionPool, connect, create_private_file
 from caucase.storage.copy import SQLiteSource
 from caucase.storage.engine import Connection
-from caucase.storage.group_commit import GroupCommitter
+from caucase.storage.group_commit import GroupCommitter, SQLiteDialect
 
 SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
 
@@ -144,7 +144,7 @@ class Database:
             raise StorageError(f"cannot open database {path!r}: {error.strerror}") from None
         self._connections = _Connections(path, lock_fd)
         self._pool = ConnectionPool(self._connections)
-        self._committer = GroupCommitter(self._connections)
+        self._committer = GroupCommitter(self._connections, SQLiteDialect())
         # An owner dropped without close() still closes everything (sqlite3 connections
         # sit in reference cycles: left to themselves they wait for the cyclic GC).
         self._close = weakref.finalize(
@@ -300,7 +300,9 @@ class Database:
             _remove_files(self.path)
 
 
-def _close_all(committer: GroupCommitter, pool: ConnectionPool, connections: _Connections) -> None:
+def _close_all(
+    committer: GroupCommitter[sqlite3.Connection], pool: ConnectionPool, connections: _Connections
+) -> None:
     committer.close()
     pool.close()
     connections.close()

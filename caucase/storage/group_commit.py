@@ -1,8 +1,8 @@
-"""Group commit: concurrent writers of one SQLite file share transactions (issue 7).
+"""Group commit: concurrent writers of one database share transactions (issue 7).
 
-Each writer's statements run inside a SAVEPOINT of the file's open transaction, on one
+Each writer's statements run inside a SAVEPOINT of the batch's open transaction, on one
 shared connection, one writer at a time. The last writer of a batch commits it (one
-synchronous=FULL commit for the whole batch) while new writers queue for the next batch;
+durable commit, one fsync, for the whole batch) while new writers queue for the next batch;
 every writer returns only once the commit covering its statements succeeded, so nothing
 is acknowledged before it is durable. A writer whose statements fail is rolled back to
 its savepoint alone.
@@ -11,6 +11,11 @@ Any other failure (BEGIN, SAVEPOINT, ROLLBACK TO, RELEASE, COMMIT, ROLLBACK) abo
 batch: it is rolled back, or its connection closed when even that fails, and every writer
 in it gets a StorageError; the next batch starts on a sound connection. No failure leaves
 a batch open with writers waiting on it.
+
+What differs between engines is a `Dialect`: how a batch begins (SQLite's BEGIN IMMEDIATE;
+on PostgreSQL, BEGIN and the advisory lock every writer of the batch names), which errors
+the driver raises, and whether a writer's failed statement ended its savepoint's work only
+(PostgreSQL: the batch goes on once rolled back to it) or the whole transaction (SQLite).
 """
 
 from __future__ import annotations
@@ -19,22 +24,77 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
+from typing import Any, Generic, Protocol, TypeVar
 
 from caucase.exceptions import StorageError
-from caucase.storage.connection import Connector
 
 KEPT_FAILURES = 64
 # Bound of the statements left to the next batch (write_soon); past it, callers write.
 MAX_DEFERRED = 1024
 
 
-class GroupCommitter:
-    """Write transactions of one database file within this process."""
+class BatchConnection(Protocol):
+    """What the committer does with a connection (sqlite3's, or the PostgreSQL engine's)."""
 
-    def __init__(self, connector: Connector) -> None:
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+
+C = TypeVar("C", bound=BatchConnection)
+C_contra = TypeVar("C_contra", bound=BatchConnection, contravariant=True)
+
+
+class BatchConnector(Protocol[C]):
+    """Where the committer gets its connection, and gives it back to be closed."""
+
+    def open_connection(self) -> C: ...
+
+    def close_connection(self, connection: C) -> None: ...
+
+
+class Dialect(Protocol[C_contra]):
+    """How batches begin and fail on one engine."""
+
+    errors: tuple[type[Exception], ...]
+
+    def begin(self, connection: C_contra) -> None:
+        """Open the batch's transaction, taking what serialises it against other writers."""
+
+    def usable(self, connection: C_contra) -> bool:
+        """The connection can open the next batch (open, outside any transaction)."""
+
+    def statement_failed(self, connection: C_contra) -> bool:
+        """A statement of the writer that just left failed, so its work is void although it
+        returned normally; its savepoint is rolled back and it alone fails."""
+
+
+class SQLiteDialect:
+    """SQLite: BEGIN IMMEDIATE takes the file's write lock up front."""
+
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def begin(self, connection: sqlite3.Connection) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+
+    def usable(self, connection: sqlite3.Connection) -> bool:
+        return not connection.in_transaction
+
+    def statement_failed(self, connection: sqlite3.Connection) -> bool:
+        """Never: a failed statement leaves SQLite's transaction as it was, or ends it."""
+        return False
+
+
+class GroupCommitter(Generic[C]):
+    """Write transactions of one database within this process."""
+
+    def __init__(self, connector: BatchConnector[C], dialect: Dialect[C]) -> None:
         self._connector = connector
+        self._dialect = dialect
+        self._errors = dialect.errors
         self._condition = threading.Condition(threading.Lock())
-        self._connection: sqlite3.Connection | None = None
+        self._connection: C | None = None
         self._local = threading.local()
         self._open_batch = 0
         self._last_batch = 0
@@ -61,16 +121,17 @@ class GroupCommitter:
             return True
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[C]:
         """Statements of one writer; returns once they are committed, raises otherwise
         (the writer's own error, or StorageError when its batch failed).
 
         A nested use by the same writer joins its transaction."""
-        joined: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        joined: C | None = getattr(self._local, "connection", None)
         if joined is not None:
             yield joined
             return
         failure: BaseException | None = None
+        void: str | None = None
         with self._condition:
             self._queued += 1
             try:
@@ -86,17 +147,17 @@ class GroupCommitter:
                 failure = error
                 self._undo_writer(connection, batch, error)
             else:
-                self._release_writer(connection, batch)
+                void = self._release_writer(connection, batch)
             finally:
                 self._local.connection = None
             self._finish(batch)
-            lost = self._failures.get(batch)
+            lost = self._failures.get(batch) or void
         if failure is not None:
             raise failure
         if lost is not None:
             raise StorageError(lost)
 
-    def _join_batch(self) -> tuple[sqlite3.Connection, int]:
+    def _join_batch(self) -> tuple[C, int]:
         """The open batch, or a new one, with this writer's savepoint taken."""
         if self._closed:
             self._commit_unjoined_batch()
@@ -104,8 +165,8 @@ class GroupCommitter:
         if not self._open_batch:
             try:
                 connection = self._sound_connection()
-                connection.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as error:
+                self._dialect.begin(connection)
+            except self._errors as error:
                 self._discard_connection()
                 raise StorageError(f"cannot start a write transaction: {error}") from error
             self._last_batch += 1
@@ -115,12 +176,12 @@ class GroupCommitter:
         connection = self._shared_connection()
         try:
             connection.execute("SAVEPOINT writer")
-        except sqlite3.Error as error:
+        except self._errors as error:
             self._abort(batch, f"transaction aborted, nothing written: {error}")
             raise StorageError(f"transaction aborted, nothing written: {error}") from error
         return connection, batch
 
-    def _run_deferred(self, connection: sqlite3.Connection) -> None:
+    def _run_deferred(self, connection: C) -> None:
         """The statements left by write_soon, first in the new batch, undone together if
         one fails (the writers of the batch go on)."""
         deferred, self._deferred = self._deferred, []
@@ -131,18 +192,18 @@ class GroupCommitter:
             for statement, parameters in deferred:
                 connection.execute(statement, parameters)
             connection.execute("RELEASE deferred")
-        except sqlite3.Error:
-            with contextlib.suppress(sqlite3.Error):
+        except self._errors:
+            with contextlib.suppress(*self._errors):
                 connection.execute("ROLLBACK TO deferred")
                 connection.execute("RELEASE deferred")
 
-    def _shared_connection(self) -> sqlite3.Connection:
+    def _shared_connection(self) -> C:
         assert self._connection is not None
         return self._connection
 
-    def _sound_connection(self) -> sqlite3.Connection:
+    def _sound_connection(self) -> C:
         """The shared connection, outside any transaction: a fresh one if needed."""
-        if self._connection is not None and self._connection.in_transaction:
+        if self._connection is not None and not self._dialect.usable(self._connection):
             self._discard_connection()
         if self._connection is None:
             self._connection = self._connector.open_connection()
@@ -153,30 +214,36 @@ class GroupCommitter:
         if self._open_batch and self._queued == 0 and not self._committing:
             self._commit(self._open_batch)
 
-    def _undo_writer(
-        self, connection: sqlite3.Connection, batch: int, error: BaseException
-    ) -> None:
-        """Roll back this writer's statements only; if that fails, or SQLite dropped the
-        whole transaction, the batch fails for every writer in it."""
+    def _undo_writer(self, connection: C, batch: int, error: BaseException) -> None:
+        """Roll back this writer's statements only; if that fails, or the database dropped
+        the whole transaction, the batch fails for every writer in it."""
         try:
             if connection.in_transaction:
                 connection.execute("ROLLBACK TO writer")
                 connection.execute("RELEASE writer")
                 return
             reason = f"transaction aborted, nothing written: {error}"
-        except sqlite3.Error as undo_error:
+        except self._errors as undo_error:
             reason = f"transaction aborted, nothing written: {undo_error}"
         self._abort(batch, reason)
 
-    def _release_writer(self, connection: sqlite3.Connection, batch: int) -> None:
+    def _release_writer(self, connection: C, batch: int) -> str | None:
+        """Keep this writer's statements in the batch; return why they are void instead
+        when one of them failed (the batch goes on without them)."""
         try:
-            if connection.in_transaction:
+            if not connection.in_transaction:
+                reason = "transaction aborted by the database, nothing written"
+            elif self._dialect.statement_failed(connection):
+                connection.execute("ROLLBACK TO writer")
                 connection.execute("RELEASE writer")
-                return
-            reason = "transaction aborted by SQLite, nothing written"
-        except sqlite3.Error as error:
+                return "transaction aborted by a failed statement, nothing written"
+            else:
+                connection.execute("RELEASE writer")
+                return None
+        except self._errors as error:
             reason = f"transaction aborted, nothing written: {error}"
         self._abort(batch, reason)
+        return None
 
     def _finish(self, batch: int) -> None:
         """Commit the batch if no writer waits to join it, else wait for its commit."""
@@ -194,7 +261,7 @@ class GroupCommitter:
         try:
             connection.execute("COMMIT")
             failure = None
-        except sqlite3.Error as error:
+        except self._errors as error:
             failure = f"commit failed, nothing written: {error}"
         finally:
             self._condition.acquire()
@@ -212,7 +279,7 @@ class GroupCommitter:
         try:
             if connection is not None and connection.in_transaction:
                 connection.execute("ROLLBACK")
-        except sqlite3.Error:
+        except self._errors:
             self._discard_connection()
         self._end_batch(batch, reason)
 

@@ -4,8 +4,9 @@ Through psycopg 3 (the ``caucase[postgresql]`` extra), with libpq's URL, environ
 ``.pgpass`` handling. Connections are pooled per process, in autocommit mode; a write is one
 explicit transaction (READ COMMITTED) whose `lock`, when named, is a transaction-level
 advisory lock: the check-then-write invariants (one new CA per rollover, exact pending
-quotas, one CRL per number, one backup per period) hold however many nodes race. PostgreSQL
-commits concurrent transactions together by itself: no group committer here.
+quotas, one CRL per number, one backup per period) hold however many nodes race. The
+writers of one lock on this node share a transaction (caucase.storage.postgresql_batch), so
+that the lock is held for one commit per batch, not per writer.
 
 Storage modules speak portable SQL (caucase.storage.engine); the connections lent here
 rewrite it (caucase.storage.postgresql_sql). Every schema statement is also recorded, as
@@ -31,6 +32,7 @@ from caucase.exceptions import CaucaseError, StorageError
 from caucase.storage import postgresql_sql
 from caucase.storage.copy import SchemaEntry, Source, load_into_sqlite
 from caucase.storage.engine import Statement
+from caucase.storage.postgresql_batch import LockBatches
 
 try:
     import psycopg
@@ -136,8 +138,23 @@ class PostgresConnection:
         except BaseException:
             self.raw.close()
             raise
-        self.in_transaction = False
         self._schema_locked = False
+
+    @property
+    def in_transaction(self) -> bool:
+        """Inside a transaction, even one a failed statement aborted (a savepoint can
+        still undo that statement's writer): what sqlite3's attribute of the name says."""
+        status = self.raw.info.transaction_status
+        return status in (
+            psycopg.pq.TransactionStatus.INTRANS,
+            psycopg.pq.TransactionStatus.INERROR,
+        )
+
+    @property
+    def failed(self) -> bool:
+        """A statement failed: the transaction refuses any other until rolled back (to a
+        savepoint before it, or wholly)."""
+        return self.raw.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Cursor:
         change = postgresql_sql.schema_change(sql)
@@ -181,20 +198,17 @@ class PostgresConnection:
         if lock is not None:
             statement += f"; SELECT pg_advisory_xact_lock({lock_key(lock)})"
         self.raw.execute(statement)
-        self.in_transaction = True
         self._schema_locked = False
 
     def commit(self) -> None:
         """COMMIT; a transaction a failed statement aborted is rolled back and reported
         (PostgreSQL would roll it back silently, where SQLite commits the other statements)."""
-        self.in_transaction = False
-        if self.raw.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        if self.failed:
             self.raw.execute("ROLLBACK")
             raise StorageError("transaction aborted by a failed statement, nothing written")
         self.raw.execute("COMMIT")
 
     def rollback(self) -> None:
-        self.in_transaction = False
         if not self.raw.closed:
             self.raw.execute("ROLLBACK")
 
@@ -249,11 +263,9 @@ class PostgresConnection:
     @property
     def healthy(self) -> bool:
         """Still usable for the next borrower: open, and outside any transaction."""
-        status = self.raw.info.transaction_status
         return (
             not self.raw.closed
-            and not self.in_transaction
-            and status == psycopg.pq.TransactionStatus.IDLE
+            and self.raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         )
 
     def close(self) -> None:
@@ -350,6 +362,7 @@ class PostgresDatabase:
         here rather than at the first request."""
         self.location = url
         self._pool = _Pool(url)
+        self._batches = LockBatches(lambda: PostgresConnection(url), _DRIVER_ERRORS)
         self._local = threading.local()
         self.ping()
 
@@ -371,8 +384,10 @@ class PostgresDatabase:
 
     @contextlib.contextmanager
     def writing(self, lock: str | None = None) -> Iterator[PostgresConnection]:
-        """One transaction, committed before this returns; `lock` is held until then. A
-        nested use by the same thread joins the outer transaction (and takes its lock)."""
+        """One transaction, committed before this returns; `lock` is held until then,
+        and shared with this node's other writers of that lock (one batch, one commit:
+        caucase.storage.postgresql_batch). A nested use by the same thread joins the outer
+        transaction (and takes its lock)."""
         joined: PostgresConnection | None = getattr(self._local, "transaction", None)
         if joined is not None:
             if lock is not None:
@@ -380,8 +395,16 @@ class PostgresDatabase:
                     joined.lock(lock)
             yield joined
             return
+        if lock is not None:
+            with storage_errors(), self._batches.transaction(lock) as connection:
+                self._local.transaction = connection
+                try:
+                    yield connection
+                finally:
+                    self._local.transaction = None
+            return
         with storage_errors(), self._pool.connection() as connection:
-            connection.begin(lock=lock)
+            connection.begin()
             self._local.transaction = connection
             try:
                 yield connection
@@ -457,6 +480,7 @@ class PostgresDatabase:
                 connection.raw.execute("ROLLBACK")
 
     def close(self) -> None:
+        self._batches.close()
         self._pool.close()
 
     def remove(self) -> None:
