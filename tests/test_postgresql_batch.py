@@ -14,6 +14,7 @@ from caucase.storage.postgresql import PostgresDatabase
 from tests.test_postgresql import race
 
 WRITERS = 16
+ROUNDS = 5
 LOCK = "test:batch"
 
 
@@ -79,3 +80,23 @@ def test_a_writer_ignoring_its_failed_statement_is_refused_and_writes_nothing(
             connection.execute("INSERT INTO t VALUES (?, 0)", ("taken",))
     insert(database, "next")
     assert set(stored(database)) == {"taken", "next"}
+
+
+def test_bookkeeping_left_to_a_coming_batch_lands_with_it(database: PostgresDatabase) -> None:
+    assert not database.write_soon("INSERT INTO t VALUES (?, 0)", ("idle",))  # no batch
+
+    def write(index: int) -> list[str]:
+        accepted = []
+        for turn in range(ROUNDS):
+            insert(database, f"w{index}.{turn}")
+            name = f"soon{index}.{turn}"
+            if database.write_soon("INSERT INTO t VALUES (?, 0)", (name,)):
+                accepted.append(name)
+        return accepted
+
+    results = race(WRITERS, write)
+    insert(database, "last")  # opens a batch: whatever was left waiting runs first in it
+    accepted = {name for result in results if isinstance(result, list) for name in result}
+    assert accepted  # writers queued behind commits: some statements rode their batches
+    assert accepted <= set(stored(database))
+    assert "idle" not in stored(database)

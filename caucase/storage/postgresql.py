@@ -379,8 +379,9 @@ class PostgresDatabase:
             yield connection
 
     def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
-        """Never: each node commits on its own, so no batch is sure to come."""
-        return False
+        """Leave a bookkeeping statement to the next batch of this node's writers of a
+        lock, if one is sure to come (LockBatches.write_soon); False: write it yourself."""
+        return self._batches.write_soon(statement, parameters)
 
     @contextlib.contextmanager
     def writing(self, lock: str | None = None) -> Iterator[PostgresConnection]:
