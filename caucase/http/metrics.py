@@ -128,13 +128,23 @@ class Metrics:
             ("scheme",),
             registry=registry,
         )
-        for authority in AUTHORITIES:
-            for approval in APPROVALS:
-                self._issued.labels(authority, approval)
-            self._rejected.labels(authority)
-            self._revoked.labels(authority)
-        for scheme in SCHEMES:
-            self._connections.labels(scheme)
+        # Every child is made once, here or at its first request: labels() costs a lock
+        # and a tuple per call, and these are moved by every request and connection.
+        self._issued_of = {
+            (authority, approval): self._issued.labels(authority, approval)
+            for authority in AUTHORITIES
+            for approval in APPROVALS
+        }
+        self._rejected_of = {
+            authority: self._rejected.labels(authority) for authority in AUTHORITIES
+        }
+        self._revoked_of = {
+            authority: self._revoked.labels(authority) for authority in AUTHORITIES
+        }
+        self._connections_of = {scheme: self._connections.labels(scheme) for scheme in SCHEMES}
+        # By (authority, route template, status): bounded by the route table and the
+        # statuses caucased answers, never by what clients send.
+        self._served_of: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._clock = clock
         if read_state is not None:
             self.watch_state(read_state)
@@ -146,19 +156,27 @@ class Metrics:
     def request_served(self, authority: str, route: str, status: int, seconds: float) -> None:
         """One answered request; `route` is its template in the route table, or
         UNMATCHED_ROUTE (never the path the client sent)."""
-        _check(authority, ("", *AUTHORITIES), "authority")
-        self._requests.labels(authority, route, status_class(status)).inc()
-        self._duration.labels(authority, route).observe(seconds)
+        key = (authority, route, status)
+        children = self._served_of.get(key)
+        if children is None:
+            _check(authority, ("", *AUTHORITIES), "authority")
+            children = (
+                self._requests.labels(authority, route, status_class(status)),
+                self._duration.labels(authority, route),
+            )
+            self._served_of[key] = children  # a racing thread stores the same children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def certificate_issued(self, authority: str, approval: str) -> None:
         _check(authority, AUTHORITIES, "authority")
-        self._issued.labels(authority, _check(approval, APPROVALS, "approval")).inc()
+        self._issued_of[authority, _check(approval, APPROVALS, "approval")].inc()
 
     def csr_rejected(self, authority: str) -> None:
-        self._rejected.labels(_check(authority, AUTHORITIES, "authority")).inc()
+        self._rejected_of[_check(authority, AUTHORITIES, "authority")].inc()
 
     def certificate_revoked(self, authority: str) -> None:
-        self._revoked.labels(_check(authority, AUTHORITIES, "authority")).inc()
+        self._revoked_of[_check(authority, AUTHORITIES, "authority")].inc()
 
     def backup_written(self) -> None:
         self._backups.inc()
@@ -167,10 +185,10 @@ class Metrics:
         self._handshake_failures.inc()
 
     def connection_opened(self, scheme: str) -> None:
-        self._connections.labels(_check(scheme, SCHEMES, "scheme")).inc()
+        self._connections_of[_check(scheme, SCHEMES, "scheme")].inc()
 
     def connection_closed(self, scheme: str) -> None:
-        self._connections.labels(_check(scheme, SCHEMES, "scheme")).dec()
+        self._connections_of[_check(scheme, SCHEMES, "scheme")].dec()
 
 
 class StateCollector(Collector):
