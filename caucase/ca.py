@@ -226,49 +226,52 @@ class CertificateAuthority:
         """Store a CSR, auto-signing it when the counter allows; return its id.
 
         UnsupportedKey for a key caucase does not accept (keys.check_acceptable)."""
-        csr = self._load_new_key_csr(csr_pem)
+        csr, key_spec = self._load_new_key_csr(csr_pem)
         key_id = keys.key_id(csr.public_key())
         self._observer.ready()
         if not (override_limits or self._auto_sign_exhausted or not self._pair_list):
-            return self._append_auto_signed(csr_pem, csr, key_id)
+            return self._append_auto_signed(csr_pem, csr, key_id, key_spec)
         csr_id, received = self._storage.append_csr(
             csr_pem, key_id, to_timestamp(self._clock()), override_limits
         )
         if received is None:  # a CSR already stored: nothing changed
             return csr_id
-        notices = [events.csr_received(self._name, csr_id, csr)]
+        notices = [events.csr_received(self._name, csr_id, csr, key_spec)]
         if received <= self._auto_sign_csr_amount:
-            crt_pem = self._issue(csr_id, csr, csr, SigningMode.YES)
-            notices.append(events.auto_signed(self._name, csr_id, crt_pem))
+            crt, _ = self._issue(csr_id, csr, csr, SigningMode.YES)
+            notices.append(events.auto_signed(self._name, csr_id, crt))
         self._observer.notify(*notices)
         return csr_id
 
     def _append_auto_signed(
-        self, csr_pem: bytes, csr: x509.CertificateSigningRequest, key_id: str
+        self,
+        csr_pem: bytes,
+        csr: x509.CertificateSigningRequest,
+        key_id: str,
+        key_spec: keys.KeySpec,
     ) -> int:
         """Sign first (outside any lock), then store the CSR and, if the counter still
         allows auto-signing, its certificate in one transaction. Once the counter has
         passed the amount it only grows, so later CSRs skip the speculative signature."""
-        crt_pem, now = self._sign(csr, csr, SigningMode.YES)
+        crt, crt_pem, now = self._sign(csr, csr, SigningMode.YES)
         csr_id, received, stored = self._storage.append_csr_signed(
             csr_pem, key_id, to_timestamp(now), crt_pem, self._auto_sign_csr_amount
         )
         if received is not None and received > self._auto_sign_csr_amount:
             self._auto_sign_exhausted = True
         if received is not None:
-            notices = [events.csr_received(self._name, csr_id, csr)]
+            notices = [events.csr_received(self._name, csr_id, csr, key_spec)]
             if stored:
-                notices.append(events.auto_signed(self._name, csr_id, crt_pem))
+                notices.append(events.auto_signed(self._name, csr_id, crt))
             self._observer.notify(*notices)
         return csr_id
 
     @staticmethod
-    def _load_new_key_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
-        """A CSR bringing a key to certify: it must be of a kind caucase accepts. Template
+    def _load_new_key_csr(csr_pem: bytes) -> tuple[x509.CertificateSigningRequest, keys.KeySpec]:
+        """A CSR bringing a key of a kind caucase accepts, and that key's spec. Template
         CSRs only lend their subject and extensions, so their key is not checked."""
         csr = x509util.load_certificate_request(csr_pem)
-        keys.check_acceptable(csr.public_key())
-        return csr
+        return csr, keys.spec_of(csr.public_key())
 
     def get_csr(self, csr_id: int) -> bytes:
         """The stored CSR PEM, pending or already signed; NotFound once purged."""
@@ -293,8 +296,8 @@ class CertificateAuthority:
         if template_csr is not None:
             template = x509util.load_certificate_request(template_csr)
         self._observer.ready()
-        crt_pem = self._issue(csr_id, csr, template, mode)
-        self._observer.notify(events.signed(self._name, csr_id, crt_pem, template is not csr))
+        crt, crt_pem = self._issue(csr_id, csr, template, mode)
+        self._observer.notify(events.signed(self._name, csr_id, crt, template is not csr))
         return crt_pem
 
     def sign_for_order(
@@ -304,7 +307,8 @@ class CertificateAuthority:
         as a user approving a CSR would have it (ca-profile 1.6-1.8), not stored yet: the
         caller stores it with store_signed in the transaction recording why it exists."""
         keys.check_acceptable(csr.public_key())
-        return self._sign(csr, template, SigningMode.NO)
+        _, crt_pem, now = self._sign(csr, template, SigningMode.NO)
+        return crt_pem, now
 
     def store_signed(
         self, csr: x509.CertificateSigningRequest, crt_pem: bytes, now: datetime.datetime
@@ -328,19 +332,20 @@ class CertificateAuthority:
         csr: x509.CertificateSigningRequest,
         template: x509util.Template,
         mode: SigningMode,
-    ) -> bytes:
-        """Sign with the active CA (outside the lock) and attach the result to the row."""
-        crt_pem, now = self._sign(csr, template, mode)
+    ) -> tuple[x509.Certificate, bytes]:
+        """Sign with the active CA (outside the lock), attach it to the row: (crt, PEM)."""
+        crt, crt_pem, now = self._sign(csr, template, mode)
         self._storage.store_certificate(csr_id, crt_pem, to_timestamp(now), _APPROVALS[mode])
-        return crt_pem
+        return crt, crt_pem
 
     def _sign(
         self,
         csr: x509.CertificateSigningRequest,
         template: x509util.Template,
         mode: SigningMode,
-    ) -> tuple[bytes, datetime.datetime]:
-        """A certificate PEM for the CSR's key from the active CA, and the "now" it used.
+    ) -> tuple[x509.Certificate, bytes, datetime.datetime]:
+        """A certificate for the CSR's key from the active CA, its PEM, and the "now" it used
+        (the parsed certificate is kept for the audit events, never parsed again).
 
         Its life is cut to end with the CA's: a CA renewed late (nothing reached it at the
         renewal point) keeps signing for a period with less than a period left, and a leaf
@@ -357,14 +362,14 @@ class CertificateAuthority:
             life,
             self._crl_base_url,
         )
-        return x509util.dump_certificate(crt), now
+        return crt, x509util.dump_certificate(crt), now
 
     # Renewal and revocation
     def renew(self, crt_pem: bytes, renew_csr_pem: bytes) -> bytes:
         """Key-holder renewal: `crt_pem` must verify; new certificate PEM for the CSR's key."""
         old_crt = self._load_certificate(crt_pem)
         self.verify_certificate(old_crt)
-        csr = self._load_new_key_csr(renew_csr_pem)
+        csr, _ = self._load_new_key_csr(renew_csr_pem)
         self._observer.ready()
         csr_id, _ = self._storage.append_csr(
             renew_csr_pem,
@@ -373,8 +378,8 @@ class CertificateAuthority:
             override_limits=True,
         )
         # A CSR already signed is found by deduplication: storing again says NotFound.
-        crt_pem = self._issue(csr_id, csr, old_crt, SigningMode.PASSTHROUGH)
-        self._observer.notify(events.renewed(self._name, csr_id, crt_pem, old_crt))
+        crt, crt_pem = self._issue(csr_id, csr, old_crt, SigningMode.PASSTHROUGH)
+        self._observer.notify(events.renewed(self._name, csr_id, crt, old_crt))
         return crt_pem
 
     def revoke_certificate(

@@ -84,7 +84,7 @@ class Issuance:
             )  # fmt: skip
             if not issued:
                 raise OrderNotReady("the order was finalized meanwhile")
-        self._observer.notify(events.acme_issued("cas", crt_id, crt_pem))
+        self._observer.notify(events.acme_issued("cas", crt_id, certificate))
         finalized = dataclasses.replace(
             order, status=VALID, crt_id=crt_id, serial=certificate.serial_number
         )
