@@ -69,6 +69,12 @@ def test_each_change_of_the_ca_reports_itself_once(
     received = seen.calls[1][0].fields
     assert received["csr_id"] == str(auto) and received["client"] == "192.0.2.7"
     assert received["sans"] == ["DNSName:auto.example"] and received["subject"] == "CN=auto"
+    assert received["key_type"] == "RSA-2048"
+    auto_crt = x509.load_pem_x509_certificate(ca.get_certificate(auto))
+    auto_signed = seen.calls[1][1].fields
+    assert (auto_signed["serial"], auto_signed["subject"]) == (
+        str(auto_crt.serial_number), "CN=auto",
+    )  # fmt: skip
     signed = seen.calls[3][0].fields
     assert signed["by_serial"] == str(user.serial_number) and signed["with_template"] is False
     assert seen.calls[7][0].fields["by_serial"] is None  # the key holder is no user
