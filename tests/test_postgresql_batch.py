@@ -10,11 +10,10 @@ import pytest
 
 from caucase.exceptions import StorageError
 from caucase.storage import IntegrityError
-from caucase.storage.postgresql import PostgresDatabase
+from caucase.storage.postgresql import PostgresConnection, PostgresDatabase
 from tests.test_postgresql import race
 
 WRITERS = 16
-ROUNDS = 5
 LOCK = "test:batch"
 
 
@@ -82,21 +81,24 @@ def test_a_writer_ignoring_its_failed_statement_is_refused_and_writes_nothing(
     assert set(stored(database)) == {"taken", "next"}
 
 
-def test_bookkeeping_left_to_a_coming_batch_lands_with_it(database: PostgresDatabase) -> None:
-    assert not database.write_soon("INSERT INTO t VALUES (?, 0)", ("idle",))  # no batch
+def test_bookkeeping_is_written_at_once_outside_every_batch_and_lock(
+    database: PostgresDatabase, postgres_url: str
+) -> None:
+    """While another session holds the lock a batch would take, bookkeeping still lands
+    (it waits on no batch), alone in its own transaction, visible as soon as it returns."""
+    with contextlib.closing(PostgresConnection(postgres_url)) as holder:
+        holder.begin(lock=LOCK)
+        database.write_bookkeeping("INSERT INTO t VALUES (?, txid_current())", ("kept",))
+        assert "kept" in stored(database)
+        holder.rollback()
+    insert(database, "batch")
+    rows = stored(database)
+    assert rows["kept"] != rows["batch"]
 
-    def write(index: int) -> list[str]:
-        accepted = []
-        for turn in range(ROUNDS):
-            insert(database, f"w{index}.{turn}")
-            name = f"soon{index}.{turn}"
-            if database.write_soon("INSERT INTO t VALUES (?, 0)", (name,)):
-                accepted.append(name)
-        return accepted
 
-    results = race(WRITERS, write)
-    insert(database, "last")  # opens a batch: whatever was left waiting runs first in it
-    accepted = {name for result in results if isinstance(result, list) for name in result}
-    assert accepted  # writers queued behind commits: some statements rode their batches
-    assert accepted <= set(stored(database))
-    assert "idle" not in stored(database)
+def test_bookkeeping_inside_a_transaction_is_part_of_it(database: PostgresDatabase) -> None:
+    with database.writing() as connection:
+        connection.execute("INSERT INTO t VALUES (?, txid_current())", ("writer",))
+        database.write_bookkeeping("INSERT INTO t VALUES (?, txid_current())", ("kept",))
+    rows = stored(database)
+    assert rows["kept"] == rows["writer"]

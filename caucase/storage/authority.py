@@ -373,16 +373,13 @@ class Storage(RevocationRows):
         read_expiration = int(now + self._crt_read_keep_time)
         if not isinstance(expiration_date, int) or read_expiration < expiration_date:
             # One conditional statement: no read-then-write race, and no write once lowered.
-            # Under load it rides the next write batch: the reply does not depend on it, and
-            # if it is lost the row is only kept its full keep time.
-            statement = (
+            # Bookkeeping: the reply does not depend on it, and if it is lost the row is
+            # only kept its full keep time.
+            self._database.write_bookkeeping(
                 f"UPDATE {table} SET expiration_date = ? WHERE id = ? "
-                "AND (expiration_date IS NULL OR expiration_date > ?)"
+                "AND (expiration_date IS NULL OR expiration_date > ?)",
+                (read_expiration, csr_id, read_expiration),
             )
-            parameters = (read_expiration, csr_id, read_expiration)
-            if not self._database.write_soon(statement, parameters):
-                with self._transaction() as tx:
-                    tx.execute(statement, parameters)
         return as_bytes(crt)
 
     def get_certificate_by_key_id(self, key_id: str) -> bytes:

@@ -189,10 +189,12 @@ class Database:
         with storage_errors(), self._pool.connection() as connection:
             yield connection
 
-    def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
+    def write_bookkeeping(self, statement: str, parameters: tuple[object, ...]) -> None:
         """Leave a bookkeeping statement to the next write batch if one is sure to come
-        (GroupCommitter.write_soon); False: write it with writing() instead."""
-        return self._committer.write_soon(statement, parameters)
+        (GroupCommitter.write_soon), else write it in a transaction of its own."""
+        if not self._committer.write_soon(statement, parameters):
+            with self.writing() as connection:
+                connection.execute(statement, parameters)
 
     @contextlib.contextmanager
     def writing(self, lock: str | None = None) -> Iterator[sqlite3.Connection]:

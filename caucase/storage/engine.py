@@ -92,10 +92,11 @@ class Engine(Protocol):
         self, lock: str | None = None
     ) -> contextlib.AbstractContextManager[Connection]: ...
 
-    def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
-        """Leave a bookkeeping statement (one whose loss only costs housekeeping) to the
-        next write transaction, if one is sure to come soon; False: the caller writes it
-        itself."""
+    def write_bookkeeping(self, statement: str, parameters: tuple[object, ...]) -> None:
+        """Write a bookkeeping statement (one whose loss only costs housekeeping, and no
+        answer waits on) the cheapest way the engine has: with a coming write batch when
+        one is sure to come (SQLite, where each transaction costs a commit of its own), or
+        alone in autocommit, outside any batch and its lock (PostgreSQL)."""
         ...
 
     def snapshot(self) -> contextlib.AbstractContextManager[Source]: ...

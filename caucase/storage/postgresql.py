@@ -378,10 +378,14 @@ class PostgresDatabase:
         with storage_errors(), self._pool.connection() as connection:
             yield connection
 
-    def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
-        """Leave a bookkeeping statement to the next batch of this node's writers of a
-        lock, if one is sure to come (LockBatches.write_soon); False: write it yourself."""
-        return self._batches.write_soon(statement, parameters)
+    def write_bookkeeping(self, statement: str, parameters: tuple[object, ...]) -> None:
+        """One statement alone, in autocommit: one round trip, outside every batch (riding
+        one would lengthen the batch, and so the hold of its lock); PostgreSQL flushes
+        concurrent commits together. Inside this thread's transaction, a part of it."""
+        joined: PostgresConnection | None = getattr(self._local, "transaction", None)
+        with storage_errors(), contextlib.ExitStack() as stack:
+            connection = joined or stack.enter_context(self._pool.connection())
+            connection.execute(statement, parameters)
 
     @contextlib.contextmanager
     def writing(self, lock: str | None = None) -> Iterator[PostgresConnection]:

@@ -90,13 +90,6 @@ class LockBatches(Generic[L]):
         with self._committer(lock).transaction() as connection:
             yield connection
 
-    def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
-        """Leave a bookkeeping statement to the next batch of any lock, if one is sure to
-        come (GroupCommitter.write_soon): it needs no lock of its own."""
-        with self._guard:
-            committers = [] if self._closed else list(self._committers.values())
-        return any(committer.write_soon(statement, parameters) for committer in committers)
-
     def _committer(self, lock: str) -> GroupCommitter[L]:
         with self._guard:
             if self._closed:
