@@ -332,6 +332,22 @@ def test_keep_times_and_purge_on_insert(database: Engine) -> None:
     storage.close()
 
 
+def test_purges_run_once_per_second_and_catch_up_the_next(database: Engine) -> None:
+    """A purge in a second this storage already purged in is skipped; what another
+    process left expired meanwhile goes with the first purge of a later second."""
+    storage = Storage(database, "cas")
+    other = Storage(database, "cas", crt_keep_time=0, crt_read_keep_time=0)
+    storage.append_csr(b"first of the second", KEY_ID_A, NOW + 10)
+    expired, _ = other.append_csr(b"expired", KEY_ID_A, NOW)
+    other.store_certificate(expired, b"crt", NOW)
+    storage.append_csr(b"same second", KEY_ID_A, NOW + 10)
+    assert query(database, "SELECT id FROM cascrt WHERE id = ?", (expired,)) == [(expired,)]
+    storage.append_csr(b"next second", KEY_ID_A, NOW + 11)
+    assert query(database, "SELECT id FROM cascrt WHERE id = ?", (expired,)) == []
+    other.close()
+    storage.close()
+
+
 def test_revocations_and_crl_bookkeeping(cas: Storage, database: Engine) -> None:
     assert cas.get_crl_state() == (0, None)
     cas.revoke(2**200, NOW, NOW + DAY)

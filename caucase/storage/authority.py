@@ -83,6 +83,8 @@ class Storage(RevocationRows):
         self._max_csr_amount = max_csr_amount
         self._crt_keep_time = crt_keep_time * DAY
         self._crt_read_keep_time = crt_read_keep_time * DAY
+        # The latest "now" this storage purged at, committed (see _purges).
+        self._purged_at = -1
         try:
             with self._transaction() as tx:
                 for statement in schema_statements(table_prefix, enforce_unique_key_id):
@@ -200,7 +202,7 @@ class Storage(RevocationRows):
         One transaction instead of two per auto-signed request. Returns (id, counter value or
         None, whether `crt_pem` was stored)."""
         csr_blob = bytes(csr_pem)
-        stored = [] if crt_pem is None else self._certificate_statements(crt_pem, now, "auto")
+        stored = [] if crt_pem is None else self._certificate_statements(crt_pem, "auto")
         # The lock keeps the quota exact and identical CSRs deduplicated across nodes; under
         # it, the counter read here is the one the increment below moves.
         with self._transaction("csr") as tx:
@@ -214,7 +216,7 @@ class Storage(RevocationRows):
                     raise exceptions.NoStorage("Too many pending CSRs")
                 counter_value = received + 1
                 statements.append(self._counter_increment(RECEIVED_CSR))
-            statements.append(self._purge_statement(now))
+            statements += self._purges(now)
             signed_crt = None
             if (
                 crt_pem is not None
@@ -224,18 +226,18 @@ class Storage(RevocationRows):
                 signed_crt = bytes(crt_pem)
                 statements += stored
             csr_id = self._insert_row(tx, csr_blob, key_id, statements, signed_crt, now)
+        self._purged(now)
         return csr_id, counter_value, signed_crt is not None
 
     def append_signed(self, csr_pem: bytes, key_id: str, now: int, crt_pem: bytes) -> int:
         """A CSR and its certificate, signed beforehand, as a new row in one transaction:
         no pending quota, no auto-sign counter, and never merged with an identical CSR (an
         ACME client reusing its key sends the same CSR again, and gets a new certificate)."""
-        statements = [
-            self._purge_statement(now),
-            *self._certificate_statements(crt_pem, now, "acme"),
-        ]
+        statements = [*self._purges(now), *self._certificate_statements(crt_pem, "acme")]
         with self._transaction() as tx:
-            return self._insert_row(tx, bytes(csr_pem), key_id, statements, bytes(crt_pem), now)
+            csr_id = self._insert_row(tx, bytes(csr_pem), key_id, statements, bytes(crt_pem), now)
+        self._purged(now)
+        return csr_id
 
     def _csr_state(
         self, tx: Connection, csr_blob: bytes, key_id: str
@@ -266,9 +268,21 @@ class Storage(RevocationRows):
             return "key_id = ?", (key_id.encode("ascii"),)
         return "key_id IN (?, ?)", (key_id.encode("ascii"), key_id)
 
-    def _purge_statement(self, now: int) -> Statement:
-        """What removes the signed rows whose keep time is over."""
-        return f"DELETE FROM {self._table('crt')} WHERE expiration_date < ?", (now,)
+    def _purges(self, now: int) -> list[Statement]:
+        """What removes the signed rows whose keep time is over and the renewal index
+        entries past their certificate's end, unless this storage purged at this `now`
+        already: times are whole seconds, so a second purge in the same second could only
+        find what another process wrote meanwhile, which the next second's purge removes."""
+        if now <= self._purged_at:
+            return []
+        return [
+            (f"DELETE FROM {self._table('crt')} WHERE expiration_date < ?", (now,)),
+            renewal.purge_statement(self._prefix, now),
+        ]
+
+    def _purged(self, now: int) -> None:
+        """The purges of `now` are committed (a race between threads costs a purge more)."""
+        self._purged_at = max(self._purged_at, now)
 
     def _insert_row(
         self,
@@ -333,17 +347,22 @@ class Storage(RevocationRows):
             "WHERE id = ? AND crt IS NULL",
             (bytes(crt_pem), int(now + self._crt_keep_time), csr_id),
         )
-        statements = [update, *self._certificate_statements(crt_pem, now, approval)]
+        statements = [
+            update,
+            *self._purges(now),
+            *self._certificate_statements(crt_pem, approval),
+        ]
         with self._transaction() as tx:
             if execute_together(tx, statements)[0].rowcount != 1:
                 raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
+        self._purged(now)
 
-    def _certificate_statements(self, crt_pem: bytes, now: int, approval: str) -> list[Statement]:
-        """What stores a certificate's renewal index and inventory entries, and purges
-        expired index entries. The certificate is parsed here: call it before opening the
-        transaction, where nothing but SQL should run."""
+    def _certificate_statements(self, crt_pem: bytes, approval: str) -> list[Statement]:
+        """What stores a certificate's renewal index and inventory entries. The
+        certificate is parsed here: call it before opening the transaction, where nothing
+        but SQL should run."""
         entry, listed = _index_entries(crt_pem, approval)
-        statements = [renewal.purge_statement(self._prefix, now)]
+        statements: list[Statement] = []
         if entry is not None:
             statements.append(entry.insert_statement(self._prefix))
         if listed is not None:
