@@ -14,8 +14,10 @@ a batch open with writers waiting on it.
 
 What differs between engines is a `Dialect`: how a batch begins (SQLite's BEGIN IMMEDIATE;
 on PostgreSQL, BEGIN and the advisory lock every writer of the batch names), which errors
-the driver raises, and whether a writer's failed statement ended its savepoint's work only
-(PostgreSQL: the batch goes on once rolled back to it) or the whole transaction (SQLite).
+the driver raises, whether a writer's failed statement ended its savepoint's work only
+(PostgreSQL: the batch goes on once rolled back to it) or the whole transaction (SQLite),
+and whether statements cost round trips (PostgreSQL), so that they travel together: the
+first writer's savepoint with BEGIN, a kept writer's release with the next one's savepoint.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from caucase.exceptions import StorageError
@@ -58,9 +60,17 @@ class Dialect(Protocol[C_contra]):
     """How batches begin and fail on one engine."""
 
     errors: tuple[type[Exception], ...]
+    # A kept writer's savepoint is released with the next writer's savepoint, or not at
+    # all by the commit (one round trip less per writer where each costs one), rather
+    # than as the writer leaves.
+    release_with_next: bool
 
-    def begin(self, connection: C_contra) -> None:
-        """Open the batch's transaction, taking what serialises it against other writers."""
+    def begin(self, connection: C_contra, then: Sequence[str]) -> None:
+        """Open the batch's transaction, taking what serialises it against other writers,
+        and run the statements `then` in it (in the same round trip where the engine can)."""
+
+    def run(self, connection: C_contra, statements: Sequence[str]) -> None:
+        """Statements without parameters, in order (in one round trip where it can)."""
 
     def usable(self, connection: C_contra) -> bool:
         """The connection can open the next batch (open, outside any transaction)."""
@@ -74,9 +84,14 @@ class SQLiteDialect:
     """SQLite: BEGIN IMMEDIATE takes the file's write lock up front."""
 
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    release_with_next = False
 
-    def begin(self, connection: sqlite3.Connection) -> None:
-        connection.execute("BEGIN IMMEDIATE")
+    def begin(self, connection: sqlite3.Connection, then: Sequence[str]) -> None:
+        self.run(connection, ["BEGIN IMMEDIATE", *then])
+
+    def run(self, connection: sqlite3.Connection, statements: Sequence[str]) -> None:
+        for statement in statements:
+            connection.execute(statement)
 
     def usable(self, connection: sqlite3.Connection) -> bool:
         return not connection.in_transaction
@@ -104,6 +119,9 @@ class GroupCommitter(Generic[C]):
         self._queued = 0
         self._closed = False
         self._deferred: list[tuple[str, tuple[object, ...]]] = []
+        # The last writer of the open batch kept its statements, and its savepoint awaits
+        # release (Dialect.release_with_next).
+        self._release_pending = False
 
     def write_soon(self, statement: str, parameters: tuple[object, ...]) -> bool:
         """Leave a statement whose loss harms nobody (bookkeeping no answer depends on) to the
@@ -158,35 +176,45 @@ class GroupCommitter(Generic[C]):
             raise StorageError(lost)
 
     def _join_batch(self) -> tuple[C, int]:
-        """The open batch, or a new one, with this writer's savepoint taken."""
+        """The open batch, or a new one, with this writer's savepoint taken (sent with the
+        batch's BEGIN, or with the release of the previous writer's savepoint)."""
         if self._closed:
             self._commit_unjoined_batch()
             raise StorageError("database is closed")
         if not self._open_batch:
-            try:
-                connection = self._sound_connection()
-                self._dialect.begin(connection)
-            except self._errors as error:
-                self._discard_connection()
-                raise StorageError(f"cannot start a write transaction: {error}") from error
-            self._last_batch += 1
-            self._open_batch = self._last_batch
-            self._run_deferred(connection)
+            return self._begin_batch()
         batch = self._open_batch
         connection = self._shared_connection()
+        release = ["RELEASE writer"] if self._release_pending else []
+        self._release_pending = False
         try:
-            connection.execute("SAVEPOINT writer")
+            self._dialect.run(connection, [*release, "SAVEPOINT writer"])
         except self._errors as error:
             self._abort(batch, f"transaction aborted, nothing written: {error}")
             raise StorageError(f"transaction aborted, nothing written: {error}") from error
         return connection, batch
 
-    def _run_deferred(self, connection: C) -> None:
+    def _begin_batch(self) -> tuple[C, int]:
+        """A new batch, its deferred statements run, this writer's savepoint taken."""
+        deferred, self._deferred = self._deferred, []
+        then = [] if deferred else ["SAVEPOINT writer"]
+        try:
+            connection = self._sound_connection()
+            self._dialect.begin(connection, then)
+        except self._errors as error:
+            self._discard_connection()
+            raise StorageError(f"cannot start a write transaction: {error}") from error
+        self._last_batch += 1
+        self._open_batch = self._last_batch
+        self._release_pending = False
+        if deferred:
+            self._run_deferred(connection, deferred)
+            return self._join_batch()
+        return connection, self._open_batch
+
+    def _run_deferred(self, connection: C, deferred: list[tuple[str, tuple[object, ...]]]) -> None:
         """The statements left by write_soon, first in the new batch, undone together if
         one fails (the writers of the batch go on)."""
-        deferred, self._deferred = self._deferred, []
-        if not deferred:
-            return
         try:
             connection.execute("SAVEPOINT deferred")
             for statement, parameters in deferred:
@@ -219,8 +247,7 @@ class GroupCommitter(Generic[C]):
         the whole transaction, the batch fails for every writer in it."""
         try:
             if connection.in_transaction:
-                connection.execute("ROLLBACK TO writer")
-                connection.execute("RELEASE writer")
+                self._dialect.run(connection, ["ROLLBACK TO writer", "RELEASE writer"])
                 return
             reason = f"transaction aborted, nothing written: {error}"
         except self._errors as undo_error:
@@ -234,11 +261,13 @@ class GroupCommitter(Generic[C]):
             if not connection.in_transaction:
                 reason = "transaction aborted by the database, nothing written"
             elif self._dialect.statement_failed(connection):
-                connection.execute("ROLLBACK TO writer")
-                connection.execute("RELEASE writer")
+                self._dialect.run(connection, ["ROLLBACK TO writer", "RELEASE writer"])
                 return "transaction aborted by a failed statement, nothing written"
+            elif self._dialect.release_with_next:
+                self._release_pending = True
+                return None
             else:
-                connection.execute("RELEASE writer")
+                self._dialect.run(connection, ["RELEASE writer"])
                 return None
         except self._errors as error:
             reason = f"transaction aborted, nothing written: {error}"

@@ -192,13 +192,20 @@ class PostgresConnection:
         except psycopg.errors.IntegrityError as error:
             raise PostgresIntegrityError(str(error)) from error
 
-    def begin(self, isolation: str = "", lock: str | None = None) -> None:
-        """BEGIN, and take `lock` in the same round trip (the lock is held till the end)."""
-        statement = "BEGIN" + (f" ISOLATION LEVEL {isolation}" if isolation else "")
+    def begin(
+        self, isolation: str = "", lock: str | None = None, then: Sequence[str] = ()
+    ) -> None:
+        """BEGIN, take `lock` (held till the end) and run the statements `then`, in one
+        round trip."""
+        statements = ["BEGIN" + (f" ISOLATION LEVEL {isolation}" if isolation else "")]
         if lock is not None:
-            statement += f"; SELECT pg_advisory_xact_lock({lock_key(lock)})"
-        self.raw.execute(statement)
+            statements.append(f"SELECT pg_advisory_xact_lock({lock_key(lock)})")
+        self.run_script([*statements, *then])
         self._schema_locked = False
+
+    def run_script(self, statements: Sequence[str]) -> None:
+        """Statements without parameters, in order, in one round trip."""
+        self.raw.execute("; ".join(statements))
 
     def commit(self) -> None:
         """COMMIT; a transaction a failed statement aborted is rolled back and reported

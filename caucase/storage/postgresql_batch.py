@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from caucase.exceptions import StorageError
@@ -35,7 +35,11 @@ class LockingConnection(Protocol):
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 
-    def begin(self, isolation: str = "", lock: str | None = None) -> None: ...
+    def begin(
+        self, isolation: str = "", lock: str | None = None, then: Sequence[str] = ()
+    ) -> None: ...
+
+    def run_script(self, statements: Sequence[str]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -46,12 +50,17 @@ L = TypeVar("L", bound=LockingConnection)
 class LockDialect:
     """Batches whose transaction begins by taking one advisory lock."""
 
+    release_with_next = True
+
     def __init__(self, lock: str, errors: tuple[type[Exception], ...]) -> None:
         self._lock = lock
         self.errors = errors
 
-    def begin(self, connection: LockingConnection) -> None:
-        connection.begin(lock=self._lock)
+    def begin(self, connection: LockingConnection, then: Sequence[str]) -> None:
+        connection.begin(lock=self._lock, then=then)
+
+    def run(self, connection: LockingConnection, statements: Sequence[str]) -> None:
+        connection.run_script(statements)
 
     def usable(self, connection: LockingConnection) -> bool:
         return not connection.dropped and not connection.in_transaction
