@@ -317,6 +317,8 @@ def test_keep_times_and_purge_on_insert(database: Engine) -> None:
     storage.store_certificate(signed, b"crt1", NOW)
     storage.store_certificate(read, b"crt2", NOW)
     storage.get_certificate(read, NOW + 100)
+    with pytest.raises(exceptions.NotFound):
+        storage.get_certificate(pending, NOW + 100)  # a pending row keeps no keep time
     expirations = dict(query(database, "SELECT id, expiration_date FROM cascrt"))
     assert expirations == {signed: NOW + DAY, read: NOW + 100 + 4320, pending: None}
     storage.get_certificate(read, NOW + 200)  # a later read never extends the keep time

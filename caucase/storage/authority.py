@@ -382,24 +382,25 @@ class Storage(RevocationRows):
     def get_certificate(self, csr_id: int, now: int) -> bytes:
         """NotFound unless signed; shortens the row's keep time to the read keep time."""
         table = self._table("crt")
-        row = self._select_one(
-            f"SELECT crt, expiration_date FROM {table} WHERE id = ? AND crt IS NOT NULL",
-            (csr_id,),
+        read_expiration = int(now + self._crt_read_keep_time)
+        # The update is one conditional statement: no read-then-write race, and no write
+        # once lowered. Bookkeeping: the reply does not depend on it, and if it is lost the
+        # row is only kept its full keep time.
+        row = self._database.read_with_bookkeeping(
+            (
+                f"SELECT crt, expiration_date FROM {table} WHERE id = ? AND crt IS NOT NULL",
+                (csr_id,),
+            ),
+            (
+                f"UPDATE {table} SET expiration_date = ? WHERE id = ? AND crt IS NOT NULL "
+                "AND (expiration_date IS NULL OR expiration_date > ?)",
+                (read_expiration, csr_id, read_expiration),
+            ),
+            lambda row: not isinstance(row[1], int) or read_expiration < row[1],
         )
         if row is None:
             raise exceptions.NotFound(f"No certificate with id {csr_id}")
-        crt, expiration_date = row
-        read_expiration = int(now + self._crt_read_keep_time)
-        if not isinstance(expiration_date, int) or read_expiration < expiration_date:
-            # One conditional statement: no read-then-write race, and no write once lowered.
-            # Bookkeeping: the reply does not depend on it, and if it is lost the row is
-            # only kept its full keep time.
-            self._database.write_bookkeeping(
-                f"UPDATE {table} SET expiration_date = ? WHERE id = ? "
-                "AND (expiration_date IS NULL OR expiration_date > ?)",
-                (read_expiration, csr_id, read_expiration),
-            )
-        return as_bytes(crt)
+        return as_bytes(row[0])
 
     def get_certificate_by_key_id(self, key_id: str) -> bytes:
         """Certificate of the signed row holding this key id; NotFound otherwise.

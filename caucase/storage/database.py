@@ -22,12 +22,13 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from caucase.exceptions import CaucaseError, StorageError
 from caucase.storage.connection import ConnectionPool, connect, create_private_file
 from caucase.storage.copy import SQLiteSource
-from caucase.storage.engine import Connection
+from caucase.storage.engine import Connection, Statement
 from caucase.storage.group_commit import GroupCommitter, SQLiteDialect
 
 SIDE_FILE_SUFFIXES = ("-journal", "-wal", "-shm")
@@ -195,6 +196,17 @@ class Database:
         if not self._committer.write_soon(statement, parameters):
             with self.writing() as connection:
                 connection.execute(statement, parameters)
+
+    def read_with_bookkeeping(
+        self, query: Statement, bookkeeping: Statement, needed: Callable[[Any], bool]
+    ) -> Any:
+        """The first row of `query`, then `bookkeeping` if `needed` of it (Engine)."""
+        with self.reading() as connection:
+            row = connection.execute(*query).fetchone()
+        if row is not None and needed(row):
+            statement, parameters = bookkeeping
+            self.write_bookkeeping(statement, tuple(parameters))
+        return row
 
     @contextlib.contextmanager
     def writing(self, lock: str | None = None) -> Iterator[sqlite3.Connection]:

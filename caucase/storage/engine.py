@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from caucase.storage.copy import Source
@@ -97,6 +97,15 @@ class Engine(Protocol):
         answer waits on) the cheapest way the engine has: with a coming write batch when
         one is sure to come (SQLite, where each transaction costs a commit of its own), or
         alone in autocommit, outside any batch and its lock (PostgreSQL)."""
+        ...
+
+    def read_with_bookkeeping(
+        self, query: Statement, bookkeeping: Statement, needed: Callable[[Any], bool]
+    ) -> Any:
+        """The first row of `query` (None: no row), and `bookkeeping` written (as by
+        write_bookkeeping) when `needed` of that row. PostgreSQL sends both as one statement,
+        so that the bookkeeping always runs there: its own conditions must leave alone
+        whatever `needed` would have."""
         ...
 
     def snapshot(self) -> contextlib.AbstractContextManager[Source]: ...

@@ -25,7 +25,7 @@ import select
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from caucase.exceptions import CaucaseError, StorageError
@@ -393,6 +393,20 @@ class PostgresDatabase:
         with storage_errors(), contextlib.ExitStack() as stack:
             connection = joined or stack.enter_context(self._pool.connection())
             connection.execute(statement, parameters)
+
+    def read_with_bookkeeping(
+        self, query: Statement, bookkeeping: Statement, needed: Callable[[Any], bool]
+    ) -> Any:
+        """The query with the bookkeeping as its data-modifying WITH: one statement, one
+        round trip. The query reads the snapshot the bookkeeping starts from."""
+        (select, select_parameters), (change, change_parameters) = query, bookkeeping
+        joined: PostgresConnection | None = getattr(self._local, "transaction", None)
+        with storage_errors(), contextlib.ExitStack() as stack:
+            connection = joined or stack.enter_context(self._pool.connection())
+            return connection.execute(
+                f"WITH bookkeeping AS ({change}) {select}",
+                (*change_parameters, *select_parameters),
+            ).fetchone()
 
     @contextlib.contextmanager
     def writing(self, lock: str | None = None) -> Iterator[PostgresConnection]:
