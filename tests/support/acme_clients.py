@@ -146,7 +146,8 @@ class Certbot:
     def _registration(eab: EAB | None) -> list[str]:
         flags = ["--agree-tos", "-m", EMAIL, "--no-eff-email"]
         if eab is not None:
-            flags += ["--eab-kid", eab.kid, "--eab-hmac-key", eab.hmac_key]
+            # NAME=VALUE: a value may start with "-" (pebble's test credentials can).
+            flags += [f"--eab-kid={eab.kid}", f"--eab-hmac-key={eab.hmac_key}"]
         return flags
 
     @staticmethod
@@ -207,7 +208,7 @@ class Lego:
             "--path", str(self.workdir), "--key-type", "ec256", "--domains", name,
         ]  # fmt: skip
         if eab is not None:
-            common += ["--eab", "--kid", eab.kid, "--hmac", eab.hmac_key]
+            common += ["--eab", f"--kid={eab.kid}", f"--hmac={eab.hmac_key}"]
         environment = {"LEGO_CA_CERTIFICATES": str(self.ca_bundle), **(env or {})}
         return run_client([self.lego, *common, *args], environment)
 
