@@ -20,9 +20,10 @@ Layers, lowest first (nothing imports a layer above it):
 - ``audit``: the hash-chained audit log of every change of state, and its verifier;
   ``events``: the observer the CA, ACME and backup layers report changes to (building
   the audit events; caucased's feeds the audit log and the metrics).
-- ``ca``: the policy of one certificate authority; ``ca_keys``: its CA key pairs and
-  their chain document; ``crl``: its CRLs, cached and regenerated; ``renewal_schedule``:
-  the renewal windows of its certificates, and operators' early-renewal requests.
+- ``ca``: the policy of one certificate authority; ``rollover``: its CA list, kept
+  current across nodes and renewed when due; ``ca_keys``: its CA key pairs and their
+  chain document; ``crl``: its CRLs, cached and regenerated; ``renewal_schedule``: the
+  renewal windows of its certificates, and operators' early-renewal requests.
 - ``acme``: ACME for the CAS: the protocol (JWS, errors, EAB, identifiers, challenges)
   and the service over storage and the CAS (accounts, orders, validation, issuance).
 - ``http``: the HTTP API (``app``, ``routes``, ``handlers``, ``renewal_handlers``,

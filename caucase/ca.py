@@ -5,10 +5,9 @@ document and the CRLs live in memory and are rebuilt only when what they derive 
 changes, so that per-request work stays cheap; authentication looks revoked serials up
 in storage (one indexed read), so it never waits for a CRL to be signed.
 
-When other caucased share the database (PostgreSQL), each use of the CA list first reads
-its version from storage (one small read), so that a rollover made by another node is
-seen at once; a CA is stored only if the CA rows are still at the version the decision was
-made on, so that nodes racing through a rollover make one new CA between them.
+The CA list and its rollover are caucase.rollover's. An auto-signed CSR is signed from
+the list as last read, and its transaction checks the CA rows' version: another node
+having changed them, it is signed again from the list as it now is.
 """
 
 from __future__ import annotations
@@ -22,26 +21,24 @@ from typing import Any
 from cryptography import x509
 
 from caucase import events
-from caucase.ca_keys import CAKeyPair, build_chain, load_ca_key_pair
+from caucase.ca_keys import CAKeyPair
 from caucase.clock import Clock, to_timestamp, utcnow
 from caucase.crl import CRLCache
 from caucase.crypto import crl_profile, keys, verification, x509util
 from caucase.crypto.x509util import SigningMode
 from caucase.exceptions import (
     BadSerial,
-    CertificateAuthorityException,
     CertificateVerificationError,
     Found,
     NotFound,
 )
 from caucase.renewal_schedule import RenewalSchedule
-from caucase.storage import Storage
+from caucase.rollover import CAList, CAProfile
+from caucase.storage import StaleCAList, Storage
 from caucase.storage.inventory import InventoryEntry, Query
 
 logger = logging.getLogger(__name__)
 
-# Renew the CA once the newest one has at most this many certificate lives left (3.1).
-CA_RENEWAL_MARGIN = 2
 MINIMUM_CA_LIFE_PERIOD = 3
 # How the inventory lists a certificate this CA signed, by the way it was signed.
 _APPROVALS = {SigningMode.YES: "auto", SigningMode.NO: "user", SigningMode.PASSTHROUGH: "renewed"}
@@ -79,14 +76,10 @@ class CertificateAuthority:
         self._storage = storage
         self._observer = observer
         self._name = storage.prefix
-        self._ca_subject = ca_subject
-        self._ca_key_spec = keys.KeySpec.rsa(ca_key) if isinstance(ca_key, int) else ca_key
         self._crt_life = datetime.timedelta(days=crt_life)
-        self._ca_life = self._crt_life * ca_life_period
         self._crl_life = self._crt_life * crl_renew_period
         self._clock = clock
         self._crl_base_url = crl_base_url
-        self._ca_extensions = tuple(ca_extensions)
         if lock_auto_sign_csr_amount:
             storage.lock_auto_sign_amount(auto_sign_csr_amount)
         locked_amount = storage.get_locked_auto_sign_amount()
@@ -95,131 +88,25 @@ class CertificateAuthority:
         )
         self._auto_sign_exhausted = self._auto_sign_csr_amount <= 0
         self._lock = threading.RLock()
-        self._renewal_lock = threading.Lock()
         self._crl_cache = CRLCache(storage, self._crl_life, self._crl_life / 2)
         self.renewal = RenewalSchedule(storage, clock, datetime.timedelta(days=renewal_threshold))
-        self._pair_list: list[CAKeyPair] = []
-        self._chain: list[dict[str, Any]] = []
-        self._ca_version = storage.get_ca_version()
-        self._load_ca_list(clock())
-        self._check_ca_renewal()
-
-    # CA list and rollover
-    def _load_ca_list(self, now: datetime.datetime) -> None:
-        """Read the CA rows again; a row that cannot be used is skipped, never fatal.
-
-        The version is read first: a row added in between makes the next check reload."""
-        version = self._storage.get_ca_version()
-        pair_list = []
-        for key_pem, crt_pem in self._storage.get_ca_key_pairs(to_timestamp(now)):
-            try:
-                pair_list.append(load_ca_key_pair(key_pem, crt_pem, now))
-            except (ValueError, TypeError) as error:
-                logger.warning("Skipping unusable CA certificate row: %s", error)
-        pair_list.sort(key=lambda pair: pair.not_after)
-        with self._lock:
-            self._ca_version = version
-            self._set_pair_list(pair_list)
-
-    def _follow_other_nodes(self, now: datetime.datetime) -> None:
-        """Reload the CA list when another process changed the CA rows."""
-        if self._storage.shared and self._storage.get_ca_version() != self._ca_version:
-            self._load_ca_list(now)
-
-    def _set_pair_list(self, pair_list: list[CAKeyPair]) -> None:
-        self._pair_list = pair_list
-        self._chain = build_chain(pair_list)
-        self._crl_cache.clear()
-
-    def _needs_new_ca(self, now: datetime.datetime) -> bool:
-        if not self._pair_list:
-            return True
-        remaining = self._pair_list[-1].not_after - now
-        return remaining / self._crt_life <= CA_RENEWAL_MARGIN
-
-    def _check_ca_renewal(self) -> datetime.datetime:
-        """Generate the next CA when due (ca-profile 3.1); return the "now" used.
-
-        Without a key size (restore) nothing is ever generated, whatever the CA list holds:
-        the reference crashes there. A thread finding a generation under way skips it."""
-        now = self._clock()
-        self._follow_other_nodes(now)
-        spec = self._ca_key_spec
-        if (
-            spec is not None
-            and self._needs_new_ca(now)
-            and self._renewal_lock.acquire(blocking=False)
-        ):
-            try:
-                if self._needs_new_ca(now):
-                    self._generate_ca(now, spec)
-            finally:
-                self._renewal_lock.release()
-        return now
+        profile = CAProfile(
+            ca_subject,
+            keys.KeySpec.rsa(ca_key) if isinstance(ca_key, int) else ca_key,
+            self._crt_life,
+            self._crt_life * ca_life_period,
+            tuple(ca_extensions),
+        )
+        self._ca_list = CAList(
+            storage, profile, clock, self._lock, self._crl_cache.clear, observer
+        )
 
     def start_rollover(self) -> x509.Certificate:
-        """Make the next CA certificate now rather than when the newest one nears its end
-        (caucased-manage --renew-ca): it is distributed during the passive phase and signs
-        one certificate life later, as after a lazy renewal (ca-profile 3.2)."""
-        if self._ca_key_spec is None:
-            raise CertificateAuthorityException("CA generation is disabled")
-        pair_list, now = self._current_pair_list()
-        if not pair_list:
-            raise CertificateAuthorityException("No CA certificate to renew")
-        with self._renewal_lock:
-            # Only a newest CA already signing on its own right (older than one certificate
-            # life) leaves the successor a passive phase: otherwise either a rollover is
-            # under way, or the successor would sign at once, before clients learn it.
-            newest = self._pair_list[-1]
-            signs_from = newest.not_before + self._crt_life
-            if signs_from >= now:
-                raise CertificateAuthorityException(
-                    "the newest CA certificate is younger than one certificate validity "
-                    f"(a rollover may be under way): try again after {signs_from.isoformat()}"
-                )
-            self._generate_ca(now, self._ca_key_spec)
-            return self._pair_list[-1].crt
-
-    def _generate_ca(self, now: datetime.datetime, spec: keys.KeySpec) -> None:
-        """Make and store the next CA, then read the CA list again: it holds either this
-        CA or the one another node stored first."""
-        version = self._ca_version
-        key = keys.generate(spec)
-        if self._pair_list:
-            crt = x509util.renew_ca_certificate(self._pair_list[-1].crt, key, now, self._ca_life)
-        else:
-            crt = x509util.make_ca_certificate(
-                key, self._ca_subject, now, self._ca_life, self._ca_extensions
-            )
-        stored = self._storage.append_next_ca_key_pair(
-            version,
-            to_timestamp(crt.not_valid_after_utc),
-            keys.dump_private_key(key),
-            x509util.dump_certificate(crt),
-        )
-        if not stored:
-            logger.info("Another process stored the next CA first: using that one")
-        else:
-            self._observer.notify(events.ca_generated(self._name, crt))
-        self._load_ca_list(now)
+        """The next CA certificate, made now (CAList.start_rollover)."""
+        return self._ca_list.start_rollover()
 
     def _current_pair_list(self) -> tuple[list[CAKeyPair], datetime.datetime]:
-        """Renewal check, then the held CAs that are not expired yet, oldest first."""
-        now = self._check_ca_renewal()
-        with self._lock:
-            if self._pair_list and self._pair_list[0].not_after < now:
-                self._set_pair_list([pair for pair in self._pair_list if pair.not_after >= now])
-            return self._pair_list, now
-
-    def _active_pair(self) -> tuple[CAKeyPair, datetime.datetime]:
-        """The signing CA: newest one older than one certificate life, else the newest (3.2)."""
-        pair_list, now = self._current_pair_list()
-        if not pair_list:
-            raise CertificateAuthorityException("No CA certificate available")
-        for pair in reversed(pair_list):
-            if pair.not_before + self._crt_life < now:
-                return pair, now
-        return pair_list[-1], now
+        return self._ca_list.current()
 
     # CSRs
     def append_csr(self, csr_pem: bytes, override_limits: bool = False) -> int:
@@ -229,7 +116,7 @@ class CertificateAuthority:
         csr, key_spec = self._load_new_key_csr(csr_pem)
         key_id = keys.key_id(csr.public_key())
         self._observer.ready()
-        if not (override_limits or self._auto_sign_exhausted or not self._pair_list):
+        if not (override_limits or self._auto_sign_exhausted or self._ca_list.empty):
             return self._append_auto_signed(csr_pem, csr, key_id, key_spec)
         csr_id, received = self._storage.append_csr(
             csr_pem, key_id, to_timestamp(self._clock()), override_limits
@@ -249,14 +136,29 @@ class CertificateAuthority:
         csr: x509.CertificateSigningRequest,
         key_id: str,
         key_spec: keys.KeySpec,
+        follow: bool = False,
     ) -> int:
         """Sign first (outside any lock), then store the CSR and, if the counter still
         allows auto-signing, its certificate in one transaction. Once the counter has
-        passed the amount it only grows, so later CSRs skip the speculative signature."""
-        crt, crt_pem, now = self._sign(csr, csr, SigningMode.YES)
-        csr_id, received, stored = self._storage.append_csr_signed(
-            csr_pem, key_id, to_timestamp(now), crt_pem, self._auto_sign_csr_amount
-        )
+        passed the amount it only grows, so later CSRs skip the speculative signature.
+
+        Shared storage: signed from the CA list as last read, unless `follow`; the
+        transaction refuses it if the CA rows changed since, and it is signed again."""
+        follow = follow or not self._storage.shared
+        pair, now, version = self._ca_list.active(follow)
+        crt, crt_pem = self._sign_with(pair, now, csr, csr, SigningMode.YES)
+        try:
+            csr_id, received, stored = self._storage.append_csr_signed(
+                csr_pem,
+                key_id,
+                to_timestamp(now),
+                crt_pem,
+                self._auto_sign_csr_amount,
+                ca_version=None if follow else version,
+            )
+        except StaleCAList:
+            self._ca_list.reload()
+            return self._append_auto_signed(csr_pem, csr, key_id, key_spec, follow=True)
         if received is not None and received > self._auto_sign_csr_amount:
             self._auto_sign_exhausted = True
         if received is not None:
@@ -350,7 +252,18 @@ class CertificateAuthority:
         Its life is cut to end with the CA's: a CA renewed late (nothing reached it at the
         renewal point) keeps signing for a period with less than a period left, and a leaf
         outliving its issuer would stop verifying before its own notAfter."""
-        pair, now = self._active_pair()
+        pair, now, _ = self._ca_list.active()
+        crt, crt_pem = self._sign_with(pair, now, csr, template, mode)
+        return crt, crt_pem, now
+
+    def _sign_with(
+        self,
+        pair: CAKeyPair,
+        now: datetime.datetime,
+        csr: x509.CertificateSigningRequest,
+        template: x509util.Template,
+        mode: SigningMode,
+    ) -> tuple[x509.Certificate, bytes]:
         life = min(self._crt_life, pair.not_after - (now - x509util.BACKDATE))
         crt = x509util.issue_certificate(
             pair.key,
@@ -362,7 +275,7 @@ class CertificateAuthority:
             life,
             self._crl_base_url,
         )
-        return crt, x509util.dump_certificate(crt), now
+        return crt, x509util.dump_certificate(crt)
 
     # Renewal and revocation
     def renew(self, crt_pem: bytes, renew_csr_pem: bytes) -> bytes:
@@ -464,9 +377,7 @@ class CertificateAuthority:
 
     def get_ca_certificate_chain(self) -> list[dict[str, Any]]:
         """ca.crt.json items: one signed envelope per consecutive CA pair."""
-        self._current_pair_list()
-        with self._lock:
-            return list(self._chain)
+        return self._ca_list.chain()
 
     def get_crl_dict(self) -> dict[int, bytes]:
         """CRL PEM per CA certificate, keyed by its AKI integer, oldest CA first."""

@@ -5,6 +5,7 @@ between engines, and a storage module written for SQLite running unchanged on bo
 from __future__ import annotations
 
 import contextlib
+import datetime
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from caucase import exceptions
 from caucase.ca import CertificateAuthority
-from caucase.crypto import keys
+from caucase.crypto import keys, x509util
 from caucase.exceptions import StorageError
 from caucase.http.cors import SharedCorsKeyStore, decode_token, encode_token
 from caucase.storage import Engine, IntegrityError, Storage, open_database
@@ -271,6 +272,49 @@ def test_a_rollover_is_made_once_and_seen_by_every_node(
     assert all(len(ca_list) == 2 for ca_list in lists)
     assert len({tuple(ca_list) for ca_list in lists}) == 1
     assert len(Storage(nodes[0], "cas").get_ca_key_pairs(0)) == 2
+
+
+def test_an_auto_signed_csr_comes_from_the_ca_another_node_just_made_active(
+    nodes: list[PostgresDatabase], clock: FakeClock
+) -> None:
+    """A node signs auto-approved CSRs from the CA list as it last read it, and its
+    transaction checks the CA rows: a CA another node stored meanwhile, active at once (as
+    an imported one can be), signs the very next certificate."""
+    authorities = [
+        CertificateAuthority(
+            Storage(node, "cas"),
+            CA_SUBJECT,
+            keys.KeySpec(keys.KeyType.EC_P256),
+            CRT_LIFE,
+            clock=clock,
+            auto_sign_csr_amount=5,
+        )
+        for node in nodes[:2]
+    ]
+    first_key, second_key = generate_keys(2)
+    crt = x509.load_pem_x509_certificate(
+        authorities[1].get_certificate(authorities[1].append_csr(make_csr(first_key)))
+    )
+    assert crt.issuer == CA_SUBJECT
+    imported_subject = x509.Name(
+        [x509.NameAttribute(x509.NameOID.COMMON_NAME, "Caucase CAS imported")]
+    )
+    key = keys.generate(keys.KeySpec(keys.KeyType.EC_P256))
+    imported = x509util.make_ca_certificate(
+        key,
+        imported_subject,
+        clock() - datetime.timedelta(days=CRT_LIFE * 2),
+        datetime.timedelta(days=CRT_LIFE * 10),
+    )
+    Storage(nodes[0], "cas").append_ca_key_pair(
+        int(imported.not_valid_after_utc.timestamp()),
+        keys.dump_private_key(key),
+        x509util.dump_certificate(imported),
+    )
+    crt = x509.load_pem_x509_certificate(
+        authorities[1].get_certificate(authorities[1].append_csr(make_csr(second_key)))
+    )
+    assert crt.issuer == imported_subject
 
 
 def test_a_certificate_signed_on_one_node_authenticates_on_another(

@@ -22,7 +22,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from caucase import exceptions
-from caucase.storage import Engine, Storage, exists, open_database, restore_database
+from caucase.storage import (
+    Engine,
+    StaleCAList,
+    Storage,
+    exists,
+    open_database,
+    restore_database,
+)
 from tests.support.postgres import PostgresServer
 
 NOW = 1_800_000_000
@@ -348,6 +355,19 @@ def test_purges_run_once_per_second_and_catch_up_the_next(database: Engine) -> N
     assert query(database, "SELECT id FROM cascrt WHERE id = ?", (expired,)) == []
     other.close()
     storage.close()
+
+
+def test_a_csr_signed_from_a_stale_ca_list_stores_nothing(cas: Storage) -> None:
+    version = cas.get_ca_version()
+    cas.append_ca_key_pair(NOW + DAY, b"key", b"crt")
+    with pytest.raises(StaleCAList):
+        cas.append_csr_signed(b"csr", KEY_ID_A, NOW, b"crt", 5, ca_version=version)
+    assert cas.get_pending_csr_list() == []
+    csr_id, received, stored = cas.append_csr_signed(
+        b"csr", KEY_ID_A, NOW, b"crt", 5, ca_version=cas.get_ca_version()
+    )
+    assert (received, stored) == (1, True)  # the refused one counted nothing
+    assert cas.get_certificate(csr_id, NOW) == b"crt"
 
 
 def test_revocations_and_crl_bookkeeping(cas: Storage, database: Engine) -> None:

@@ -32,7 +32,7 @@ from caucase.acme.resolver import Resolver
 from caucase.acme.service import AcmeService, AcmeSettings
 from caucase.acme.tls_alpn import TlsAlpn01Validator
 from caucase.backup_schedule import BackupSchedule
-from caucase.ca import CA_RENEWAL_MARGIN, CertificateAuthority
+from caucase.ca import CertificateAuthority
 from caucase.cli import server_ops
 from caucase.cli.key_options import check_key_options
 from caucase.cli.server_options import (
@@ -57,6 +57,7 @@ from caucase.http.server import (
 )
 from caucase.http.tls import ServerIdentity
 from caucase.main_loop import MainLoop, StopSignal
+from caucase.rollover import CA_RENEWAL_MARGIN
 from caucase.storage import Engine, Storage, is_url, open_database
 from caucase.storage.cluster import ClusterState
 

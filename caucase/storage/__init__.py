@@ -28,7 +28,7 @@ One interface (``engine``), two engines: SQLite, a file (the default), and Postg
 Database failures leave this package as ``StorageError``.
 """
 
-from caucase.storage.authority import Storage
+from caucase.storage.authority import CAVersion, StaleCAList, Storage
 from caucase.storage.database import Database, DatabaseInUse
 from caucase.storage.engine import (
     Engine,
@@ -43,10 +43,12 @@ from caucase.storage.restore import restore_database, restored_database
 from caucase.storage.schema import schema_statements
 
 __all__ = [
+    "CAVersion",
     "Database",
     "DatabaseInUse",
     "Engine",
     "IntegrityError",
+    "StaleCAList",
     "Storage",
     "create_database",
     "describe",

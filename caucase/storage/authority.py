@@ -25,7 +25,7 @@ from caucase.storage.engine import (
     open_database,
 )
 from caucase.storage.revocations import CRL_LAST_UPDATE, CRL_NUMBER, RevocationRows
-from caucase.storage.rows import as_bytes, as_text
+from caucase.storage.rows import Cell, as_bytes, as_text
 from caucase.storage.schema import (
     LEGACY_CRL_SUFFIX,
     index_statements,
@@ -42,7 +42,16 @@ AUTO_SIGN_CSR_AMOUNT = "auto_sign_csr_amount"
 # (number of CA rows, latest expiration date): see Storage.get_ca_version.
 CAVersion = tuple[int, Optional[int]]
 
-__all__ = ["CRL_LAST_UPDATE", "CRL_NUMBER", "CAVersion", "Storage"]
+__all__ = ["CRL_LAST_UPDATE", "CRL_NUMBER", "CAVersion", "StaleCAList", "Storage"]
+
+
+def _as_ca_version(count: Cell, newest: Cell) -> CAVersion:
+    return int(count or 0), None if newest is None else int(as_text(newest))
+
+
+class StaleCAList(Exception):
+    """The CA rows are no longer at the version a certificate was signed from: sign it
+    again from the CA list as it now is (nothing was stored)."""
 
 
 def _index_entries(
@@ -170,8 +179,7 @@ class Storage(RevocationRows):
         row = connection.execute(
             f"SELECT COUNT(*), MAX(expiration_date) FROM {self._table('ca')}"
         ).fetchone()
-        count, newest = row if row is not None else (0, None)
-        return int(count or 0), None if newest is None else int(as_text(newest))
+        return _as_ca_version(*(row if row is not None else (0, None)))
 
     # CSRs and certificates
     def append_csr(
@@ -195,6 +203,7 @@ class Storage(RevocationRows):
         crt_pem: bytes | None = None,
         auto_sign_limit: int = 0,
         override_limits: bool = False,
+        ca_version: CAVersion | None = None,
     ) -> tuple[int, int | None, bool]:
         """append_csr, storing `crt_pem` (signed in advance) with the row in the same
         transaction when the received_csr counter this insert takes is <= auto_sign_limit.
@@ -206,7 +215,9 @@ class Storage(RevocationRows):
         # The lock keeps the quota exact and identical CSRs deduplicated across nodes; under
         # it, the counter read here is the one the increment below moves.
         with self._transaction("csr") as tx:
-            existing, pending, received = self._csr_state(tx, csr_blob, key_id)
+            existing, pending, received, version = self._csr_state(tx, csr_blob, key_id)
+            if ca_version is not None and version != ca_version:
+                raise StaleCAList("the CA rows changed since the certificate was signed")
             if existing is not None:
                 return existing, None, False
             counter_value: int | None = None
@@ -241,24 +252,28 @@ class Storage(RevocationRows):
 
     def _csr_state(
         self, tx: Connection, csr_blob: bytes, key_id: str
-    ) -> tuple[int | None, int, int]:
+    ) -> tuple[int | None, int, int, CAVersion]:
         """In one query: the id of a byte-identical stored CSR (or None), the number of
-        pending CSRs and the received_csr counter. Identical CSRs have the same key id, so
-        the key_id index narrows the search (rows without a key id are checked too)."""
+        pending CSRs, the received_csr counter and the CA rows' version. Identical CSRs
+        have the same key id, so the key_id index narrows the search (rows without a key
+        id are checked too)."""
         table = self._table("crt")
         key_match, values = self._key_id_match(key_id)
         # CAST: in SQLite a TEXT value never equals a BLOB one, and older rows may be TEXT.
         csr = "csr" if self._database.strict_types else "CAST(csr AS BLOB)"
-        existing, pending, received = tx.execute(
+        ca = self._table("ca")
+        existing, pending, received, ca_count, ca_newest = tx.execute(
             f"SELECT (SELECT id FROM {table} WHERE ({key_match} OR key_id IS NULL) "
             f"AND {csr} = ? LIMIT 1), (SELECT COUNT(*) FROM {table} WHERE crt IS NULL), "
-            f"(SELECT value FROM {self._table('counter')} WHERE name = ?)",
+            f"(SELECT value FROM {self._table('counter')} WHERE name = ?), "
+            f"(SELECT COUNT(*) FROM {ca}), (SELECT MAX(expiration_date) FROM {ca})",
             (*values, csr_blob, RECEIVED_CSR),
         ).fetchone()
         return (
             None if existing is None else int(existing),
             int(pending),
             int(received or 0),
+            _as_ca_version(ca_count, ca_newest),
         )
 
     def _key_id_match(self, key_id: str) -> tuple[str, tuple[object, ...]]:
