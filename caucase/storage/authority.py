@@ -21,7 +21,7 @@ from caucase.storage.engine import (
     Engine,
     IntegrityError,
     Statement,
-    execute_together,
+    execute_changes,
     open_database,
 )
 from caucase.storage.revocations import CRL_LAST_UPDATE, CRL_NUMBER, RevocationRows
@@ -309,7 +309,7 @@ class Storage(RevocationRows):
         now: int,
     ) -> int:
         """Insert a row, signed with `crt_blob` unless None, under a fresh random 63-bit id
-        (another one on the rare clash), sent together with `statements` (one round trip on
+        (another one on the rare clash), run with `statements` (one statement on
         PostgreSQL). Any constraint error can only be the key id."""
         expiration_date = None if crt_blob is None else int(now + self._crt_keep_time)
         while True:
@@ -320,12 +320,12 @@ class Storage(RevocationRows):
                 (csr_id, key_id.encode("ascii"), csr_blob, crt_blob, expiration_date),
             )
             try:
-                cursors = execute_together(tx, [*statements, insert])
+                cursor = execute_changes(tx, [*statements, insert])
             except IntegrityError as error:
                 raise exceptions.KeyAlreadyUsed(
                     "A certificate or request already exists for this public key"
                 ) from error
-            if cursors[-1].rowcount == 1:
+            if cursor.rowcount == 1:
                 return csr_id
             statements = []
 
@@ -363,12 +363,12 @@ class Storage(RevocationRows):
             (bytes(crt_pem), int(now + self._crt_keep_time), csr_id),
         )
         statements = [
-            update,
             *self._purges(now),
             *self._certificate_statements(crt_pem, approval),
+            update,
         ]
         with self._transaction() as tx:
-            if execute_together(tx, statements)[0].rowcount != 1:
+            if execute_changes(tx, statements).rowcount != 1:
                 raise exceptions.NotFound(f"No pending CSR with id {csr_id}")
         self._purged(now)
 

@@ -18,8 +18,8 @@ caucased). A storage module is written once, in the portable SQL below, and runs
   transaction (serialised across the cluster on PostgreSQL; SQLite has one writer anyway);
 - a constraint violation raises ``IntegrityError`` and, on PostgreSQL, ends the transaction:
   leave the block on it (raise), or use ON CONFLICT for a conflict that is expected;
-- statements that do not wait on each other's results go through ``execute_together``,
-  which PostgreSQL sends in one round trip (what counts most in a transaction holding a
+- changes that do not wait on each other's results go through ``execute_changes``,
+  which PostgreSQL runs as one statement (what counts most in a transaction holding a
   lock).
 
 ``shared`` tells whether other processes may write the database meanwhile: in-memory caches
@@ -66,14 +66,19 @@ class Connection(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
 
 
-def execute_together(connection: Connection, statements: Sequence[Statement]) -> list[Cursor]:
-    """Run `statements` in order, and return their cursors. A connection that can send them
-    in one round trip (PostgreSQL's pipeline mode: ``execute_pipelined``) does; an error of
-    any of them is then raised once all were sent, and the transaction is over."""
-    pipelined = getattr(connection, "execute_pipelined", None)
-    if pipelined is not None:
-        return list(pipelined(statements))
-    return [connection.execute(sql, parameters) for sql, parameters in statements]
+def execute_changes(connection: Connection, statements: Sequence[Statement]) -> Cursor:
+    """Run `statements` (INSERT, UPDATE or DELETE, none reading what another changes, no
+    two changing one row) in order; the last one's cursor. A connection that can run them
+    as one statement (PostgreSQL: ``execute_combined``) does; an error of any of them is
+    then the statement's, and the transaction is over."""
+    combined = getattr(connection, "execute_combined", None)
+    if combined is not None:
+        return combined(statements)  # type: ignore[no-any-return]
+    cursor = None
+    for sql, parameters in statements:
+        cursor = connection.execute(sql, parameters)
+    assert cursor is not None, "no statement"
+    return cursor
 
 
 class Engine(Protocol):
@@ -196,7 +201,7 @@ __all__ = [
     "Statement",
     "create_database",
     "describe",
-    "execute_together",
+    "execute_changes",
     "exists",
     "is_url",
     "open_database",

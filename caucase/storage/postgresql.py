@@ -172,19 +172,16 @@ class PostgresConnection:
             raise PostgresIntegrityError(str(error)) from error
         return _Cursor(cursor)
 
-    def execute_pipelined(self, statements: Sequence[Statement]) -> list[_Cursor]:
-        """Send every statement before reading any result: one round trip (no schema change
-        among them). See caucase.storage.engine.execute_together."""
-        cursors = []
-        try:
-            with self.raw.pipeline():
-                for sql, parameters in statements:
-                    cursor = self.raw.cursor()
-                    cursor.execute(postgresql_sql.placeholders(sql), _parameters(parameters))
-                    cursors.append(_Cursor(cursor))
-        except psycopg.errors.IntegrityError as error:
-            raise PostgresIntegrityError(str(error)) from error
-        return cursors
+    def execute_combined(self, statements: Sequence[Statement]) -> _Cursor:
+        """The changes as one statement, all but the last as its data-modifying WITH
+        clauses (run from one snapshot, each once): one round trip, one driver call. See
+        caucase.storage.engine.execute_changes."""
+        *changes, (last, last_parameters) = statements
+        if not changes:
+            return self.execute(last, last_parameters)
+        clauses = ", ".join(f"change{index} AS ({sql})" for index, (sql, _) in enumerate(changes))
+        parameters = [value for _, values in statements for value in values]
+        return self.execute(f"WITH {clauses} {last}", parameters)
 
     def _run(self, sql: str, parameters: Sequence[Any] = ()) -> _Cursor:
         try:
