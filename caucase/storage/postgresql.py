@@ -386,9 +386,7 @@ class PostgresDatabase:
         """One statement alone, in autocommit: one round trip, outside every batch (riding
         one would lengthen the batch, and so the hold of its lock); PostgreSQL flushes
         concurrent commits together. Inside this thread's transaction, a part of it."""
-        joined: PostgresConnection | None = getattr(self._local, "transaction", None)
-        with storage_errors(), contextlib.ExitStack() as stack:
-            connection = joined or stack.enter_context(self._pool.connection())
+        with self._statement_connection() as connection:
             connection.execute(statement, parameters)
 
     def read_with_bookkeeping(
@@ -397,13 +395,22 @@ class PostgresDatabase:
         """The query with the bookkeeping as its data-modifying WITH: one statement, one
         round trip. The query reads the snapshot the bookkeeping starts from."""
         (select, select_parameters), (change, change_parameters) = query, bookkeeping
-        joined: PostgresConnection | None = getattr(self._local, "transaction", None)
-        with storage_errors(), contextlib.ExitStack() as stack:
-            connection = joined or stack.enter_context(self._pool.connection())
+        with self._statement_connection() as connection:
             return connection.execute(
                 f"WITH bookkeeping AS ({change}) {select}",
                 (*change_parameters, *select_parameters),
             ).fetchone()
+
+    @contextlib.contextmanager
+    def _statement_connection(self) -> Iterator[PostgresConnection]:
+        """This thread's transaction's connection, else a pooled autocommit one."""
+        joined: PostgresConnection | None = getattr(self._local, "transaction", None)
+        with storage_errors():
+            if joined is not None:
+                yield joined
+                return
+            with self._pool.connection() as connection:
+                yield connection
 
     @contextlib.contextmanager
     def writing(self, lock: str | None = None) -> Iterator[PostgresConnection]:
