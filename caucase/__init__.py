@@ -10,7 +10,8 @@ Layers, lowest first (nothing imports a layer above it):
 - ``backup``: the encrypted backup format.
 - ``storage``: the database behind one interface (``engine``) with two engines: SQLite
   (``database``: pool, committer, lock) and PostgreSQL (``postgresql``, shared by several
-  caucased; ``postgresql_batch``: its writers of one lock committed together), both on
+  caucased; ``postgresql_connection``: its connections and their pool;
+  ``postgresql_batch``: its writers of one lock committed together), both on
   ``group_commit``; the CA tables (``authority``, ``revocations``), what nodes share
   (``cluster``), ``schema``, ``copy`` and ``migrate`` (between engines), ``restore`` (the
   statement allow-list), ``renewal`` (the renewal index), ``inventory`` (every

@@ -10,7 +10,8 @@ import pytest
 
 from caucase.exceptions import StorageError
 from caucase.storage import IntegrityError
-from caucase.storage.postgresql import PostgresConnection, PostgresDatabase
+from caucase.storage.postgresql import PostgresDatabase
+from caucase.storage.postgresql_connection import PostgresConnection
 from tests.test_postgresql import race
 
 WRITERS = 16
